@@ -1,0 +1,110 @@
+# jobworker build. `make` builds the three binaries into build/<variant>/bin;
+# `make test` runs every tier; `make SANITIZE=address,undefined test-unit` the sanitizer build.
+
+SHELL := /bin/bash
+CC ?= gcc
+SANITIZE ?=
+VARIANT := $(if $(SANITIZE),san-$(subst $(comma),-,$(SANITIZE)),release)
+comma := ,
+BUILD ?= build/$(VARIANT)
+GEN := $(BUILD)/gen
+PKGS := grpc libprotobuf-c openssl libcap
+
+CFLAGS_BASE := -std=gnu17 -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+	-Wmissing-prototypes -Wstrict-prototypes -D_GNU_SOURCE -fno-strict-aliasing \
+	-Iinternal -I$(GEN)
+ifneq ($(SANITIZE),)
+CFLAGS_BASE += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS_SAN := -fsanitize=$(SANITIZE)
+endif
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CFLAGS_ALL = $(CFLAGS_BASE) $(PKG_CFLAGS) $(CFLAGS)
+LDLIBS_ALL = -Wl,--as-needed $(PKG_LIBS) -lpthread $(LDFLAGS_SAN)
+
+PROTO := proto/jobworker/v1/jobworker.proto
+PB_C := $(GEN)/jobworker/v1/jobworker.pb-c.c
+PB_H := $(GEN)/jobworker/v1/jobworker.pb-c.h
+
+LIB_SRCS := $(sort $(wildcard internal/*/*.c))
+LIB_OBJS := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(BUILD)/obj/gen/jobworker.pb-c.o
+LIB := $(BUILD)/libjobworker.a
+
+BINS := $(BUILD)/bin/jobworker-server $(BUILD)/bin/jobctl $(BUILD)/bin/job-init
+UNIT_SRCS := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRCS))
+# Helpers the integration and vm tiers spawn as jobs (writers of exact byte patterns etc.).
+TESTBIN_SRCS := $(sort $(wildcard tests/bin/*.c))
+TESTBINS := $(patsubst tests/bin/%.c,$(BUILD)/testbin/%,$(TESTBIN_SRCS))
+
+.PHONY: all deps test test-unit test-integration test-vm demo bench fuzz format format-check clean certs
+all: deps $(BINS) $(TESTBINS)
+
+# Installs missing Debian packages once; the stamp is removed by `make clean`.
+deps: build/.deps-ok
+build/.deps-ok: scripts/install-deps.sh
+	@if ! scripts/check-deps.sh >/dev/null 2>&1; then scripts/install-deps.sh; fi
+	@scripts/check-deps.sh
+	@mkdir -p build && touch $@
+
+$(PB_C) $(PB_H): $(PROTO) | build/.deps-ok
+	@mkdir -p $(GEN)
+	protoc-c --c_out=$(GEN) -Iproto $(PROTO)
+
+$(BUILD)/obj/gen/jobworker.pb-c.o: $(PB_C)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Wno-missing-prototypes -c -o $@ $<
+
+$(BUILD)/obj/%.o: %.c $(PB_H) | build/.deps-ok
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+define BIN_RULE
+$(BUILD)/bin/$(1): $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard cmd/$(1)/*.c)) $(LIB)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CFLAGS_ALL) -o $$@ $$(filter %.o,$$^) $(LIB) $$(LDLIBS_ALL)
+endef
+$(foreach b,jobworker-server jobctl job-init,$(eval $(call BIN_RULE,$(b))))
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LDLIBS_ALL) -lcmocka
+
+$(BUILD)/testbin/%: tests/bin/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -o $@ $< $(LDFLAGS_SAN)
+
+certs: all
+	@scripts/gen-certs.sh certs
+
+test: test-unit test-integration test-vm
+
+test-unit: all $(UNIT_BINS)
+	@BUILD=$(BUILD) tests/run-unit.sh $(UNIT_BINS)
+
+test-integration: all $(UNIT_BINS)
+	@BUILD=$(BUILD) tests/integration/run.sh
+
+test-vm: all
+	@BUILD=$(BUILD) tests/vm/run.sh
+
+demo: all
+	@BUILD=$(BUILD) scripts/demo.sh
+
+bench: all
+	@BUILD=$(BUILD) bench/run.sh
+
+FORMAT_SRCS = $(shell find cmd internal tests bench -name '*.[ch]' 2>/dev/null)
+format:
+	clang-format -i $(FORMAT_SRCS)
+format-check:
+	clang-format --dry-run --Werror $(FORMAT_SRCS)
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

@@ -1,0 +1,684 @@
+#include "client/client.h"
+
+#include "util/cleanup.h"
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/slice.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define METHOD_PREFIX "/jobworker.v1.JobService/"
+
+struct jw_client {
+    grpc_channel *channel;
+    int64_t timeout_ms;
+    /* mu guards `call` and `cancelled`: jw_client_cancel() runs on another thread and may only
+     * touch a call that is still referenced, so a call is published here for its whole life and
+     * withdrawn before it is unreferenced. */
+    pthread_mutex_t mu;
+    pthread_cond_t cond; /* signalled on cancel; CLOCK_MONOTONIC, for the resume back-off */
+    grpc_call *call;
+    bool cancelled;
+};
+
+/* Private keys are wiped before their memory goes back to the allocator. */
+static void erase_freep(char **p)
+{
+    if (*p) {
+        explicit_bzero(*p, strlen(*p));
+        free(*p);
+    }
+}
+#define _cleanup_erase_ __attribute__((cleanup(erase_freep)))
+
+const char *jw_client_code_name(jw_code code)
+{
+    static const char *const names[] = {
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    };
+    if ((unsigned)code < ARRAY_SIZE(names))
+        return names[code];
+    return "UNKNOWN";
+}
+
+int jw_client_read_pem(const char *path, const char *what, const char *hint, char **ret,
+                       jw_error *err)
+{
+    if (!hint)
+        hint = "";
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -errno, "cannot read %s '%s': %s%s", what,
+                            path, strerror(errno), hint);
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -errno, "cannot read %s '%s': %s%s", what,
+                            path, strerror(errno), hint);
+    if (S_ISDIR(st.st_mode))
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EISDIR, "cannot read %s '%s': %s%s", what,
+                            path, strerror(EISDIR), hint);
+
+    /* Grow as needed instead of trusting st_size, so pipes (<(...)) work too; stop at the cap
+     * so that a wrong path (a device, a huge file) cannot make us allocate without bound. */
+    size_t cap = 16384, len = 0;
+    _cleanup_erase_ char *buf = malloc(cap + 1);
+    if (!buf)
+        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "cannot read %s '%s': out of memory", what,
+                            path);
+    for (;;) {
+        if (len == cap) {
+            if (cap > JW_CLIENT_PEM_MAX)
+                return jw_error_set(err, JW_INVALID_ARGUMENT, -EFBIG,
+                                    "cannot read %s '%s': larger than %d bytes%s", what, path,
+                                    JW_CLIENT_PEM_MAX, hint);
+            size_t ncap = cap * 2;
+            char *nbuf = malloc(ncap + 1);
+            if (!nbuf)
+                return jw_error_set(err, JW_INTERNAL, -ENOMEM,
+                                    "cannot read %s '%s': out of memory", what, path);
+            memcpy(nbuf, buf, len);
+            explicit_bzero(buf, len);
+            free(buf);
+            buf = nbuf;
+            cap = ncap;
+        }
+        ssize_t n = read(fd, buf + len, cap - len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            int r = -errno;
+            buf[len] = '\0';
+            return jw_error_set(err, JW_INVALID_ARGUMENT, r, "cannot read %s '%s': %s%s", what,
+                                path, strerror(-r), hint);
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    if (len > JW_CLIENT_PEM_MAX)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EFBIG,
+                            "cannot read %s '%s': larger than %d bytes%s", what, path,
+                            JW_CLIENT_PEM_MAX, hint);
+    if (strlen(buf) != len || !strstr(buf, "-----BEGIN "))
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "cannot read %s '%s': not a PEM file (no '-----BEGIN' line)%s", what,
+                            path, hint);
+    *ret = TAKE_PTR(buf);
+    return 0;
+}
+
+int jw_client_new(const jw_client_config *cfg, jw_client **ret, jw_error *err)
+{
+    _cleanup_free_ char *cert = NULL, *ca = NULL;
+    _cleanup_erase_ char *key = NULL;
+    int r;
+
+    if (!cfg->server || !*cfg->server)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "no server address given");
+    /* Certificate first: when nothing was generated yet, that is the file the user should be
+     * told about. */
+    r = jw_client_read_pem(cfg->cert_path, "client certificate", cfg->cert_hint, &cert, err);
+    if (r < 0)
+        return r;
+    r = jw_client_read_pem(cfg->key_path, "client key", cfg->key_hint, &key, err);
+    if (r < 0)
+        return r;
+    r = jw_client_read_pem(cfg->ca_path, "CA certificate", cfg->ca_hint, &ca, err);
+    if (r < 0)
+        return r;
+
+    _cleanup_free_ jw_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+    pthread_condattr_t ca_attr;
+    pthread_condattr_init(&ca_attr);
+    pthread_condattr_setclock(&ca_attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cond, &ca_attr);
+    pthread_condattr_destroy(&ca_attr);
+    pthread_mutex_init(&c->mu, NULL);
+    c->timeout_ms = cfg->timeout_ms;
+
+    grpc_init();
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
+    /* gRPC copies the PEM strings, so ours are wiped and freed on return. */
+    grpc_channel_credentials *creds = grpc_ssl_credentials_create_ex(ca, &pair, NULL, NULL);
+    if (!creds) {
+        grpc_shutdown();
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cond);
+        return jw_error_set(err, JW_INTERNAL, -EINVAL, "cannot create TLS credentials from '%s'",
+                            cfg->cert_path);
+    }
+
+    grpc_arg args[2];
+    size_t nargs = 0;
+    args[nargs].type = GRPC_ARG_INTEGER;
+    args[nargs].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+    args[nargs].value.integer = JW_CLIENT_MAX_RECV_BYTES;
+    nargs++;
+    if (cfg->server_name && *cfg->server_name) {
+        args[nargs].type = GRPC_ARG_STRING;
+        args[nargs].key = (char *)GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
+        args[nargs].value.string = (char *)cfg->server_name;
+        nargs++;
+    }
+    grpc_channel_args chargs = {.num_args = nargs, .args = args};
+    /* A bad target yields a "lame" channel whose calls fail with a message, never NULL. */
+    c->channel = grpc_channel_create(cfg->server, creds, &chargs);
+    grpc_channel_credentials_release(creds);
+    if (!c->channel) {
+        grpc_shutdown();
+        pthread_mutex_destroy(&c->mu);
+        pthread_cond_destroy(&c->cond);
+        return jw_error_set(err, JW_INTERNAL, -EINVAL, "cannot create a channel to '%s'",
+                            cfg->server);
+    }
+    *ret = TAKE_PTR(c);
+    return 0;
+}
+
+jw_client *jw_client_free(jw_client *c)
+{
+    if (!c)
+        return NULL;
+    grpc_channel_destroy(c->channel);
+    grpc_shutdown();
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cond);
+    free(c);
+    return NULL;
+}
+
+void jw_client_cancel(jw_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->cancelled = true;
+    if (c->call)
+        grpc_call_cancel(c->call, NULL);
+    pthread_cond_broadcast(&c->cond);
+    pthread_mutex_unlock(&c->mu);
+}
+
+bool jw_client_cancelled(jw_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    bool r = c->cancelled;
+    pthread_mutex_unlock(&c->mu);
+    return r;
+}
+
+static int set_cancelled(jw_error *err) { return jw_error_set(err, JW_CANCELLED, -EINTR, "interrupted"); }
+
+/* Publishes `call` for jw_client_cancel(); refuses when a cancel already happened. */
+static int call_publish(jw_client *c, grpc_call *call, jw_error *err)
+{
+    pthread_mutex_lock(&c->mu);
+    bool cancelled = c->cancelled;
+    if (!cancelled)
+        c->call = call;
+    pthread_mutex_unlock(&c->mu);
+    return cancelled ? set_cancelled(err) : 0;
+}
+
+static void call_withdraw(jw_client *c)
+{
+    pthread_mutex_lock(&c->mu);
+    c->call = NULL;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static grpc_byte_buffer *pack_message(const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    grpc_slice s = grpc_slice_malloc(n);
+    protobuf_c_message_pack(m, GRPC_SLICE_START_PTR(s));
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+    grpc_slice_unref(s);
+    return bb;
+}
+
+static ProtobufCMessage *unpack_message(grpc_byte_buffer *bb, const ProtobufCMessageDescriptor *d)
+{
+    grpc_byte_buffer_reader reader;
+    if (!grpc_byte_buffer_reader_init(&reader, bb))
+        return NULL;
+    grpc_slice s = grpc_byte_buffer_reader_readall(&reader);
+    grpc_byte_buffer_reader_destroy(&reader);
+    ProtobufCMessage *m =
+        protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+    grpc_slice_unref(s);
+    return m;
+}
+
+/* Turns a finished call's status into our convention (see client.h). */
+static int status_to_error(jw_client *c, grpc_status_code status, grpc_slice details,
+                           const char *method, jw_error *err)
+{
+    if (status == GRPC_STATUS_OK)
+        return 0;
+    if (status == GRPC_STATUS_CANCELLED && jw_client_cancelled(c))
+        return set_cancelled(err);
+    size_t len = GRPC_SLICE_LENGTH(details);
+    if (len == 0)
+        return jw_error_set(err, (jw_code)status, -EREMOTEIO, "%s failed without details", method);
+    if (len > JW_ERROR_MSG_MAX)
+        len = JW_ERROR_MSG_MAX;
+    return jw_error_set(err, (jw_code)status, -EREMOTEIO, "%.*s", (int)len,
+                        (const char *)GRPC_SLICE_START_PTR(details));
+}
+
+/* One call on a fresh pluck queue; the only event source besides gRPC's own threads. */
+typedef struct rpc {
+    grpc_completion_queue *cq;
+    grpc_call *call;
+    const char *method; /* short name, for messages */
+} rpc;
+
+static int rpc_open(jw_client *c, rpc *x, const char *method, bool with_deadline, jw_error *err)
+{
+    char path[128];
+    snprintf(path, sizeof(path), METHOD_PREFIX "%s", method);
+    gpr_timespec deadline = gpr_inf_future(GPR_CLOCK_MONOTONIC);
+    if (with_deadline && c->timeout_ms > 0)
+        deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                gpr_time_from_millis(c->timeout_ms, GPR_TIMESPAN));
+    x->method = method;
+    x->cq = grpc_completion_queue_create_for_pluck(NULL);
+    /* The method slice is copied by gRPC, so a stack buffer is fine. */
+    grpc_slice mslice = grpc_slice_from_copied_string(path);
+    x->call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, x->cq, mslice,
+                                       NULL, deadline, NULL);
+    grpc_slice_unref(mslice);
+    if (!x->call) {
+        grpc_completion_queue_destroy(x->cq);
+        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "cannot create a %s call", method);
+    }
+    int r = call_publish(c, x->call, err);
+    if (r < 0) {
+        grpc_call_unref(x->call);
+        grpc_completion_queue_destroy(x->cq);
+        return r;
+    }
+    return 0;
+}
+
+static void rpc_close(jw_client *c, rpc *x)
+{
+    call_withdraw(c);
+    grpc_call_unref(x->call);
+    /* Every tag started on this queue has been plucked, so it is empty and can go. */
+    grpc_completion_queue_shutdown(x->cq);
+    grpc_completion_queue_destroy(x->cq);
+}
+
+/* Starts a batch and, when `wait`, plucks its tag. Returns the event's success flag (0/1) or a
+ * negative errno when the batch could not even start (then its tag never completes). */
+static int rpc_batch(rpc *x, const grpc_op *ops, size_t n, void *tag, bool wait, jw_error *err)
+{
+    grpc_call_error e = grpc_call_start_batch(x->call, ops, n, tag, NULL);
+    if (e != GRPC_CALL_OK)
+        return jw_error_set(err, JW_INTERNAL, -EPROTO, "%s: grpc_call_start_batch failed (%d)",
+                            x->method, (int)e);
+    if (!wait)
+        return 1;
+    grpc_event ev = grpc_completion_queue_pluck(x->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                                NULL);
+    return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+static int rpc_pluck(rpc *x, void *tag)
+{
+    grpc_event ev = grpc_completion_queue_pluck(x->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME),
+                                                NULL);
+    return ev.type == GRPC_OP_COMPLETE && ev.success;
+}
+
+static int unary_call(jw_client *c, const char *method, const ProtobufCMessage *req,
+                      const ProtobufCMessageDescriptor *res_desc, ProtobufCMessage **ret,
+                      jw_error *err)
+{
+    rpc x;
+    int r = rpc_open(c, &x, method, true, err);
+    if (r < 0)
+        return r;
+
+    grpc_byte_buffer *send = pack_message(req);
+    grpc_byte_buffer *recv = NULL;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_metadata_array_init(&initial_md);
+    grpc_metadata_array_init(&trailing_md);
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+
+    /* One batch with every op of the call: the client side allows it, and one pluck then
+     * covers the whole exchange, bounded by the call's deadline. */
+    grpc_op ops[6];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trailing_md;
+    ops[5].data.recv_status_on_client.status = &status;
+    ops[5].data.recv_status_on_client.status_details = &details;
+    r = rpc_batch(&x, ops, ARRAY_SIZE(ops), (void *)1, true, err);
+    grpc_byte_buffer_destroy(send);
+
+    if (r >= 0) {
+        r = status_to_error(c, status, details, method, err);
+        if (r == 0) {
+            ProtobufCMessage *m = recv ? unpack_message(recv, res_desc) : NULL;
+            if (!m)
+                r = jw_error_set(err, JW_INTERNAL, -EREMOTEIO,
+                                 "%s: cannot decode the server's %s", method, res_desc->short_name);
+            else
+                *ret = m;
+        }
+    }
+    if (recv)
+        grpc_byte_buffer_destroy(recv);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&initial_md);
+    grpc_metadata_array_destroy(&trailing_md);
+    rpc_close(c, &x);
+    return r;
+}
+
+void jw_job_free(Jobworker__V1__Job *job)
+{
+    if (job)
+        jobworker__v1__job__free_unpacked(job, NULL);
+}
+
+void jw_jobs_free(Jobworker__V1__Jobs *jobs)
+{
+    if (jobs)
+        jobworker__v1__jobs__free_unpacked(jobs, NULL);
+}
+
+/* CreateJobRes, GetJobRes and StopJobRes each carry one job: detach it (protobuf-c allocates
+ * every submessage separately) and free the envelope. */
+#define TAKE_JOB(res, type, free_fn, method, ret_job, err)                                        \
+    ({                                                                                             \
+        type *_res = (type *)(res);                                                                \
+        Jobworker__V1__Job *_job = TAKE_PTR(_res->job);                                            \
+        free_fn(_res, NULL);                                                                       \
+        _job ? (*(ret_job) = _job, 0)                                                              \
+             : jw_error_set(err, JW_INTERNAL, -EREMOTEIO, "%s: the server's response has no job", \
+                            method);                                                               \
+    })
+
+int jw_client_create_job(jw_client *c, const Jobworker__V1__CreateJobReq *req,
+                         Jobworker__V1__Job **ret_job, jw_error *err)
+{
+    ProtobufCMessage *res = NULL;
+    int r = unary_call(c, "CreateJob", &req->base, &jobworker__v1__create_job_res__descriptor, &res,
+                       err);
+    if (r < 0)
+        return r;
+    return TAKE_JOB(res, Jobworker__V1__CreateJobRes, jobworker__v1__create_job_res__free_unpacked,
+                    "CreateJob", ret_job, err);
+}
+
+int jw_client_get_job(jw_client *c, const char *id, Jobworker__V1__Job **ret_job, jw_error *err)
+{
+    Jobworker__V1__GetJobReq req = JOBWORKER__V1__GET_JOB_REQ__INIT;
+    req.id = (char *)id;
+    ProtobufCMessage *res = NULL;
+    int r = unary_call(c, "GetJob", &req.base, &jobworker__v1__get_job_res__descriptor, &res, err);
+    if (r < 0)
+        return r;
+    return TAKE_JOB(res, Jobworker__V1__GetJobRes, jobworker__v1__get_job_res__free_unpacked,
+                    "GetJob", ret_job, err);
+}
+
+int jw_client_stop_job(jw_client *c, const char *id, Jobworker__V1__Job **ret_job, jw_error *err)
+{
+    Jobworker__V1__StopJobReq req = JOBWORKER__V1__STOP_JOB_REQ__INIT;
+    req.id = (char *)id;
+    ProtobufCMessage *res = NULL;
+    int r =
+        unary_call(c, "StopJob", &req.base, &jobworker__v1__stop_job_res__descriptor, &res, err);
+    if (r < 0)
+        return r;
+    return TAKE_JOB(res, Jobworker__V1__StopJobRes, jobworker__v1__stop_job_res__free_unpacked,
+                    "StopJob", ret_job, err);
+}
+
+int jw_client_list_jobs(jw_client *c, Jobworker__V1__Jobs **ret_jobs, jw_error *err)
+{
+    Jobworker__V1__EmptyRequest req = JOBWORKER__V1__EMPTY_REQUEST__INIT;
+    ProtobufCMessage *res = NULL;
+    int r = unary_call(c, "GetJobs", &req.base, &jobworker__v1__jobs__descriptor, &res, err);
+    if (r < 0)
+        return r;
+    *ret_jobs = (Jobworker__V1__Jobs *)res;
+    return 0;
+}
+
+/* One GetJobsStream call from *offset. *ret_established tells whether the server answered the
+ * call at all (initial metadata or a message arrived), *ret_progress whether a byte arrived. */
+static int stream_once(jw_client *c, const jw_client_stream_req *req, int64_t *offset,
+                       jw_client_output_fn fn, void *userdata, bool *ret_established,
+                       bool *ret_progress, jw_error *err)
+{
+    rpc x;
+    int r = rpc_open(c, &x, "GetJobsStream", false, err);
+    if (r < 0)
+        return r;
+
+    Jobworker__V1__GetJobsStreamReq sreq = JOBWORKER__V1__GET_JOBS_STREAM_REQ__INIT;
+    sreq.id = (char *)req->id;
+    sreq.follow = req->follow;
+    sreq.offset = *offset;
+    grpc_byte_buffer *send = pack_message(&sreq.base);
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_metadata_array_init(&initial_md);
+    grpc_metadata_array_init(&trailing_md);
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    jw_error local = JW_ERROR_INIT; /* a failure of ours, which wins over the status */
+    int local_r = 0;
+    bool status_started = false;
+
+    grpc_op ops[4];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+    r = rpc_batch(&x, ops, 4, (void *)1, false, &local);
+    grpc_byte_buffer_destroy(send);
+    if (r < 0) {
+        local_r = r;
+        goto out;
+    }
+
+    grpc_op st;
+    memset(&st, 0, sizeof(st));
+    st.op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    st.data.recv_status_on_client.trailing_metadata = &trailing_md;
+    st.data.recv_status_on_client.status = &status;
+    st.data.recv_status_on_client.status_details = &details;
+    r = rpc_batch(&x, &st, 1, (void *)2, false, &local);
+    if (r < 0) {
+        /* Tag 1 was started and must be collected before the queue goes away. */
+        grpc_call_cancel(x.call, NULL);
+        rpc_pluck(&x, (void *)1);
+        local_r = r;
+        goto out;
+    }
+    status_started = true;
+
+    /* Initial metadata arrives when the server accepted the call (a server may send it only
+     * with its first message, which is fine: we would wait for that message anyway). */
+    if (rpc_pluck(&x, (void *)1))
+        *ret_established = true;
+
+    /* Messages one at a time: the next RECV_MESSAGE is only started once the previous chunk
+     * was written out, so a slow stdout slows the server's sending through flow control instead
+     * of buffering here. */
+    for (;;) {
+        grpc_byte_buffer *recv = NULL;
+        grpc_op rop;
+        memset(&rop, 0, sizeof(rop));
+        rop.op = GRPC_OP_RECV_MESSAGE;
+        rop.data.recv_message.recv_message = &recv;
+        r = rpc_batch(&x, &rop, 1, (void *)3, true, &local);
+        if (r < 0) {
+            local_r = r;
+            grpc_call_cancel(x.call, NULL);
+            break;
+        }
+        if (!recv)
+            break; /* end of stream or failure: the status tells which */
+        *ret_established = true;
+        Jobworker__V1__DataChunk *chunk = (Jobworker__V1__DataChunk *)unpack_message(
+            recv, &jobworker__v1__data_chunk__descriptor);
+        grpc_byte_buffer_destroy(recv);
+        if (!chunk) {
+            local_r = jw_error_set(&local, JW_INTERNAL, -EREMOTEIO,
+                                   "GetJobsStream: cannot decode a DataChunk from the server");
+            grpc_call_cancel(x.call, NULL);
+            break;
+        }
+        if (chunk->offset != *offset) {
+            local_r = jw_error_set(&local, (jw_code)GRPC_STATUS_DATA_LOSS, -EREMOTEIO,
+                                   "output chunk of %zu bytes starts at offset %lld, expected "
+                                   "offset %lld",
+                                   chunk->data.len, (long long)chunk->offset, (long long)*offset);
+            jobworker__v1__data_chunk__free_unpacked(chunk, NULL);
+            grpc_call_cancel(x.call, NULL);
+            break;
+        }
+        if (chunk->data.len > 0) {
+            r = fn(userdata, chunk->data.data, chunk->data.len, &local);
+            if (r < 0) {
+                local_r = r;
+                jobworker__v1__data_chunk__free_unpacked(chunk, NULL);
+                grpc_call_cancel(x.call, NULL);
+                break;
+            }
+            *offset += (int64_t)chunk->data.len;
+            *ret_progress = true;
+        }
+        jobworker__v1__data_chunk__free_unpacked(chunk, NULL);
+    }
+
+out:
+    if (status_started)
+        rpc_pluck(&x, (void *)2);
+    if (local_r < 0) {
+        r = local_r;
+        if (err)
+            *err = local;
+    } else if (status_started) {
+        r = status_to_error(c, status, details, "GetJobsStream", err);
+    }
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&initial_md);
+    grpc_metadata_array_destroy(&trailing_md);
+    rpc_close(c, &x);
+    return r;
+}
+
+/* Sleeps for ms unless cancelled first; -EINTR when cancelled. */
+static int backoff_wait(jw_client *c, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (!c->cancelled) {
+        if (pthread_cond_timedwait(&c->cond, &c->mu, &ts) == ETIMEDOUT)
+            break;
+    }
+    bool cancelled = c->cancelled;
+    pthread_mutex_unlock(&c->mu);
+    return cancelled ? -EINTR : 0;
+}
+
+int jw_client_stream(jw_client *c, const jw_client_stream_req *req, jw_client_output_fn fn,
+                     void *userdata, int64_t *ret_offset, jw_error *err)
+{
+    jw_error e = JW_ERROR_INIT;
+    int64_t offset = req->offset;
+    bool ever_established = false;
+    int failures = 0;
+    int r;
+
+    if (offset < 0)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "invalid offset %lld",
+                            (long long)offset);
+    for (;;) {
+        bool established = false, progress = false;
+        e = (jw_error)JW_ERROR_INIT;
+        r = stream_once(c, req, &offset, fn, userdata, &established, &progress, &e);
+        ever_established = ever_established || established;
+        /* Resume only what was really running: a server that is down at the start fails fast,
+         * and only UNAVAILABLE means "the transport broke", every other status is an answer. */
+        if (r != -EREMOTEIO || e.code != JW_UNAVAILABLE || !req->follow || !ever_established)
+            break;
+        if (progress)
+            failures = 0;
+        if (failures >= req->max_retries) {
+            if (req->max_retries > 0)
+                jw_error_wrap(&e, r, "stream of job '%s' broke at offset %lld, %d reconnects failed",
+                              req->id, (long long)offset, failures);
+            break;
+        }
+        int64_t delay = (int64_t)JW_CLIENT_BACKOFF_FIRST_MS << (failures < 16 ? failures : 16);
+        if (delay > JW_CLIENT_BACKOFF_MAX_MS)
+            delay = JW_CLIENT_BACKOFF_MAX_MS;
+        failures++;
+        if (backoff_wait(c, delay) < 0) {
+            r = set_cancelled(&e);
+            break;
+        }
+    }
+    if (ret_offset)
+        *ret_offset = offset;
+    if (r < 0 && err)
+        *err = e;
+    return r;
+}

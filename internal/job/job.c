@@ -1,0 +1,188 @@
+#include "job/job.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+static int check_string(const char *field, const char *s, size_t len, size_t max, jw_error *err)
+{
+    if (len > max)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "%s is %zu bytes, the limit is %zu",
+                            field, len, max);
+    if (memchr(s, '\0', len) || strlen(s) != len)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "%s contains a NUL byte at position %zu", field, strlen(s));
+    return 0;
+}
+
+static int limits_validate(const job_limits *lim, const job_host *host, jw_error *err)
+{
+    int64_t cpu_max = 100LL * (host->ncpus > 0 ? host->ncpus : 1);
+    if (lim->cpu_percent < 0 || lim->cpu_percent > cpu_max)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "limits.cpu_percent %" PRId32 " is out of range 1..%" PRId64
+                            " (100 per CPU, %d CPUs)",
+                            lim->cpu_percent, cpu_max, host->ncpus);
+    if (lim->memory_bytes < 0 || (lim->memory_bytes > 0 && lim->memory_bytes < JOB_MEMORY_MIN) ||
+        lim->memory_bytes > host->memory_bytes)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "limits.memory_bytes %" PRId64 " is out of range %lld..%" PRId64
+                            " (4 MiB to the host's RAM)",
+                            lim->memory_bytes, JOB_MEMORY_MIN, host->memory_bytes);
+    if (lim->memory_high_bytes < 0 ||
+        (lim->memory_high_bytes > 0 && lim->memory_high_bytes < JOB_MEMORY_MIN) ||
+        lim->memory_high_bytes > host->memory_bytes)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "limits.memory_high_bytes %" PRId64 " is out of range %lld..%" PRId64,
+                            lim->memory_high_bytes, JOB_MEMORY_MIN, host->memory_bytes);
+    if (lim->memory_high_bytes > 0 && lim->memory_bytes > 0 &&
+        lim->memory_high_bytes > lim->memory_bytes)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "limits.memory_high_bytes %" PRId64
+                            " is above limits.memory_bytes %" PRId64,
+                            lim->memory_high_bytes, lim->memory_bytes);
+    if (lim->io_bps < 0 || (lim->io_bps > 0 && lim->io_bps < JOB_IO_BPS_MIN) ||
+        lim->io_bps > JOB_IO_BPS_MAX)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "limits.io_bps %" PRId64 " is out of range %lld..%lld", lim->io_bps,
+                            JOB_IO_BPS_MIN, JOB_IO_BPS_MAX);
+    if (lim->pids_max < 0 || lim->pids_max > JOB_PIDS_MAX_MAX)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "limits.pids_max %" PRId32 " is out of range 1..%d", lim->pids_max,
+                            JOB_PIDS_MAX_MAX);
+    return 0;
+}
+
+int job_limits_validate(const job_limits *lim, const job_host *host, jw_error *err)
+{
+    return limits_validate(lim, host, err);
+}
+
+static bool limits_any(const job_limits *l)
+{
+    return l->cpu_percent || l->memory_bytes || l->io_bps || l->memory_high_bytes || l->pids_max;
+}
+
+int job_request_validate(const job_request *req, const job_host *host, jw_error *err)
+{
+    int r;
+    if (!req->command || req->command_len == 0 || req->command[0] == '\0')
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "command is empty");
+    r = check_string("command", req->command, req->command_len, JOB_COMMAND_MAX, err);
+    if (r < 0)
+        return r;
+    if (req->nargs > JOB_ARGC_MAX)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "args has %zu entries, the limit is %d", req->nargs, JOB_ARGC_MAX);
+    size_t total = req->command_len + 1;
+    for (size_t i = 0; i < req->nargs; i++) {
+        size_t len = req->args_len ? req->args_len[i] : strlen(req->args[i]);
+        char field[32];
+        snprintf(field, sizeof(field), "args[%zu]", i);
+        r = check_string(field, req->args[i], len, JOB_ARG_MAX, err);
+        if (r < 0)
+            return r;
+        total += len + 1;
+    }
+    if (total > JOB_ARGV_TOTAL_MAX)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "command and args are %zu bytes together, the limit is %d", total,
+                            JOB_ARGV_TOTAL_MAX);
+    if (req->timeout_seconds < 0 || req->timeout_seconds > JOB_TIMEOUT_MAX_SECONDS)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "timeout_seconds %" PRId64 " is out of range 0..%d",
+                            req->timeout_seconds, JOB_TIMEOUT_MAX_SECONDS);
+    r = limits_validate(&req->limits, host, err);
+    if (r < 0)
+        return r;
+    if (!host->cgroups && limits_any(&req->limits))
+        return jw_error_set(err, JW_FAILED_PRECONDITION, -EINVAL,
+                            "limits were requested but the server runs with --no-cgroups: no "
+                            "limit can be enforced on this host");
+    if (!host->io_controller && req->limits.io_bps > 0)
+        return jw_error_set(err, JW_FAILED_PRECONDITION, -EINVAL,
+                            "limits.io_bps %" PRId64
+                            " was requested but the io controller or a whole-disk device is "
+                            "not available on this host",
+                            req->limits.io_bps);
+    return 0;
+}
+
+void job_limits_resolve(job_limits *lim, const job_limits *defaults)
+{
+    if (!lim->cpu_percent)
+        lim->cpu_percent = defaults->cpu_percent;
+    if (!lim->memory_bytes)
+        lim->memory_bytes = defaults->memory_bytes;
+    if (!lim->io_bps)
+        lim->io_bps = defaults->io_bps;
+    if (!lim->memory_high_bytes)
+        lim->memory_high_bytes = defaults->memory_high_bytes;
+    if (!lim->pids_max)
+        lim->pids_max = defaults->pids_max;
+    /* A default memory.high above an explicitly smaller memory.max would be rejected by
+     * validation of the request; clamp the inherited value instead of failing the job. */
+    if (lim->memory_bytes && lim->memory_high_bytes > lim->memory_bytes)
+        lim->memory_high_bytes = lim->memory_bytes;
+}
+
+bool job_status_is_final(job_status s)
+{
+    return s == JOB_STATUS_COMPLETED || s == JOB_STATUS_FAILED || s == JOB_STATUS_STOPPED;
+}
+
+bool job_status_can_transition(job_status from, job_status to)
+{
+    switch (from) {
+    case JOB_STATUS_UNSPECIFIED:
+        return to == JOB_STATUS_INITIALIZING;
+    case JOB_STATUS_INITIALIZING:
+        return to == JOB_STATUS_RUNNING || to == JOB_STATUS_FAILED || to == JOB_STATUS_STOPPED;
+    case JOB_STATUS_RUNNING:
+        return to == JOB_STATUS_COMPLETED || to == JOB_STATUS_FAILED || to == JOB_STATUS_STOPPED;
+    case JOB_STATUS_COMPLETED:
+    case JOB_STATUS_FAILED:
+    case JOB_STATUS_STOPPED:
+        return false;
+    }
+    return false;
+}
+
+job_status job_status_for_reason(job_reason reason, int exit_code)
+{
+    if (reason == JOB_REASON_STOPPED)
+        return JOB_STATUS_STOPPED;
+    if (reason == JOB_REASON_EXITED && exit_code == 0)
+        return JOB_STATUS_COMPLETED;
+    return JOB_STATUS_FAILED;
+}
+
+const char *job_status_name(job_status s)
+{
+    static const char *const names[] = {"UNSPECIFIED", "INITIALIZING", "RUNNING",
+                                        "COMPLETED",   "FAILED",       "STOPPED"};
+    return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "UNSPECIFIED";
+}
+
+const char *job_reason_name(job_reason r)
+{
+    static const char *const names[] = {"UNSPECIFIED", "EXITED",    "SIGNALED",    "OOM_KILLED",
+                                        "STOPPED",     "TIMED_OUT", "START_FAILED", "SERVER_SHUTDOWN"};
+    return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "UNSPECIFIED";
+}
+
+int job_host_probe(job_host *ret)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    struct sysinfo si;
+    if (n < 1)
+        return -errno;
+    if (sysinfo(&si) < 0)
+        return -errno;
+    ret->ncpus = (int)n;
+    ret->memory_bytes = (int64_t)si.totalram * si.mem_unit;
+    return 0;
+}

@@ -1,0 +1,35 @@
+/* Conversions between protobuf-c messages, gRPC byte buffers and our own types. No I/O. */
+#ifndef JW_RPC_CODEC_H
+#define JW_RPC_CODEC_H
+
+#include "jobworker/v1/jobworker.pb-c.h"
+#include "store/store.h"
+#include "util/error.h"
+
+#include <grpc/byte_buffer.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Unpacks a request; NULL bb means an empty message. INVALID_ARGUMENT when it does not parse. */
+int codec_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb,
+                 ProtobufCMessage **ret, jw_error *err);
+/* Packs a message into a new byte buffer (caller destroys). */
+grpc_byte_buffer *codec_pack(const ProtobufCMessage *msg);
+
+/* Walks the wire form of a CreateJobReq and rejects a NUL byte inside command or any arg, which
+ * protobuf-c would otherwise silently truncate at. Pure function over bytes (fuzzable). */
+int codec_check_create_strings(const uint8_t *buf, size_t len, jw_error *err);
+
+/* Fills a Job message from a snapshot. Pointers borrow from info and from *limits / *usage,
+ * which the caller provides and keeps alive while the message is used. */
+void codec_job_from_info(const store_job_info *info, Jobworker__V1__Job *job,
+                         Jobworker__V1__ResourceLimits *limits,
+                         Jobworker__V1__ResourceUsage *usage);
+
+/* A DataChunk's wire form written straight into a slice: header, `n` data bytes that the caller
+ * reads into the returned data pointer, then the offset field. Returns the header size. */
+size_t codec_chunk_header(uint8_t *buf, size_t data_len);
+size_t codec_chunk_trailer(uint8_t *buf, int64_t offset);
+#define CODEC_CHUNK_OVERHEAD 24
+
+#endif

@@ -1,0 +1,634 @@
+#include "rpc/rpc-internal.h"
+
+#include "rpc/codec.h"
+#include "util/cleanup.h"
+#include "util/log.h"
+#include "util/misc.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/time.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static const char *const method_paths[] = {
+    [AUTH_METHOD_CREATE_JOB] = "/jobworker.v1.JobService/CreateJob",
+    [AUTH_METHOD_GET_JOB] = "/jobworker.v1.JobService/GetJob",
+    [AUTH_METHOD_STOP_JOB] = "/jobworker.v1.JobService/StopJob",
+    [AUTH_METHOD_GET_JOBS] = "/jobworker.v1.JobService/GetJobs",
+    [AUTH_METHOD_GET_JOBS_STREAM] = "/jobworker.v1.JobService/GetJobsStream",
+};
+#define N_METHODS 5
+#define SLOT_UNKNOWN N_METHODS
+
+typedef struct rpc_slot {
+    int kind; /* TAG_NEW_CALL; first member so a tag's kind can be read */
+    rpc_server *srv;
+    int method; /* auth_method, or SLOT_UNKNOWN */
+    grpc_call *call;
+    gpr_timespec deadline;
+    grpc_metadata_array md;
+    grpc_byte_buffer *payload;
+    grpc_call_details details;
+    grpc_completion_queue *bound_cq;
+} rpc_slot;
+
+typedef struct unary_call {
+    int kind; /* TAG_UNARY_DONE */
+    grpc_call *call;
+    grpc_byte_buffer *resp;
+    grpc_slice details;
+    int cancelled;
+} unary_call;
+
+bool rpc_peer_identity(grpc_call *call, auth_identity *ret)
+{
+    grpc_auth_context *ctx = grpc_call_auth_context(call);
+    if (!ctx)
+        return false;
+    bool ok = false;
+    grpc_auth_property_iterator it =
+        grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
+    const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
+    if (p && p->value && p->value_length > 0)
+        ok = auth_identity_from_pem(p->value, p->value_length, ret, NULL) == 0;
+    grpc_auth_context_release(ctx);
+    return ok;
+}
+
+void rpc_audit(rpc_server *srv, const auth_identity *id, auth_method m, const char *job_id,
+               jw_code code, const char *msg)
+{
+    char line[1024];
+    snprintf(line, sizeof(line), "audit cn=\"%s\" role=%s method=%s job=%s outcome=%s%s%.300s%s",
+             id ? id->cn : "", id ? auth_role_name(id->role) : "none", auth_method_name(m),
+             job_id && *job_id ? job_id : "-", jw_code_name(code), msg && *msg ? " msg=\"" : "",
+             msg && *msg ? msg : "", msg && *msg ? "\"" : "");
+    if (srv->cfg.audit) {
+        char ts[64];
+        int64_t now = now_realtime_ns();
+        time_t sec = (time_t)(now / 1000000000);
+        struct tm tm;
+        gmtime_r(&sec, &tm);
+        strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+        fprintf(srv->cfg.audit, "%s.%03dZ %s\n", ts, (int)(now / 1000000 % 1000), line);
+        fflush(srv->cfg.audit);
+    } else {
+        log_info("%s", line);
+    }
+}
+
+/* ---- Unary calls ---- */
+
+void rpc_unary_finish(rpc_server *srv, grpc_call *call, jw_code code, const char *msg,
+                         const ProtobufCMessage *resp)
+{
+    unary_call *u = calloc(1, sizeof(*u));
+    if (!u) {
+        grpc_call_cancel(call, NULL);
+        grpc_call_unref(call);
+        return;
+    }
+    u->kind = TAG_UNARY_DONE;
+    u->call = call;
+    u->details = grpc_slice_from_copied_string(code == JW_OK ? "" : msg);
+    grpc_op ops[4];
+    memset(ops, 0, sizeof(ops));
+    size_t n = 0;
+    ops[n].op = GRPC_OP_SEND_INITIAL_METADATA;
+    n++;
+    if (code == JW_OK && resp) {
+        u->resp = codec_pack(resp);
+        ops[n].op = GRPC_OP_SEND_MESSAGE;
+        ops[n].data.send_message.send_message = u->resp;
+        n++;
+    }
+    ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[n].data.send_status_from_server.status = (grpc_status_code)code;
+    ops[n].data.send_status_from_server.status_details = &u->details;
+    n++;
+    ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[n].data.recv_close_on_server.cancelled = &u->cancelled;
+    n++;
+    grpc_call_error e = grpc_call_start_batch(call, ops, n, u, NULL);
+    if (e != GRPC_CALL_OK) {
+        log_error("start batch for a reply failed: %d", e);
+        grpc_call_unref(call);
+        if (u->resp)
+            grpc_byte_buffer_destroy(u->resp);
+        grpc_slice_unref(u->details);
+        free(u);
+    }
+}
+
+static void unary_done(unary_call *u)
+{
+    if (u->resp)
+        grpc_byte_buffer_destroy(u->resp);
+    grpc_slice_unref(u->details);
+    grpc_call_unref(u->call);
+    free(u);
+}
+
+static void reply_job(rpc_server *srv, grpc_call *call, const ProtobufCMessageDescriptor *desc,
+                      store_job *job)
+{
+    store_job_info info;
+    Jobworker__V1__Job jm;
+    Jobworker__V1__ResourceLimits lm;
+    Jobworker__V1__ResourceUsage um;
+    store_job_snapshot(job, &info);
+    codec_job_from_info(&info, &jm, &lm, &um);
+    /* CreateJobRes, GetJobRes and StopJobRes share one shape: { Job job = 1; }. */
+    Jobworker__V1__GetJobRes res;
+    jobworker__v1__get_job_res__init(&res);
+    res.base.descriptor = desc;
+    res.job = &jm;
+    rpc_unary_finish(srv, call, JW_OK, NULL, &res.base);
+}
+
+static int handle_create(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error *err)
+{
+    ProtobufCMessage *m = NULL;
+    int r = codec_unpack(&jobworker__v1__create_job_req__descriptor, in->payload, &m, err);
+    if (r < 0)
+        return r;
+    Jobworker__V1__CreateJobReq *req = (Jobworker__V1__CreateJobReq *)m;
+    job_request jr = {
+        .command = req->command,
+        .command_len = strlen(req->command),
+        .args = (const char *const *)req->args,
+        .nargs = req->n_args,
+        .timeout_seconds = req->timeout_seconds,
+    };
+    if (req->limits) {
+        jr.limits.cpu_percent = req->limits->cpu_percent;
+        jr.limits.memory_bytes = req->limits->memory_bytes;
+        jr.limits.io_bps = req->limits->io_bps;
+        jr.limits.memory_high_bytes = req->limits->memory_high_bytes;
+        jr.limits.pids_max = req->limits->pids_max;
+    }
+    r = job_request_validate(&jr, &srv->cfg.host, err);
+    if (r < 0)
+        goto out;
+    job_limits eff = {0};
+    if (srv->cfg.host.cgroups) {
+        eff = jr.limits;
+        job_limits_resolve(&eff, &srv->cfg.defaults);
+    }
+    store_job *job = NULL;
+    r = store_job_new(srv->cfg.st, jr.command, jr.args, jr.nargs, &eff, srv->cfg.host.cgroups,
+                      (int32_t)jr.timeout_seconds, in->id.cn, &job, err);
+    if (r < 0)
+        goto out;
+    snprintf(job_id, UUID_STR_LEN, "%s", store_job_id(job));
+    r = supervisor_start_job(srv->cfg.sv, job, err);
+    if (r < 0) {
+        store_job_remove(srv->cfg.st, job);
+        store_job_unref(job);
+        job_id[0] = '\0';
+        goto out;
+    }
+    reply_job(srv, in->call, &jobworker__v1__create_job_res__descriptor, job);
+    store_job_unref(job);
+out:
+    protobuf_c_message_free_unpacked(m, NULL);
+    return r;
+}
+
+/* Decodes a request whose only field is `string id = 1` and finds the job. */
+static int lookup_job(rpc_server *srv, rpc_incoming *in, const ProtobufCMessageDescriptor *desc,
+                      char *job_id, store_job **ret, jw_error *err)
+{
+    ProtobufCMessage *m = NULL;
+    int r = codec_unpack(desc, in->payload, &m, err);
+    if (r < 0)
+        return r;
+    const char *id = ((Jobworker__V1__GetJobReq *)m)->id; /* same layout for StopJobReq */
+    if (!*id)
+        r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "id is empty");
+    else if (!uuid_is_valid(id))
+        r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "id '%.64s' is not a job id (a UUID)",
+                         id);
+    else if (!(*ret = store_lookup(srv->cfg.st, id)))
+        r = jw_error_set(err, JW_NOT_FOUND, -ENOENT, "job '%s' not found", id);
+    if (r == 0)
+        snprintf(job_id, UUID_STR_LEN, "%s", id);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return r;
+}
+
+static int handle_get(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error *err)
+{
+    store_job *job = NULL;
+    int r = lookup_job(srv, in, &jobworker__v1__get_job_req__descriptor, job_id, &job, err);
+    if (r < 0)
+        return r;
+    reply_job(srv, in->call, &jobworker__v1__get_job_res__descriptor, job);
+    store_job_unref(job);
+    return 0;
+}
+
+static int handle_stop(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error *err)
+{
+    store_job *job = NULL;
+    int r = lookup_job(srv, in, &jobworker__v1__stop_job_req__descriptor, job_id, &job, err);
+    if (r < 0)
+        return r;
+    r = supervisor_stop_job(srv->cfg.sv, job, JOB_REASON_STOPPED, err);
+    if (r == 0)
+        reply_job(srv, in->call, &jobworker__v1__stop_job_res__descriptor, job);
+    store_job_unref(job);
+    return r;
+}
+
+static int handle_list(rpc_server *srv, rpc_incoming *in, jw_error *err)
+{
+    ProtobufCMessage *m = NULL;
+    int r = codec_unpack(&jobworker__v1__empty_request__descriptor, in->payload, &m, err);
+    if (r < 0)
+        return r;
+    protobuf_c_message_free_unpacked(m, NULL);
+
+    store_job **jobs = NULL;
+    size_t n = 0;
+    r = store_list(srv->cfg.st, &jobs, &n);
+    if (r < 0)
+        return jw_error_set(err, JW_INTERNAL, r, "list jobs: out of memory");
+    store_job_info *infos = calloc(n ? n : 1, sizeof(*infos));
+    Jobworker__V1__Job *jm = calloc(n ? n : 1, sizeof(*jm));
+    Jobworker__V1__Job **jp = calloc(n ? n : 1, sizeof(*jp));
+    Jobworker__V1__ResourceLimits *lm = calloc(n ? n : 1, sizeof(*lm));
+    Jobworker__V1__ResourceUsage *um = calloc(n ? n : 1, sizeof(*um));
+    if (!infos || !jm || !jp || !lm || !um) {
+        r = jw_error_set(err, JW_INTERNAL, -ENOMEM, "list jobs: out of memory");
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            store_job_snapshot(jobs[i], &infos[i]);
+            codec_job_from_info(&infos[i], &jm[i], &lm[i], &um[i]);
+            jp[i] = &jm[i];
+        }
+        Jobworker__V1__Jobs res;
+        jobworker__v1__jobs__init(&res);
+        res.n_jobs = n;
+        res.jobs = jp;
+        rpc_unary_finish(srv, in->call, JW_OK, NULL, &res.base);
+    }
+    for (size_t i = 0; i < n; i++)
+        store_job_unref(jobs[i]);
+    free(jobs);
+    free(infos);
+    free(jm);
+    free(jp);
+    free(lm);
+    free(um);
+    return r;
+}
+
+int rpc_authorize(const rpc_incoming *in, auth_method method, jw_error *err)
+{
+    if (!in->id_ok) /* mutual TLS verified a certificate, yet it could not be parsed */
+        return jw_error_set(err, JW_UNAUTHENTICATED, -EACCES, "no usable client certificate");
+    if (auth_role_allows(in->id.role, method))
+        return 0;
+    if (in->id.role == AUTH_ROLE_NONE)
+        return jw_error_set(err, JW_PERMISSION_DENIED, -EACCES,
+                            "certificate '%s' grants no role: %s", in->id.cn, in->id.why);
+    return jw_error_set(err, JW_PERMISSION_DENIED, -EACCES, "role %s may not call %s",
+                        auth_role_name(in->id.role), auth_method_name(method));
+}
+
+/* Runs one unary call to completion: authorize, handle, audit, answer. */
+static void dispatch(rpc_server *srv, auth_method method, rpc_incoming *in)
+{
+    jw_error err = JW_ERROR_INIT;
+    char job_id[UUID_STR_LEN] = "";
+    int r = rpc_authorize(in, method, &err);
+    if (r == 0) {
+        switch (method) {
+        case AUTH_METHOD_CREATE_JOB: r = handle_create(srv, in, job_id, &err); break;
+        case AUTH_METHOD_GET_JOB: r = handle_get(srv, in, job_id, &err); break;
+        case AUTH_METHOD_STOP_JOB: r = handle_stop(srv, in, job_id, &err); break;
+        case AUTH_METHOD_GET_JOBS: r = handle_list(srv, in, &err); break;
+        default: r = jw_error_set(&err, JW_UNIMPLEMENTED, -ENOSYS, "unknown method"); break;
+        }
+    }
+    if (r < 0 && err.code == JW_OK)
+        jw_error_set(&err, JW_INTERNAL, r, "%s", strerror(-r));
+    rpc_audit(srv, in->id_ok ? &in->id : NULL, method, job_id, r < 0 ? err.code : JW_OK,
+              r < 0 ? err.msg : NULL);
+    if (r < 0)
+        rpc_unary_finish(srv, in->call, err.code, err.msg, NULL);
+}
+
+/* ---- New calls ---- */
+
+static int slot_request(rpc_slot *slot)
+{
+    rpc_server *srv = slot->srv;
+    grpc_metadata_array_init(&slot->md);
+    slot->payload = NULL;
+    slot->call = NULL;
+    grpc_call_error e;
+    if (slot->method == SLOT_UNKNOWN) {
+        grpc_call_details_init(&slot->details);
+        e = grpc_server_request_call(srv->server, &slot->call, &slot->details, &slot->md, srv->cq,
+                                     srv->cq, slot);
+    } else {
+        grpc_completion_queue *bound = srv->cq;
+        if (slot->method == AUTH_METHOD_GET_JOBS_STREAM) {
+            slot->bound_cq = grpc_completion_queue_create_for_next(NULL);
+            bound = slot->bound_cq;
+        }
+        e = grpc_server_request_registered_call(srv->server, srv->methods[slot->method],
+                                                &slot->call, &slot->deadline, &slot->md,
+                                                &slot->payload, bound, srv->cq, slot);
+    }
+    return e == GRPC_CALL_OK ? 0 : -EIO;
+}
+
+static void drain_destroy_cq(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(cq);
+}
+
+static void handle_new_call(rpc_slot *slot, bool ok)
+{
+    rpc_server *srv = slot->srv;
+    rpc_incoming in = {.call = slot->call, .payload = slot->payload, .bound_cq = slot->bound_cq};
+    grpc_call_details details = slot->details;
+    grpc_metadata_array_destroy(&slot->md);
+    slot->bound_cq = NULL;
+    if (!ok) {
+        /* The server is shutting down and failed this request. */
+        if (in.bound_cq)
+            drain_destroy_cq(in.bound_cq);
+        if (slot->method == SLOT_UNKNOWN)
+            grpc_call_details_destroy(&details);
+        return;
+    }
+    pthread_mutex_lock(&srv->lock);
+    if (!srv->shutting_down && slot_request(slot) < 0)
+        log_error("could not request the next %s call", slot->method == SLOT_UNKNOWN
+                                                           ? "unknown"
+                                                           : auth_method_name(slot->method));
+    pthread_mutex_unlock(&srv->lock);
+
+    if (slot->method == SLOT_UNKNOWN) {
+        char path[256];
+        size_t len = GRPC_SLICE_LENGTH(details.method);
+        snprintf(path, sizeof(path), "%.*s", (int)(len > 200 ? 200 : len),
+                 (const char *)GRPC_SLICE_START_PTR(details.method));
+        grpc_call_details_destroy(&details);
+        char msg[300];
+        snprintf(msg, sizeof(msg), "method '%s' is not implemented", path);
+        rpc_unary_finish(srv, in.call, JW_UNIMPLEMENTED, msg, NULL);
+        return;
+    }
+    in.id_ok = rpc_peer_identity(in.call, &in.id);
+    int method = slot->method;
+    if (method == AUTH_METHOD_GET_JOBS_STREAM) {
+        /* Streams answer on their own queue, even refusals. */
+        rpc_stream_start(srv, &in);
+    } else {
+        dispatch(srv, (auth_method)method, &in);
+        if (in.payload)
+            grpc_byte_buffer_destroy(in.payload);
+    }
+}
+
+static void *worker(void *arg)
+{
+    rpc_server *srv = arg;
+    for (;;) {
+        grpc_event ev =
+            grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+        if (ev.type == GRPC_QUEUE_SHUTDOWN)
+            break;
+        if (ev.type != GRPC_OP_COMPLETE)
+            continue;
+        int kind = *(int *)ev.tag;
+        if (kind == TAG_NEW_CALL) {
+            handle_new_call(ev.tag, ev.success);
+        } else if (kind == TAG_UNARY_DONE) {
+            unary_done(ev.tag);
+        } else if (kind == TAG_SHUTDOWN) {
+            pthread_mutex_lock(&srv->lock);
+            srv->shutdown_notified = true;
+            pthread_cond_broadcast(&srv->cond);
+            pthread_mutex_unlock(&srv->lock);
+        }
+    }
+    return NULL;
+}
+
+/* gRPC reports a failed bind only in its own log; try the address first so a busy port gives a
+ * precise "address already in use". */
+static int probe_bind(const char *addr, jw_error *err)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof(host))
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "listen address '%s' is not HOST:PORT", addr);
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    char *h = host;
+    if (h[0] == '[' && h[strlen(h) - 1] == ']') {
+        h[strlen(h) - 1] = '\0';
+        h++;
+    }
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res = NULL;
+    int gr = getaddrinfo(h, colon + 1, &hints, &res);
+    if (gr != 0)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "listen address '%s': %s", addr, gai_strerror(gr));
+    int r = 0;
+    for (struct addrinfo *ai = res; ai && r == 0; ai = ai->ai_next) {
+        _cleanup_close_ int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1) < 0)
+            r = jw_error_set(err, JW_UNAVAILABLE, -errno, "listen on '%s': %s", addr,
+                             errno == EADDRINUSE ? "address already in use" : strerror(errno));
+    }
+    freeaddrinfo(res);
+    return r;
+}
+
+int rpc_server_start(const rpc_server_config *cfg, rpc_server **ret, jw_error *err)
+{
+    int r = probe_bind(cfg->listen_addr, err);
+    if (r < 0)
+        return r;
+
+    rpc_server *srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+    srv->cfg = *cfg;
+    if (srv->cfg.workers <= 0)
+        srv->cfg.workers = 4;
+    if (srv->cfg.max_streams <= 0)
+        srv->cfg.max_streams = 1024;
+    if (srv->cfg.max_streams_per_job <= 0)
+        srv->cfg.max_streams_per_job = 256;
+    if (srv->cfg.chunk_size == 0)
+        srv->cfg.chunk_size = 128 * 1024;
+    srv->tag_shutdown = TAG_SHUTDOWN;
+    pthread_mutex_init(&srv->lock, NULL);
+    pthread_cond_init(&srv->cond, NULL);
+
+    grpc_init();
+    grpc_arg args[] = {
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_ALLOW_REUSEPORT, .value.integer = 0},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIME_MS, .value.integer = 30000},
+        {.type = GRPC_ARG_INTEGER, .key = GRPC_ARG_KEEPALIVE_TIMEOUT_MS, .value.integer = 10000},
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+         .value.integer = 10000},
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+         .value.integer = 10000},
+        {.type = GRPC_ARG_INTEGER,
+         .key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH,
+         .value.integer = 4 * 1024 * 1024},
+    };
+    grpc_channel_args cargs = {.num_args = ARRAY_SIZE(args), .args = args};
+    srv->server = grpc_server_create(&cargs, NULL);
+    srv->cq = grpc_completion_queue_create_for_next(NULL);
+    grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+    for (int m = 0; m < N_METHODS; m++)
+        srv->methods[m] = grpc_server_register_method(srv->server, method_paths[m], NULL,
+                                                      GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
+
+    grpc_ssl_pem_key_cert_pair pair = {.private_key = cfg->key_pem, .cert_chain = cfg->cert_pem};
+    grpc_server_credentials *creds = grpc_ssl_server_credentials_create_ex(
+        cfg->ca_pem, &pair, 1, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
+    if (!creds) {
+        r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                         "could not create TLS server credentials from the certificate, key "
+                         "and CA given");
+        goto fail;
+    }
+    srv->port = grpc_server_add_http2_port(srv->server, cfg->listen_addr, creds);
+    grpc_server_credentials_release(creds);
+    if (srv->port == 0) {
+        r = jw_error_set(err, JW_UNAVAILABLE, -EADDRNOTAVAIL,
+                         "listen on '%s' failed (address in use, or bad certificate/key)",
+                         cfg->listen_addr);
+        goto fail;
+    }
+    grpc_server_start(srv->server);
+
+    srv->n_slots = N_METHODS + 1;
+    srv->slots = calloc((size_t)srv->n_slots, sizeof(*srv->slots));
+    srv->workers = calloc((size_t)srv->cfg.workers, sizeof(pthread_t));
+    if (!srv->slots || !srv->workers) {
+        r = jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+        goto fail;
+    }
+    pthread_mutex_lock(&srv->lock);
+    for (int i = 0; i < srv->n_slots; i++) {
+        srv->slots[i] = (rpc_slot){.kind = TAG_NEW_CALL, .srv = srv, .method = i};
+        slot_request(&srv->slots[i]);
+    }
+    pthread_mutex_unlock(&srv->lock);
+    for (int i = 0; i < srv->cfg.workers; i++) {
+        r = -pthread_create(&srv->workers[i], NULL, worker, srv);
+        if (r < 0) {
+            jw_error_set(err, JW_INTERNAL, r, "start worker thread: %s", strerror(-r));
+            goto fail_started;
+        }
+        srv->n_workers++;
+    }
+    *ret = srv;
+    return 0;
+
+fail_started:
+    rpc_server_begin_shutdown(srv);
+    rpc_server_free(srv);
+    return r;
+fail:
+    if (srv->server) {
+        grpc_server_start(srv->server);
+        grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->tag_shutdown);
+        grpc_server_cancel_all_calls(srv->server);
+        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
+                   .tag != &srv->tag_shutdown)
+            ;
+        grpc_server_destroy(srv->server);
+    }
+    if (srv->cq)
+        drain_destroy_cq(srv->cq);
+    grpc_shutdown();
+    free(srv->slots);
+    free(srv->workers);
+    pthread_mutex_destroy(&srv->lock);
+    pthread_cond_destroy(&srv->cond);
+    free(srv);
+    return r;
+}
+
+int rpc_server_port(const rpc_server *srv)
+{
+    return srv->port;
+}
+
+void rpc_server_begin_shutdown(rpc_server *srv)
+{
+    pthread_mutex_lock(&srv->lock);
+    if (srv->shutting_down) {
+        pthread_mutex_unlock(&srv->lock);
+        return;
+    }
+    srv->shutting_down = true;
+    grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->tag_shutdown);
+    pthread_mutex_unlock(&srv->lock);
+    rpc_streams_wake_all(srv);
+}
+
+void rpc_server_free(rpc_server *srv)
+{
+    if (!srv)
+        return;
+    rpc_server_begin_shutdown(srv);
+    /* Give streams a moment to send their UNAVAILABLE status, then cut what remains. */
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 2;
+    pthread_mutex_lock(&srv->lock);
+    while (srv->n_streams > 0 &&
+           pthread_cond_timedwait(&srv->cond, &srv->lock, &deadline) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&srv->lock);
+    grpc_server_cancel_all_calls(srv->server);
+    pthread_mutex_lock(&srv->lock);
+    while (srv->n_streams > 0 || !srv->shutdown_notified)
+        pthread_cond_wait(&srv->cond, &srv->lock);
+    pthread_mutex_unlock(&srv->lock);
+    grpc_server_destroy(srv->server);
+    grpc_completion_queue_shutdown(srv->cq);
+    for (int i = 0; i < srv->n_workers; i++)
+        pthread_join(srv->workers[i], NULL);
+    grpc_completion_queue_destroy(srv->cq);
+    for (int i = 0; i < srv->n_slots; i++)
+        if (srv->slots[i].bound_cq)
+            drain_destroy_cq(srv->slots[i].bound_cq);
+    grpc_shutdown();
+    free(srv->slots);
+    free(srv->workers);
+    pthread_mutex_destroy(&srv->lock);
+    pthread_cond_destroy(&srv->cond);
+    free(srv);
+}

@@ -1,0 +1,45 @@
+/* The gRPC JobService server: listening, mutual TLS, per-call authorization, dispatch of the
+ * five RPCs onto the store and the supervisor, output streaming, audit log, shutdown.
+ *
+ * Threading: a few worker threads share one completion queue for new calls and unary calls;
+ * every GetJobsStream call gets its own thread and completion queue, woken by the store (an
+ * empty batch on the call) when its job has new output.
+ */
+#ifndef JW_RPC_SERVER_H
+#define JW_RPC_SERVER_H
+
+#include "job/job.h"
+#include "spawn/supervisor.h"
+#include "store/store.h"
+#include "util/error.h"
+
+#include <stdio.h>
+
+typedef struct rpc_server rpc_server;
+
+typedef struct rpc_server_config {
+    const char *listen_addr; /* "0.0.0.0:50051" */
+    const char *cert_pem, *key_pem, *ca_pem;
+    store *st;
+    supervisor *sv;
+    job_host host;
+    job_limits defaults;   /* effective limits for fields a request leaves at 0 */
+    int workers;           /* threads on the shared queue; 0 = 4 */
+    int max_streams;       /* concurrent GetJobsStream calls; 0 = 1024 */
+    int max_streams_per_job; /* 0 = 256 */
+    size_t chunk_size;     /* output bytes per DataChunk; 0 = 128 KiB */
+    FILE *audit;           /* audit lines; NULL = stderr through the log */
+} rpc_server_config;
+
+/* Creates the server, binds the port (a busy port fails with "address already in use") and
+ * starts serving. Calls grpc_init(); auth_tls13_only_init() must have run before. */
+int rpc_server_start(const rpc_server_config *cfg, rpc_server **ret, jw_error *err);
+/* The bound port (useful with port 0). */
+int rpc_server_port(const rpc_server *srv);
+/* Step 1 of shutdown: refuse new calls, and end every stream with UNAVAILABLE. Jobs keep running
+ * (the caller stops them through the supervisor next). */
+void rpc_server_begin_shutdown(rpc_server *srv);
+/* Step 2: cancel what is left, wait for every call and thread, destroy, grpc_shutdown(). */
+void rpc_server_free(rpc_server *srv);
+
+#endif

@@ -1,0 +1,48 @@
+/* Starting, watching and stopping jobs.
+ *
+ * supervisor_start_job() runs on the caller's (an RPC) thread: it creates the job's cgroup,
+ * starts job-init with posix_spawn (a vfork-style clone in glibc, so the threaded server never
+ * fork()s), and waits on the close-on-exec status pipe until the command was exec'd or failed.
+ * From then on one supervisor thread owns the job: an epoll loop over every job's output pipe and
+ * pidfd that appends output to the store, reaps exits, enforces timeouts and carries out stops
+ * (SIGTERM to the process group, a grace period, then cgroup.kill or SIGKILL to the group).
+ */
+#ifndef JW_SPAWN_SUPERVISOR_H
+#define JW_SPAWN_SUPERVISOR_H
+
+#include "cgroup/cgroup.h"
+#include "job/job.h"
+#include "store/store.h"
+#include "util/error.h"
+
+#include <stdint.h>
+
+typedef struct supervisor supervisor;
+
+typedef struct supervisor_config {
+    const char *job_init_path;  /* absolute path of the job-init binary */
+    cgroup_manager *cgroups;    /* NULL = --no-cgroups: jobs run without limits */
+    const char *cgroup_root;    /* the cgroup2 mount the manager uses; NULL = the default */
+    int64_t stop_grace_ms;      /* SIGTERM .. kill; default 100 */
+    const char *const *env;     /* job environment; NULL = a minimal default */
+} supervisor_config;
+
+int supervisor_new(const supervisor_config *cfg, store *st, supervisor **ret, jw_error *err);
+/* Stops every job with reason SERVER_SHUTDOWN, waits for them, joins the thread, frees. */
+void supervisor_free(supervisor *sv);
+
+/* Starts an INITIALIZING job. Returns 0 when the job is RUNNING or already ended START_FAILED
+ * (the job's state says which); a negative errno (with err) when starting failed for a reason
+ * that is not the job's fault: then nothing of the job remains (no cgroup, no process) and the
+ * caller removes it from the store. */
+int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err);
+
+/* Asks a job to stop with `reason` (STOPPED, TIMED_OUT, SERVER_SHUTDOWN) and waits until it is
+ * final, up to the grace period plus a few seconds. A job that is already final is left alone
+ * (0); an INITIALIZING job is stopped as soon as it started. */
+int supervisor_stop_job(supervisor *sv, store_job *job, job_reason reason, jw_error *err);
+
+/* Number of jobs the supervisor currently owns (starting or running). */
+size_t supervisor_n_active(supervisor *sv);
+
+#endif

@@ -1,0 +1,237 @@
+/* Validation table and state machine of internal/job. */
+#include "job/job.h"
+
+#include <errno.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const job_host host = {
+    .ncpus = 2, .memory_bytes = 8LL << 30, .cgroups = true, .io_controller = true};
+
+typedef struct vcase {
+    const char *name;
+    job_limits limits;
+    int64_t timeout;
+    bool ok;
+    const char *msg_has; /* a substring the error must contain: the field and the value */
+} vcase;
+
+static const vcase limit_cases[] = {
+    {"defaults", {0}, 0, true, NULL},
+    {"cpu 1", {.cpu_percent = 1}, 0, true, NULL},
+    {"cpu max", {.cpu_percent = 200}, 0, true, NULL},
+    {"cpu above cpus", {.cpu_percent = 201}, 0, false, "cpu_percent 201"},
+    {"cpu negative", {.cpu_percent = -5}, 0, false, "cpu_percent -5"},
+    {"memory 4MiB", {.memory_bytes = 4 << 20}, 0, true, NULL},
+    {"memory below 4MiB", {.memory_bytes = (4 << 20) - 1}, 0, false, "memory_bytes 4194303"},
+    {"memory = RAM", {.memory_bytes = 8LL << 30}, 0, true, NULL},
+    {"memory above RAM", {.memory_bytes = (8LL << 30) + 1}, 0, false, "memory_bytes 8589934593"},
+    {"memory negative", {.memory_bytes = -1}, 0, false, "memory_bytes -1"},
+    {"memory_high <= memory", {.memory_bytes = 64 << 20, .memory_high_bytes = 32 << 20}, 0, true,
+     NULL},
+    {"memory_high alone", {.memory_high_bytes = 32 << 20}, 0, true, NULL},
+    {"memory_high above memory",
+     {.memory_bytes = 32 << 20, .memory_high_bytes = 64 << 20},
+     0,
+     false,
+     "memory_high_bytes 67108864 is above limits.memory_bytes 33554432"},
+    {"memory_high negative", {.memory_high_bytes = -7}, 0, false, "memory_high_bytes -7"},
+    {"memory_high tiny", {.memory_high_bytes = 100}, 0, false, "memory_high_bytes 100"},
+    {"io ok", {.io_bps = 4 << 20}, 0, true, NULL},
+    {"io too small", {.io_bps = 100}, 0, false, "io_bps 100"},
+    {"io negative", {.io_bps = -1}, 0, false, "io_bps -1"},
+    {"io too large", {.io_bps = (1LL << 50) + 1}, 0, false, "io_bps 1125899906842625"},
+    {"pids ok", {.pids_max = 32}, 0, true, NULL},
+    {"pids negative", {.pids_max = -1}, 0, false, "pids_max -1"},
+    {"pids too large", {.pids_max = 4194305}, 0, false, "pids_max 4194305"},
+    {"timeout ok", {0}, 60, true, NULL},
+    {"timeout negative", {0}, -1, false, "timeout_seconds -1"},
+    {"timeout too large", {0}, 366LL * 24 * 3600 + 1, false, "timeout_seconds 31622401"},
+};
+
+static void test_limits_table(void **state)
+{
+    (void)state;
+    const char *args[] = {"1"};
+    for (size_t i = 0; i < sizeof(limit_cases) / sizeof(limit_cases[0]); i++) {
+        const vcase *c = &limit_cases[i];
+        job_request req = {.command = "sleep",
+                           .command_len = 5,
+                           .args = args,
+                           .nargs = 1,
+                           .limits = c->limits,
+                           .timeout_seconds = c->timeout};
+        jw_error err = JW_ERROR_INIT;
+        int r = job_request_validate(&req, &host, &err);
+        if (c->ok) {
+            if (r != 0)
+                fail_msg("case '%s' rejected: %s", c->name, err.msg);
+        } else {
+            if (r == 0)
+                fail_msg("case '%s' accepted", c->name);
+            assert_int_equal(err.code, JW_INVALID_ARGUMENT);
+            if (!strstr(err.msg, c->msg_has))
+                fail_msg("case '%s': message '%s' lacks '%s'", c->name, err.msg, c->msg_has);
+        }
+    }
+}
+
+static void expect_invalid(const job_request *req, const char *has)
+{
+    jw_error err = JW_ERROR_INIT;
+    assert_int_equal(job_request_validate(req, &host, &err), -EINVAL);
+    assert_int_equal(err.code, JW_INVALID_ARGUMENT);
+    if (!strstr(err.msg, has))
+        fail_msg("message '%s' lacks '%s'", err.msg, has);
+}
+
+static void test_command_rules(void **state)
+{
+    (void)state;
+    job_request req = {.command = "", .command_len = 0};
+    expect_invalid(&req, "command is empty");
+
+    /* A NUL inside the command: the wire length is longer than strlen. */
+    req.command = "ab\0cd";
+    req.command_len = 5;
+    expect_invalid(&req, "command contains a NUL byte at position 2");
+
+    size_t big = JOB_COMMAND_MAX + 1;
+    char *cmd = malloc(big + 1);
+    memset(cmd, 'x', big);
+    cmd[big] = '\0';
+    req.command = cmd;
+    req.command_len = big;
+    expect_invalid(&req, "command is 4097 bytes, the limit is 4096");
+    free(cmd);
+}
+
+static void test_args_rules(void **state)
+{
+    (void)state;
+    char *big = malloc(JOB_ARG_MAX + 2);
+    memset(big, 'a', JOB_ARG_MAX + 1);
+    big[JOB_ARG_MAX + 1] = '\0';
+    const char *args[] = {"ok", big};
+    job_request req = {.command = "echo", .command_len = 4, .args = args, .nargs = 2};
+    expect_invalid(&req, "args[1] is 131073 bytes, the limit is 131072");
+
+    big[JOB_ARG_MAX] = '\0'; /* exactly the limit is fine */
+    jw_error err = JW_ERROR_INIT;
+    assert_int_equal(job_request_validate(&req, &host, &err), 0);
+
+    const char *nul_args[] = {"a", "b\0c"};
+    size_t lens[] = {1, 3};
+    job_request nreq = {
+        .command = "echo", .command_len = 4, .args = nul_args, .args_len = lens, .nargs = 2};
+    expect_invalid(&nreq, "args[1] contains a NUL byte at position 1");
+
+    /* Total argv over 1 MiB from arguments each under the single limit. */
+    size_t n = 9;
+    const char **many = calloc(n, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        many[i] = big;
+    job_request treq = {.command = "echo", .command_len = 4, .args = many, .nargs = n};
+    expect_invalid(&treq, "the limit is 1048576");
+    free(many);
+
+    job_request creq = {.command = "echo", .command_len = 4, .args = args, .nargs = JOB_ARGC_MAX + 1};
+    expect_invalid(&creq, "args has 4097 entries");
+    free(big);
+}
+
+static void test_no_cgroups(void **state)
+{
+    (void)state;
+    job_host h = host;
+    h.cgroups = false;
+    job_request req = {.command = "true", .command_len = 4};
+    jw_error err = JW_ERROR_INIT;
+    assert_int_equal(job_request_validate(&req, &h, &err), 0);
+    req.limits.memory_bytes = 64 << 20;
+    assert_int_equal(job_request_validate(&req, &h, &err), -EINVAL);
+    assert_int_equal(err.code, JW_FAILED_PRECONDITION);
+    assert_non_null(strstr(err.msg, "--no-cgroups"));
+
+    h.cgroups = true;
+    h.io_controller = false;
+    req.limits = (job_limits){.io_bps = 1 << 20};
+    assert_int_equal(job_request_validate(&req, &h, &err), -EINVAL);
+    assert_int_equal(err.code, JW_FAILED_PRECONDITION);
+    assert_non_null(strstr(err.msg, "io_bps 1048576"));
+}
+
+static void test_resolve(void **state)
+{
+    (void)state;
+    job_limits def = {.cpu_percent = 100, .memory_bytes = 512 << 20, .memory_high_bytes = 256 << 20};
+    job_limits l = {.memory_bytes = 64 << 20};
+    job_limits_resolve(&l, &def);
+    assert_int_equal(l.cpu_percent, 100);
+    assert_int_equal(l.memory_bytes, 64 << 20);
+    /* The inherited memory.high is clamped to the smaller explicit memory.max. */
+    assert_int_equal(l.memory_high_bytes, 64 << 20);
+    assert_int_equal(l.io_bps, 0);
+    assert_int_equal(l.pids_max, 0);
+}
+
+static void test_state_machine(void **state)
+{
+    (void)state;
+    const job_status all[] = {JOB_STATUS_UNSPECIFIED, JOB_STATUS_INITIALIZING, JOB_STATUS_RUNNING,
+                              JOB_STATUS_COMPLETED,   JOB_STATUS_FAILED,       JOB_STATUS_STOPPED};
+    /* allowed[from][to] */
+    const bool allowed[6][6] = {
+        [JOB_STATUS_UNSPECIFIED] = {[JOB_STATUS_INITIALIZING] = true},
+        [JOB_STATUS_INITIALIZING] = {[JOB_STATUS_RUNNING] = true,
+                                     [JOB_STATUS_FAILED] = true,
+                                     [JOB_STATUS_STOPPED] = true},
+        [JOB_STATUS_RUNNING] = {[JOB_STATUS_COMPLETED] = true,
+                                [JOB_STATUS_FAILED] = true,
+                                [JOB_STATUS_STOPPED] = true},
+    };
+    for (size_t f = 0; f < 6; f++)
+        for (size_t t = 0; t < 6; t++)
+            if (job_status_can_transition(all[f], all[t]) != allowed[f][t])
+                fail_msg("%s -> %s", job_status_name(all[f]), job_status_name(all[t]));
+    assert_true(job_status_is_final(JOB_STATUS_COMPLETED));
+    assert_true(job_status_is_final(JOB_STATUS_STOPPED));
+    assert_false(job_status_is_final(JOB_STATUS_RUNNING));
+
+    assert_int_equal(job_status_for_reason(JOB_REASON_EXITED, 0), JOB_STATUS_COMPLETED);
+    assert_int_equal(job_status_for_reason(JOB_REASON_EXITED, 3), JOB_STATUS_FAILED);
+    assert_int_equal(job_status_for_reason(JOB_REASON_SIGNALED, 0), JOB_STATUS_FAILED);
+    assert_int_equal(job_status_for_reason(JOB_REASON_OOM_KILLED, 0), JOB_STATUS_FAILED);
+    assert_int_equal(job_status_for_reason(JOB_REASON_STOPPED, 0), JOB_STATUS_STOPPED);
+    assert_int_equal(job_status_for_reason(JOB_REASON_TIMED_OUT, 0), JOB_STATUS_FAILED);
+    assert_int_equal(job_status_for_reason(JOB_REASON_START_FAILED, 127), JOB_STATUS_FAILED);
+    assert_int_equal(job_status_for_reason(JOB_REASON_SERVER_SHUTDOWN, 0), JOB_STATUS_FAILED);
+    assert_string_equal(job_reason_name(JOB_REASON_OOM_KILLED), "OOM_KILLED");
+    assert_string_equal(job_status_name(JOB_STATUS_RUNNING), "RUNNING");
+}
+
+static void test_host_probe(void **state)
+{
+    (void)state;
+    job_host h = {0};
+    assert_int_equal(job_host_probe(&h), 0);
+    assert_true(h.ncpus >= 1);
+    assert_true(h.memory_bytes >= 64LL << 20);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_limits_table), cmocka_unit_test(test_command_rules),
+        cmocka_unit_test(test_args_rules),   cmocka_unit_test(test_no_cgroups),
+        cmocka_unit_test(test_resolve),      cmocka_unit_test(test_state_machine),
+        cmocka_unit_test(test_host_probe),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
