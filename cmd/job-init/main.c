@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,10 +76,20 @@ static int setup_process(void)
     sigemptyset(&all);
     if (sigprocmask(SIG_SETMASK, &all, NULL) < 0)
         return -errno;
-    for (int sig = 1; sig < NSIG; sig++) {
+    /* Every disposition to default, through the raw system call: glibc's signal() refuses its
+     * two internal real-time signals, and glibc's posix_spawn leaves them ignored in the child,
+     * which exec would carry over into the job. */
+    struct {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        uint64_t mask;
+    } dfl = {SIG_DFL, 0, NULL, 0};
+    for (int sig = 1; sig <= 64; sig++) {
         if (sig == SIGKILL || sig == SIGSTOP)
             continue;
-        signal(sig, SIG_DFL); /* fails harmlessly for the reserved real-time signals */
+        if (syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(dfl.mask)) < 0)
+            return -errno;
     }
     /* The server's posix_spawn already made us a session leader; setsid() then fails with
      * EPERM, which is fine. Any other outcome means we are not in our own session. */

@@ -196,9 +196,15 @@ static void finalize(supervisor *sv, sv_entry *e)
                  "killed by the OOM killer (%lld kill(s), peak memory %lld bytes)",
                  (long long)cu.oom_kills, (long long)cu.memory_peak);
     }
+    /* Release everything of the job's before announcing its end, so that whoever waits for
+     * the end finds no fd and no entry of it left. */
+    close(e->pidfd);
+    e->pidfd = -1;
+    close(e->out_fd);
+    e->out_fd = -1;
+    entry_unlink(sv, e);
     store_job_finish(e->job, reason, exit_code, sig, error, &usage, now_realtime_ns());
     store_job_close_output(e->job);
-    entry_unlink(sv, e);
     entry_free(e);
 }
 

@@ -1,0 +1,341 @@
+/* The job table and output log: ids, state changes, append/read by offset, output cap, and
+ * subscribers under concurrent writers and readers. */
+#include "store/store.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct fixture {
+    char dir[64];
+    store *st;
+} fixture;
+
+static int setup_cap(void **state, int64_t cap)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/jw-store-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    store_config cfg = {.data_dir = f->dir, .max_jobs = 100, .max_output_bytes = cap};
+    jw_error err = JW_ERROR_INIT;
+    assert_int_equal(store_new(&cfg, &f->st, &err), 0);
+    *state = f;
+    return 0;
+}
+static int setup(void **state)
+{
+    return setup_cap(state, 0);
+}
+static int setup_capped(void **state)
+{
+    return setup_cap(state, 1000);
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    store_free(f->st);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+static store_job *new_job(store *st, const char *cmd)
+{
+    const char *args[] = {"a", "b"};
+    job_limits lim = {.cpu_percent = 50};
+    store_job *job = NULL;
+    jw_error err = JW_ERROR_INIT;
+    assert_int_equal(store_job_new(st, cmd, args, 2, &lim, true, 7, "alice", &job, &err), 0);
+    return job;
+}
+
+static void test_create_lookup_list(void **state)
+{
+    fixture *f = *state;
+    store_job *a = new_job(f->st, "one");
+    store_job *b = new_job(f->st, "two");
+    assert_true(uuid_is_valid(store_job_id(a)));
+    assert_string_not_equal(store_job_id(a), store_job_id(b));
+    assert_int_equal(store_job_id(a)[14], '4'); /* version 4 */
+
+    store_job *found = store_lookup(f->st, store_job_id(b));
+    assert_ptr_equal(found, b);
+    store_job_unref(found);
+    assert_null(store_lookup(f->st, "00000000-0000-4000-8000-000000000000"));
+
+    store_job **all = NULL;
+    size_t n = 0;
+    assert_int_equal(store_list(f->st, &all, &n), 0);
+    assert_int_equal(n, 2);
+    assert_ptr_equal(all[0], a); /* oldest first */
+    for (size_t i = 0; i < n; i++)
+        store_job_unref(all[i]);
+    free(all);
+
+    store_job_info info;
+    store_job_snapshot(a, &info);
+    assert_string_equal(info.command, "one");
+    assert_int_equal(info.nargs, 2);
+    assert_string_equal(info.args[1], "b");
+    assert_string_equal(info.owner, "alice");
+    assert_int_equal(info.limits.cpu_percent, 50);
+    assert_int_equal(info.timeout_seconds, 7);
+    assert_int_equal(info.status, JOB_STATUS_INITIALIZING);
+
+    store_job_remove(f->st, b);
+    assert_int_equal(store_count(f->st), 1);
+    assert_null(store_lookup(f->st, store_job_id(b)));
+    store_job_unref(a);
+    store_job_unref(b);
+}
+
+static void test_max_jobs(void **state)
+{
+    fixture *f = *state;
+    for (int i = 0; i < 100; i++)
+        store_job_unref(new_job(f->st, "x"));
+    store_job *job = NULL;
+    jw_error err = JW_ERROR_INIT;
+    job_limits lim = {0};
+    assert_int_equal(store_job_new(f->st, "x", NULL, 0, &lim, false, 0, "", &job, &err), -ENOSPC);
+    assert_int_equal(err.code, JW_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(err.msg, "100"));
+}
+
+static void test_state_changes(void **state)
+{
+    fixture *f = *state;
+    store_job *job = new_job(f->st, "x");
+    assert_int_equal(store_job_set_running(job, 42, 1000), 0);
+    assert_int_equal(store_job_set_running(job, 43, 1001), -EINVAL);
+    job_usage u = {.cpu_usec = 5};
+    assert_int_equal(store_job_finish(job, JOB_REASON_EXITED, 0, 0, NULL, &u, 2000), 0);
+    assert_int_equal(store_job_finish(job, JOB_REASON_STOPPED, 0, 0, NULL, &u, 3000), -EINVAL);
+    store_job_info info;
+    store_job_snapshot(job, &info);
+    assert_int_equal(info.status, JOB_STATUS_COMPLETED);
+    assert_int_equal(info.pid, 42);
+    assert_int_equal(info.end_time_ns, 2000);
+    assert_int_equal(info.usage.cpu_usec, 5);
+    /* Final but output not closed yet: waiting times out. */
+    assert_int_equal(store_job_wait_final(job, 10), -ETIMEDOUT);
+    store_job_close_output(job);
+    assert_int_equal(store_job_wait_final(job, 10), 0);
+    store_job_unref(job);
+}
+
+static void test_output_roundtrip(void **state)
+{
+    fixture *f = *state;
+    store_job *job = new_job(f->st, "x");
+    uint8_t all[256];
+    for (int i = 0; i < 256; i++)
+        all[i] = (uint8_t)i;
+    assert_int_equal(store_job_append(job, all, 256), 0);
+    assert_int_equal(store_job_append(job, all, 10), 0);
+    int64_t size;
+    bool closed;
+    store_job_output_state(job, &size, &closed);
+    assert_int_equal(size, 266);
+    assert_false(closed);
+    int fd = store_job_open_output(job);
+    assert_true(fd >= 0);
+    uint8_t got[300];
+    assert_int_equal(pread(fd, got, sizeof(got), 0), 266);
+    assert_memory_equal(got, all, 256);
+    assert_memory_equal(got + 256, all, 10);
+    close(fd);
+    store_job_close_output(job);
+    assert_int_equal(store_job_append(job, all, 1), -EBADF);
+    store_job_unref(job);
+}
+
+static void test_output_cap(void **state)
+{
+    fixture *f = *state; /* cap 1000 */
+    store_job *job = new_job(f->st, "x");
+    char buf[600];
+    memset(buf, 'z', sizeof(buf));
+    assert_int_equal(store_job_append(job, buf, 600), 0);
+    assert_int_equal(store_job_append(job, buf, 600), 0);
+    assert_int_equal(store_job_append(job, buf, 600), 0);
+    store_job_info info;
+    store_job_snapshot(job, &info);
+    assert_int_equal(info.output_bytes, 1000);
+    assert_int_equal(info.output_dropped, 800);
+    store_job_unref(job);
+}
+
+static int wakes;
+static void count_wake(void *p)
+{
+    (void)p;
+    __atomic_fetch_add(&wakes, 1, __ATOMIC_SEQ_CST);
+}
+
+static void test_subscriber_arm(void **state)
+{
+    fixture *f = *state;
+    store_job *job = new_job(f->st, "x");
+    store_sub *sub = NULL;
+    wakes = 0;
+    assert_int_equal(store_sub_new(job, count_wake, NULL, &sub), 0);
+    assert_int_equal(store_job_n_subs(job), 1);
+    assert_int_equal(store_sub_arm(sub, 0), 0); /* nothing yet: armed */
+    store_job_append(job, "ab", 2);
+    assert_int_equal(wakes, 1);
+    store_job_append(job, "cd", 2);
+    assert_int_equal(wakes, 1); /* one wake per arm */
+    assert_int_equal(store_sub_arm(sub, 2), 1); /* bytes beyond 2 exist: read now */
+    assert_int_equal(store_sub_arm(sub, 4), 0);
+    store_job_close_output(job);
+    assert_int_equal(wakes, 2); /* the end wakes too */
+    assert_int_equal(store_sub_arm(sub, 4), 1);
+    store_sub_free(sub);
+    assert_int_equal(store_job_n_subs(job), 0);
+    store_job_unref(job);
+}
+
+/* One writer appends 4 MiB in odd-sized pieces while 8 readers follow by offset, each sleeping
+ * on its subscriber when caught up; every reader must see the exact byte sequence. */
+typedef struct reader {
+    store_job *job;
+    pthread_mutex_t m;
+    pthread_cond_t c;
+    bool woken;
+    int64_t got;
+    int bad;
+} reader;
+
+static void reader_wake(void *p)
+{
+    reader *r = p;
+    pthread_mutex_lock(&r->m);
+    r->woken = true;
+    pthread_cond_signal(&r->c);
+    pthread_mutex_unlock(&r->m);
+}
+
+#define TOTAL (4 << 20)
+static uint8_t byte_at(int64_t i)
+{
+    return (uint8_t)((i * 7 + (i >> 9)) & 0xff);
+}
+
+static void *reader_main(void *p)
+{
+    reader *r = p;
+    store_sub *sub = NULL;
+    store_sub_new(r->job, reader_wake, r, &sub);
+    int fd = store_job_open_output(r->job);
+    uint8_t buf[8192];
+    for (;;) {
+        int64_t size;
+        bool closed;
+        store_job_output_state(r->job, &size, &closed);
+        while (r->got < size) {
+            size_t n = size - r->got < (int64_t)sizeof(buf) ? (size_t)(size - r->got) : sizeof(buf);
+            ssize_t k = pread(fd, buf, n, r->got);
+            if (k <= 0) {
+                r->bad++;
+                break;
+            }
+            for (ssize_t i = 0; i < k; i++)
+                if (buf[i] != byte_at(r->got + i))
+                    r->bad++;
+            r->got += k;
+        }
+        if (closed && r->got >= size)
+            break;
+        pthread_mutex_lock(&r->m);
+        r->woken = false;
+        pthread_mutex_unlock(&r->m);
+        if (store_sub_arm(sub, r->got) == 1)
+            continue;
+        pthread_mutex_lock(&r->m);
+        while (!r->woken)
+            pthread_cond_wait(&r->c, &r->m);
+        pthread_mutex_unlock(&r->m);
+    }
+    close(fd);
+    store_sub_free(sub);
+    return NULL;
+}
+
+static void test_concurrent_readers(void **state)
+{
+    fixture *f = *state;
+    store_job *job = new_job(f->st, "x");
+    enum { NR = 8 };
+    reader rs[NR];
+    pthread_t th[NR];
+    for (int i = 0; i < NR; i++) {
+        rs[i] = (reader){.job = job};
+        pthread_mutex_init(&rs[i].m, NULL);
+        pthread_cond_init(&rs[i].c, NULL);
+        pthread_create(&th[i], NULL, reader_main, &rs[i]);
+    }
+    static uint8_t chunk[70000];
+    int64_t off = 0;
+    size_t step = 1;
+    while (off < TOTAL) {
+        size_t n = step;
+        if (off + (int64_t)n > TOTAL)
+            n = (size_t)(TOTAL - off);
+        for (size_t i = 0; i < n; i++)
+            chunk[i] = byte_at(off + (int64_t)i);
+        assert_int_equal(store_job_append(job, chunk, n), 0);
+        off += (int64_t)n;
+        step = step * 3 % 65521 + 1;
+    }
+    store_job_close_output(job);
+    for (int i = 0; i < NR; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(rs[i].got, TOTAL);
+        assert_int_equal(rs[i].bad, 0);
+    }
+    assert_int_equal(store_job_n_subs(job), 0);
+    store_job_unref(job);
+}
+
+static void test_stale_output_removed(void **state)
+{
+    fixture *f = *state;
+    char path[256];
+    snprintf(path, sizeof(path), "%s/output/old.out", f->dir);
+    FILE *fp = fopen(path, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    store *again = NULL;
+    store_config cfg = {.data_dir = f->dir};
+    assert_int_equal(store_new(&cfg, &again, NULL), 0);
+    assert_int_equal(access(path, F_OK), -1);
+    store_free(again);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_create_lookup_list, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_max_jobs, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_state_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_output_roundtrip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_output_cap, setup_capped, teardown),
+        cmocka_unit_test_setup_teardown(test_subscriber_arm, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stale_output_removed, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
