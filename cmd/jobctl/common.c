@@ -3,6 +3,7 @@
 
 #include "client/format.h"
 #include "client/options.h"
+#include "util/fileio.h"
 #include "util/misc.h"
 
 #include <errno.h>
@@ -40,8 +41,7 @@ int jobctl_usage_error(const char *cmd, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    fprintf(stderr, "jobctl: %s (see 'jobctl%s%s --help')\n", msg, cmd ? " " : "",
-            cmd ? cmd : "");
+    fprintf(stderr, "jobctl: %s (see 'jobctl%s%s --help')\n", msg, cmd ? " " : "", cmd ? cmd : "");
     return EXIT_USAGE;
 }
 
@@ -52,15 +52,20 @@ int jobctl_getopt_error(const char *cmd, int opt, char **argv)
     char name[64];
     if (strncmp(word, "--", 2) == 0) {
         snprintf(name, sizeof(name), "%.*s", (int)strcspn(word, "="), word);
-    } else if (optopt > 0 && optopt < 0x100) {
+    } else if (optopt > 0 && optopt < 0x80) {
         snprintf(name, sizeof(name), "-%c", optopt);
     } else {
         snprintf(name, sizeof(name), "%s", word);
     }
     if (opt == ':')
         return jobctl_usage_error(cmd, "option '%s' requires a value", name);
-    if (strncmp(word, "--", 2) == 0 && strchr(word, '='))
-        return jobctl_usage_error(cmd, "unknown option or option without a value: '%s'", name);
+    if (strncmp(word, "--", 2) == 0) {
+        /* glibc sets optopt to the option's value only when a known option got a value it
+         * does not take; unknown and ambiguous abbreviations leave it 0. */
+        if (optopt != 0)
+            return jobctl_usage_error(cmd, "option '%s' does not take a value", name);
+        return jobctl_usage_error(cmd, "unknown or ambiguous option '%s'", name);
+    }
     return jobctl_usage_error(cmd, "unknown option '%s'", name);
 }
 
@@ -69,26 +74,16 @@ int jobctl_global_option(jobctl_ctx *ctx, const char *cmd, const char *usage, in
 {
     jw_error err = JW_ERROR_INIT;
     switch (opt) {
-    case 'h':
-        fputs(usage, stdout);
-        return jobctl_flush_stdout();
+    case 'h': fputs(usage, stdout); return jobctl_flush_stdout();
     case OPT_SERVER:
         if (!*arg)
             return jobctl_usage_error(cmd, "empty value for --server");
         ctx->server = arg;
         return JOBCTL_CONTINUE;
-    case OPT_CERT:
-        ctx->cert = arg;
-        return JOBCTL_CONTINUE;
-    case OPT_KEY:
-        ctx->key = arg;
-        return JOBCTL_CONTINUE;
-    case OPT_CA:
-        ctx->ca = arg;
-        return JOBCTL_CONTINUE;
-    case OPT_SERVER_NAME:
-        ctx->server_name = *arg ? arg : NULL;
-        return JOBCTL_CONTINUE;
+    case OPT_CERT: ctx->cert = arg; return JOBCTL_CONTINUE;
+    case OPT_KEY: ctx->key = arg; return JOBCTL_CONTINUE;
+    case OPT_CA: ctx->ca = arg; return JOBCTL_CONTINUE;
+    case OPT_SERVER_NAME: ctx->server_name = *arg ? arg : NULL; return JOBCTL_CONTINUE;
     case 'o':
         if (strcmp(arg, "human") == 0)
             ctx->output = JOBCTL_OUTPUT_HUMAN;
@@ -175,7 +170,10 @@ int jobctl_signals_init(void)
     return -r;
 }
 
-bool jobctl_interrupted(void) { return atomic_load(&sig_interrupted); }
+bool jobctl_interrupted(void)
+{
+    return atomic_load(&sig_interrupted);
+}
 
 int jobctl_connect(const jobctl_ctx *ctx, jw_client **ret)
 {
@@ -194,8 +192,9 @@ int jobctl_connect(const jobctl_ctx *ctx, jw_client **ret)
         .key_hint = strcmp(ctx->key, JOBCTL_DEFAULT_KEY) == 0
                         ? " (run scripts/gen-certs.sh or pass --key)"
                         : NULL,
-        .ca_hint =
-            strcmp(ctx->ca, JOBCTL_DEFAULT_CA) == 0 ? " (run scripts/gen-certs.sh or pass --ca)" : NULL,
+        .ca_hint = strcmp(ctx->ca, JOBCTL_DEFAULT_CA) == 0
+                       ? " (run scripts/gen-certs.sh or pass --ca)"
+                       : NULL,
     };
     jw_error err = JW_ERROR_INIT;
     jw_client *c = NULL;
@@ -231,4 +230,12 @@ int jobctl_print_job(const jobctl_ctx *ctx, const Jobworker__V1__Job *job)
         jw_fmt_job_human(stdout, job, now_realtime_ns());
     }
     return jobctl_flush_stdout();
+}
+
+int jobctl_write_output(void *userdata, const uint8_t *data, size_t len, jw_error *err)
+{
+    int r = write_full(STDOUT_FILENO, data, len);
+    if (r < 0)
+        return jw_error_set(err, JW_INTERNAL, r, "write stdout: %s", strerror(-r));
+    return 0;
 }

@@ -15,15 +15,15 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#define EXIT_USAGE 2
+#define EXIT_USAGE       2
 #define EXIT_INTERRUPTED 130
 /* Returned by option parsers that did not end the command: go on. */
 #define JOBCTL_CONTINUE (-1)
 
-#define JOBCTL_DEFAULT_SERVER "localhost:50051"
-#define JOBCTL_DEFAULT_CERT "certs/admin.crt"
-#define JOBCTL_DEFAULT_KEY "certs/admin.key"
-#define JOBCTL_DEFAULT_CA "certs/ca.crt"
+#define JOBCTL_DEFAULT_SERVER     "localhost:50051"
+#define JOBCTL_DEFAULT_CERT       "certs/admin.crt"
+#define JOBCTL_DEFAULT_KEY        "certs/admin.key"
+#define JOBCTL_DEFAULT_CA         "certs/ca.crt"
 #define JOBCTL_DEFAULT_TIMEOUT_MS 30000
 
 typedef enum { JOBCTL_OUTPUT_HUMAN, JOBCTL_OUTPUT_JSON } jobctl_output;
@@ -52,13 +52,19 @@ enum {
 /* Global options, accepted before the subcommand and after it. create and run use the first
  * list: for them --timeout is the job's timeout, so the RPC deadline can only be given before
  * the subcommand name. */
+/* clang-format off */
 #define JOBCTL_GLOBAL_OPTIONS_NO_TIMEOUT                                                           \
-    {"server", required_argument, NULL, OPT_SERVER}, {"cert", required_argument, NULL, OPT_CERT}, \
-        {"key", required_argument, NULL, OPT_KEY}, {"ca", required_argument, NULL, OPT_CA},        \
-        {"server-name", required_argument, NULL, OPT_SERVER_NAME},                                 \
-        {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}
+    {"server", required_argument, NULL, OPT_SERVER},                                               \
+    {"cert", required_argument, NULL, OPT_CERT},                                                   \
+    {"key", required_argument, NULL, OPT_KEY},                                                     \
+    {"ca", required_argument, NULL, OPT_CA},                                                       \
+    {"server-name", required_argument, NULL, OPT_SERVER_NAME},                                     \
+    {"output", required_argument, NULL, 'o'},                                                      \
+    {"help", no_argument, NULL, 'h'}
 #define JOBCTL_GLOBAL_OPTIONS                                                                      \
-    JOBCTL_GLOBAL_OPTIONS_NO_TIMEOUT, { "timeout", required_argument, NULL, OPT_RPC_TIMEOUT }
+    JOBCTL_GLOBAL_OPTIONS_NO_TIMEOUT,                                                              \
+    {"timeout", required_argument, NULL, OPT_RPC_TIMEOUT}
+/* clang-format on */
 
 #define JOBCTL_GLOBAL_OPTIONS_HELP                                                                 \
     "Global options (before or after the subcommand name):\n"                                      \
@@ -67,8 +73,8 @@ enum {
     "  --cert FILE          client certificate (env JOBCTL_CERT, default " JOBCTL_DEFAULT_CERT     \
     ")\n"                                                                                          \
     "  --key FILE           client key (env JOBCTL_KEY, default " JOBCTL_DEFAULT_KEY ")\n"         \
-    "  --ca FILE            CA of the server's certificate (env JOBCTL_CA, default "               \
-    JOBCTL_DEFAULT_CA ")\n"                                                                        \
+    "  --ca FILE            CA of the server's certificate (env JOBCTL_CA, "                       \
+    "default " JOBCTL_DEFAULT_CA ")\n"                                                             \
     "  --server-name NAME   name to verify in the server's certificate (default: host of "         \
     "--server)\n"                                                                                  \
     "  -o, --output FORMAT  human (default) or json\n"                                             \
@@ -95,8 +101,8 @@ int cmd_run(jobctl_ctx *ctx, int argc, char **argv);
 void jobctl_ctx_init(jobctl_ctx *ctx);
 
 /* Applies a global option. Returns JOBCTL_CONTINUE when applied, 0 after printing `usage` for
- * -h, EXIT_USAGE after a usage error, and 1 when `opt` is not a global option. */
-#define JOBCTL_NOT_GLOBAL 1
+ * -h, EXIT_USAGE after a usage error, and JOBCTL_NOT_GLOBAL when `opt` is not a global option. */
+#define JOBCTL_NOT_GLOBAL (-2)
 int jobctl_global_option(jobctl_ctx *ctx, const char *cmd, const char *usage, int opt,
                          const char *arg);
 
@@ -123,6 +129,9 @@ void jobctl_disconnect(jw_client *c);
 
 /* Flushes stdout; returns 0, or prints the write error and returns 1. */
 int jobctl_flush_stdout(void);
+
+/* jw_client_output_fn that writes the bytes to stdout exactly (write(2), no stdio buffering). */
+int jobctl_write_output(void *userdata, const uint8_t *data, size_t len, jw_error *err);
 
 /* Prints a job as the subcommands show it: JSON on one line, or the human "key: value" block. */
 int jobctl_print_job(const jobctl_ctx *ctx, const Jobworker__V1__Job *job);

@@ -92,11 +92,29 @@ static int parse_int_flag(const char *name, const char *v, int64_t min, int64_t 
 static int parse_options(int argc, char **argv, options *o)
 {
     enum {
-        OPT_LISTEN = 256, OPT_CERT, OPT_KEY, OPT_CA, OPT_DATA_DIR, OPT_NO_CGROUPS,
-        OPT_CGROUP_ROOT, OPT_CGROUP_PARENT, OPT_IO_DEVICE, OPT_DEF_CPU, OPT_DEF_MEM,
-        OPT_DEF_MEM_HIGH, OPT_DEF_IOBPS, OPT_DEF_PIDS, OPT_STOP_GRACE, OPT_JOB_INIT,
-        OPT_MAX_JOBS, OPT_MAX_STREAMS, OPT_MAX_STREAMS_JOB, OPT_MAX_OUTPUT, OPT_AUDIT,
-        OPT_LOG_LEVEL, OPT_WORKERS,
+        OPT_LISTEN = 256,
+        OPT_CERT,
+        OPT_KEY,
+        OPT_CA,
+        OPT_DATA_DIR,
+        OPT_NO_CGROUPS,
+        OPT_CGROUP_ROOT,
+        OPT_CGROUP_PARENT,
+        OPT_IO_DEVICE,
+        OPT_DEF_CPU,
+        OPT_DEF_MEM,
+        OPT_DEF_MEM_HIGH,
+        OPT_DEF_IOBPS,
+        OPT_DEF_PIDS,
+        OPT_STOP_GRACE,
+        OPT_JOB_INIT,
+        OPT_MAX_JOBS,
+        OPT_MAX_STREAMS,
+        OPT_MAX_STREAMS_JOB,
+        OPT_MAX_OUTPUT,
+        OPT_AUDIT,
+        OPT_LOG_LEVEL,
+        OPT_WORKERS,
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -149,11 +167,15 @@ static int parse_options(int argc, char **argv, options *o)
             r = parse_int_flag("--default-cpu", optarg, 1, INT32_MAX, &v);
             o->defaults.cpu_percent = (int32_t)v;
             break;
-        case OPT_DEF_MEM: r = parse_size_flag("--default-memory", optarg, &o->defaults.memory_bytes); break;
+        case OPT_DEF_MEM:
+            r = parse_size_flag("--default-memory", optarg, &o->defaults.memory_bytes);
+            break;
         case OPT_DEF_MEM_HIGH:
             r = parse_size_flag("--default-memory-high", optarg, &o->defaults.memory_high_bytes);
             break;
-        case OPT_DEF_IOBPS: r = parse_size_flag("--default-iobps", optarg, &o->defaults.io_bps); break;
+        case OPT_DEF_IOBPS:
+            r = parse_size_flag("--default-iobps", optarg, &o->defaults.io_bps);
+            break;
         case OPT_DEF_PIDS:
             r = parse_int_flag("--default-pids", optarg, 0, JOB_PIDS_MAX_MAX, &v);
             o->defaults.pids_max = (int32_t)v;
@@ -161,13 +183,16 @@ static int parse_options(int argc, char **argv, options *o)
         case OPT_STOP_GRACE:
             r = parse_duration_ms(optarg, &o->stop_grace_ms);
             if (r < 0 || o->stop_grace_ms < 1 || o->stop_grace_ms > 600000) {
-                fprintf(stderr, "jobworker-server: --stop-grace '%s' is not a duration in 1ms..10m\n",
+                fprintf(stderr,
+                        "jobworker-server: --stop-grace '%s' is not a duration in 1ms..10m\n",
                         optarg);
                 r = -EINVAL;
             }
             break;
         case OPT_JOB_INIT: o->job_init = optarg; break;
-        case OPT_MAX_JOBS: r = parse_int_flag("--max-jobs", optarg, 1, INT32_MAX, &o->max_jobs); break;
+        case OPT_MAX_JOBS:
+            r = parse_int_flag("--max-jobs", optarg, 1, INT32_MAX, &o->max_jobs);
+            break;
         case OPT_MAX_STREAMS:
             r = parse_int_flag("--max-streams", optarg, 1, 100000, &o->max_streams);
             break;
@@ -187,8 +212,10 @@ static int parse_options(int argc, char **argv, options *o)
             else if (strcmp(optarg, "debug") == 0)
                 log_set_level(LOG_LEVEL_DEBUG);
             else {
-                fprintf(stderr, "jobworker-server: --log-level '%s' is not one of error, "
-                                "warning, info, debug\n", optarg);
+                fprintf(stderr,
+                        "jobworker-server: --log-level '%s' is not one of error, "
+                        "warning, info, debug\n",
+                        optarg);
                 r = -EINVAL;
             }
             break;
@@ -308,21 +335,23 @@ int main(int argc, char **argv)
         cgroup_manager_free(cgm);
         return 1;
     }
+    if (auth_check_key_pair(cert, key, &err) < 0) {
+        log_error("server certificate '%s' and key '%s': %s", o.cert, o.key, err.msg);
+        cgroup_manager_free(cgm);
+        return 1;
+    }
 
     store *st = NULL;
-    store_config sc = {.data_dir = o.data_dir,
-                       .max_jobs = (size_t)o.max_jobs,
-                       .max_output_bytes = o.max_output};
+    store_config sc = {
+        .data_dir = o.data_dir, .max_jobs = (size_t)o.max_jobs, .max_output_bytes = o.max_output};
     if (store_new(&sc, &st, &err) < 0) {
         log_error("%s", err.msg);
         cgroup_manager_free(cgm);
         return 1;
     }
     supervisor *sv = NULL;
-    supervisor_config svc = {.job_init_path = job_init,
-                             .cgroups = cgm,
-                             .cgroup_root = o.cgroup_root,
-                             .stop_grace_ms = o.stop_grace_ms};
+    supervisor_config svc = {
+        .job_init_path = job_init, .cgroups = cgm, .stop_grace_ms = o.stop_grace_ms};
     if (supervisor_new(&svc, st, &sv, &err) < 0) {
         log_error("%s", err.msg);
         store_free(st);
@@ -372,8 +401,8 @@ int main(int argc, char **argv)
             fclose(audit);
         return 1;
     }
-    log_info("jobworker-server listening on %s (port %d, TLS 1.3, mutual authentication)",
-             o.listen, rpc_server_port(srv));
+    log_info("jobworker-server listening on %s (port %d, TLS 1.3, mutual authentication)", o.listen,
+             rpc_server_port(srv));
 
     for (;;) {
         int sig = sigwaitinfo(&sigs, NULL);
@@ -388,8 +417,11 @@ int main(int argc, char **argv)
     }
     rpc_server_begin_shutdown(srv);
     size_t n_active = supervisor_n_active(sv);
+    log_debug("stopping %zu job(s)", n_active);
     supervisor_free(sv); /* stops every job: SERVER_SHUTDOWN */
+    log_debug("jobs stopped; closing the gRPC server");
     rpc_server_free(srv);
+    log_debug("gRPC server closed");
     store_free(st);
     cgroup_manager_free(cgm);
     if (audit)

@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/pem.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 

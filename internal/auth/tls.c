@@ -10,7 +10,8 @@
  * adds options (SSL_CTX_set_options; libgrpc imports no SSL_CTX_clear_options), and OpenSSL picks
  * a version that lies inside the bounds AND is not disabled by an option, so TLS 1.3 is the only
  * one left. Verified on Debian bookworm (OpenSSL 3.0, libgrpc 1.51.1): options after the two
- * calls still hold SSL_OP_NO_TLSv1_2, and a TLS 1.2 ClientHello is never produced. This only
+ * calls still hold SSL_OP_NO_TLSv1_2, and a real gRPC server started after this refused
+ * `openssl s_client -tls1_2` ("unsupported protocol") and accepted -tls1_3. This only
  * works because Debian links gRPC against the system libssl; a gRPC with its own BoringSSL would
  * ignore the configuration, which is why auth_tls13_only_init() checks the effect. */
 #include "auth/auth.h"

@@ -36,8 +36,8 @@ static int read_dev_file(int dirfd, const char *path, unsigned *ret_major, unsig
     return cgroup_parse_majmin(buf, ret_major, ret_minor);
 }
 
-int cgroup_resolve_io_device(const char *sys_root, const char *spec, char *ret_majmin,
-                             size_t size, jw_error *err)
+int cgroup_resolve_io_device(const char *sys_root, const char *spec, char *ret_majmin, size_t size,
+                             jw_error *err)
 {
     if (!spec || !*spec)
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "empty io device");
@@ -57,8 +57,7 @@ int cgroup_resolve_io_device(const char *sys_root, const char *spec, char *ret_m
         min = minor(st.st_rdev);
     } else if (cgroup_parse_majmin(spec, &maj, &min) < 0) {
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
-                            "io device '%s' is neither MAJ:MIN nor a path to a block device",
-                            spec);
+                            "io device '%s' is neither MAJ:MIN nor a path to a block device", spec);
     }
 
     _cleanup_close_ int sysfd = open(sys_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

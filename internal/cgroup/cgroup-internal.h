@@ -4,8 +4,8 @@
 
 #include "cgroup/cgroup.h"
 
-#define CGROUP_PATH_MAX 4096
-#define CGROUP_MAJMIN_MAX 24 /* "4095:1048575" and the NUL, with room */
+#define CGROUP_PATH_MAX         4096
+#define CGROUP_MAJMIN_MAX       24 /* "4095:1048575" and the NUL, with room */
 #define CGROUP_DEFAULT_SYS_ROOT "/sys"
 
 /* util/cleanup.h has no generic form; this one takes a type's own free-pointer helper. */
@@ -17,8 +17,8 @@
  * of its whole disk, using <sys_root>/dev/block/MAJ:MIN (a partition's directory has a
  * "partition" file and sits inside its disk's directory). FAILED_PRECONDITION when the device
  * does not exist or is not a block device. */
-int cgroup_resolve_io_device(const char *sys_root, const char *spec, char *ret_majmin,
-                             size_t size, jw_error *err);
+int cgroup_resolve_io_device(const char *sys_root, const char *spec, char *ret_majmin, size_t size,
+                             jw_error *err);
 
 /* Lists every whole, non-virtual disk of <sys_root>/block, sorted by device number: entries
  * without a "device" link (loop, ram, dm-, zram, nbd, md) and hidden ones (NVMe multipath paths)

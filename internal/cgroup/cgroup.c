@@ -32,7 +32,7 @@
 #define STALE_WAIT_MS 5000
 /* rmdir() retries: the kernel reports EBUSY for a moment after the last task left while it
  * finishes tearing the css down. 1 + 2 + 4 + ... capped at 50 ms, about 1 s in total. */
-#define RMDIR_TRIES 25
+#define RMDIR_TRIES        25
 #define RMDIR_MAX_SLEEP_MS 50
 /* Rounds of the SIGKILL fallback; each round signals only pids it has not seen, so this only
  * bounds a fork storm that outruns us (pids.max bounds that in practice). */
@@ -322,9 +322,11 @@ static int wait_empty_dirfd(int dirfd, int timeout_ms)
         int r = populated_fd(fd);
         if (r <= 0)
             return r;
-        int64_t left_ms = (deadline - now_monotonic_ns()) / 1000000;
-        if (left_ms <= 0)
+        int64_t left_ns = deadline - now_monotonic_ns();
+        if (left_ns <= 0)
             return -ETIMEDOUT;
+        /* Rounded up, so that -ETIMEDOUT never comes before timeout_ms has passed. */
+        int64_t left_ms = (left_ns + 999999) / 1000000;
         struct pollfd p = {.fd = fd, .events = POLLPRI};
         int slice = left_ms < EVENTS_POLL_SLICE_MS ? (int)left_ms : EVENTS_POLL_SLICE_MS;
         if (poll(&p, 1, slice) < 0 && errno != EINTR)
@@ -481,14 +483,14 @@ static int resolve_io_devices(cgroup_manager *m, const cgroup_config *cfg, jw_er
         return 0;
     }
     if (cfg->n_io_devices == 0)
-        return cgroup_detect_io_devices(cfg->sys_root, m->io_devs, CGROUP_MAX_IO_DEVICES,
-                                        &m->n_io, err);
+        return cgroup_detect_io_devices(cfg->sys_root, m->io_devs, CGROUP_MAX_IO_DEVICES, &m->n_io,
+                                        err);
     if (!cfg->io_devices)
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "io device list is missing");
     for (size_t i = 0; i < cfg->n_io_devices; i++) {
         char majmin[CGROUP_MAJMIN_MAX];
-        int r = cgroup_resolve_io_device(cfg->sys_root, cfg->io_devices[i], majmin,
-                                         sizeof(majmin), err);
+        int r = cgroup_resolve_io_device(cfg->sys_root, cfg->io_devices[i], majmin, sizeof(majmin),
+                                         err);
         if (r < 0)
             return r;
         /* Two partitions of one disk name that disk once. */
@@ -569,9 +571,10 @@ int cgroup_manager_new(const cgroup_config *cfg, cgroup_manager **ret, jw_error 
     _cleanup_free_ char *avail_text = NULL;
     r = cg_read(root_fd, "cgroup.controllers", &avail_text);
     if (r < 0)
-        return jw_error_set(err, JW_FAILED_PRECONDITION, r,
-                            "read '%s/cgroup.controllers': %s; '%s' is not a cgroup v2 root, or " NO_CGROUPS_HINT,
-                            m->root, strerror(-r), m->root);
+        return jw_error_set(
+            err, JW_FAILED_PRECONDITION, r,
+            "read '%s/cgroup.controllers': %s; '%s' is not a cgroup v2 root, or " NO_CGROUPS_HINT,
+            m->root, strerror(-r), m->root);
     unsigned root_avail = 0;
     cgroup_parse_controllers(avail_text, &root_avail);
     if ((root_avail & CGROUP_CTRL_REQUIRED) != CGROUP_CTRL_REQUIRED) {
@@ -632,15 +635,16 @@ int cgroup_manager_new(const cgroup_config *cfg, cgroup_manager **ret, jw_error 
          * children it may hold no process itself, so the server moves into a leaf first. */
         if (mkdirat(m->parent_fd, CGROUP_SUPERVISOR_LEAF, 0755) < 0 && errno != EEXIST) {
             r = -errno;
-            jw_error_set(err, code_for_errno(r), r, "create cgroup '%s/" CGROUP_SUPERVISOR_LEAF
-                         "': %s", m->parent_path, strerror(-r));
+            jw_error_set(err, code_for_errno(r), r,
+                         "create cgroup '%s/" CGROUP_SUPERVISOR_LEAF "': %s", m->parent_path,
+                         strerror(-r));
             goto undo;
         }
         r = cg_write(m->parent_fd, CGROUP_SUPERVISOR_LEAF "/cgroup.procs", "0", m->fake_fs);
         if (r < 0) {
             jw_error_set(err, code_for_errno(r), r,
-                         "move the server into '%s/" CGROUP_SUPERVISOR_LEAF "': %s",
-                         m->parent_path, strerror(-r));
+                         "move the server into '%s/" CGROUP_SUPERVISOR_LEAF "': %s", m->parent_path,
+                         strerror(-r));
             goto undo;
         }
         /* From here on the server lives inside the parent, which therefore stays. */
@@ -714,8 +718,8 @@ static int remove_one_stale(cgroup_manager *m, const char *name, jw_error *err)
                             m->parent_path, name, strerror(-r));
     r = rm_tree(m->parent_fd, name, m->fake_fs, 0);
     if (r < 0)
-        return jw_error_set(err, code_for_errno(r), r, "remove '%s/%s': %s", m->parent_path,
-                            name, strerror(-r));
+        return jw_error_set(err, code_for_errno(r), r, "remove '%s/%s': %s", m->parent_path, name,
+                            strerror(-r));
     return 1;
 }
 
@@ -805,8 +809,7 @@ static bool valid_job_name(const char *name)
     size_t len = strlen(name);
     if (len == 0 || len > CGROUP_JOB_NAME_MAX || name[0] == '.')
         return false;
-    return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") ==
-           len;
+    return strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == len;
 }
 
 static void job_free(cgroup_job *cg)
@@ -831,20 +834,20 @@ static void job_freep(cgroup_job **cg)
 static int check_limits(const cgroup_manager *m, const cgroup_limits *lim, jw_error *err)
 {
     if (lim->cpu_percent < 0)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "cpu_percent %" PRId32
-                            " is negative", lim->cpu_percent);
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "cpu_percent %" PRId32 " is negative", lim->cpu_percent);
     if (lim->memory_max < 0)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "memory_max %" PRId64
-                            " is negative", lim->memory_max);
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "memory_max %" PRId64 " is negative",
+                            lim->memory_max);
     if (lim->memory_high < 0)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "memory_high %" PRId64
-                            " is negative", lim->memory_high);
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "memory_high %" PRId64 " is negative", lim->memory_high);
     if (lim->io_bps < 0)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "io_bps %" PRId64
-                            " is negative", lim->io_bps);
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "io_bps %" PRId64 " is negative",
+                            lim->io_bps);
     if (lim->pids_max < 0)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "pids_max %" PRId32
-                            " is negative", lim->pids_max);
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "pids_max %" PRId32 " is negative",
+                            lim->pids_max);
     /* Never pretend a limit is applied. */
     if (lim->io_bps > 0 && !(m->controllers & CGROUP_CTRL_IO))
         return jw_error_set(err, JW_FAILED_PRECONDITION, -EOPNOTSUPP,
@@ -913,8 +916,8 @@ int cgroup_job_create(cgroup_manager *m, const char *name, const cgroup_limits *
     for (size_t i = 0; i < n_io; i++) {
         r = cgroup_format_io_max(m->io_devs[i], lim->io_bps, io_values[i], sizeof(io_values[i]));
         if (r < 0)
-            return jw_error_set(err, JW_INTERNAL, r, "format io.max for '%s': %s",
-                                m->io_devs[i], strerror(-r));
+            return jw_error_set(err, JW_INTERNAL, r, "format io.max for '%s': %s", m->io_devs[i],
+                                strerror(-r));
     }
 
     _cleanup_(job_freep) cgroup_job *cg = calloc(1, sizeof(*cg));
@@ -965,8 +968,7 @@ int cgroup_job_create(cgroup_manager *m, const char *name, const cgroup_limits *
         _cleanup_close_ int fd = cg_open_write(cg->dirfd, "io.max", cg->fake_fs);
         if (fd < 0) {
             r = fd;
-            jw_error_set(err, code_for_errno(r), r, "open '%s/io.max': %s", cg->path,
-                         strerror(-r));
+            jw_error_set(err, code_for_errno(r), r, "open '%s/io.max': %s", cg->path, strerror(-r));
             goto undo;
         }
         for (size_t i = 0; i < n_io; i++) {

@@ -18,13 +18,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CGROUP_DEFAULT_ROOT "/sys/fs/cgroup"
-#define CGROUP_CPU_PERIOD_US 100000
-#define CGROUP_MAX_IO_DEVICES 16
-#define CGROUP_DEFAULT_PARENT "/jobworker" /* used when the server runs in the root cgroup */
+#define CGROUP_DEFAULT_ROOT    "/sys/fs/cgroup"
+#define CGROUP_CPU_PERIOD_US   100000
+#define CGROUP_MAX_IO_DEVICES  16
+#define CGROUP_DEFAULT_PARENT  "/jobworker" /* used when the server runs in the root cgroup */
 #define CGROUP_SUPERVISOR_LEAF "supervisor"
-#define CGROUP_JOB_PREFIX "job-"
-#define CGROUP_JOB_NAME_MAX 128 /* bytes of a job name: [A-Za-z0-9_.-], not starting with '.' */
+#define CGROUP_JOB_PREFIX      "job-"
+#define CGROUP_JOB_NAME_MAX    128 /* bytes of a job name: [A-Za-z0-9_.-], not starting with '.' */
 
 enum {
     CGROUP_CTRL_CPU = 1u << 0,
@@ -35,20 +35,20 @@ enum {
 #define CGROUP_CTRL_REQUIRED (CGROUP_CTRL_CPU | CGROUP_CTRL_MEMORY | CGROUP_CTRL_PIDS)
 
 typedef struct cgroup_limits {
-    int32_t cpu_percent;  /* 0 = "max" */
-    int64_t memory_max;   /* 0 = "max" */
-    int64_t memory_high;  /* 0 = not written (stays "max") */
-    int64_t io_bps;       /* 0 = io.max not written */
-    int32_t pids_max;     /* 0 = "max" */
+    int32_t cpu_percent; /* 0 = "max" */
+    int64_t memory_max;  /* 0 = "max" */
+    int64_t memory_high; /* 0 = not written (stays "max") */
+    int64_t io_bps;      /* 0 = io.max not written */
+    int32_t pids_max;    /* 0 = "max" */
 } cgroup_limits;
 
 typedef struct cgroup_usage {
-    int64_t cpu_usec;         /* cpu.stat usage_usec */
-    int64_t nr_throttled;     /* cpu.stat nr_throttled */
-    int64_t memory_peak;      /* memory.peak (0 when the kernel lacks it) */
-    int64_t io_read_bytes;    /* io.stat rbytes summed over devices */
-    int64_t io_write_bytes;   /* io.stat wbytes summed over devices */
-    int64_t oom_kills;        /* memory.events oom_kill */
+    int64_t cpu_usec;       /* cpu.stat usage_usec */
+    int64_t nr_throttled;   /* cpu.stat nr_throttled */
+    int64_t memory_peak;    /* memory.peak (0 when the kernel lacks it) */
+    int64_t io_read_bytes;  /* io.stat rbytes summed over devices */
+    int64_t io_write_bytes; /* io.stat wbytes summed over devices */
+    int64_t oom_kills;      /* memory.events oom_kill */
 } cgroup_usage;
 
 typedef struct cgroup_config {

@@ -8,6 +8,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/slice.h>
 #include <grpc/support/alloc.h>
+#include <grpc/support/log.h>
 #include <grpc/support/time.h>
 
 #include <errno.h>
@@ -41,6 +42,8 @@ static void erase_freep(char **p)
     }
 }
 #define _cleanup_erase_ __attribute__((cleanup(erase_freep)))
+
+static void drop_grpc_log(gpr_log_func_args *args) {}
 
 const char *jw_client_code_name(jw_code code)
 {
@@ -96,13 +99,13 @@ int jw_client_read_pem(const char *path, const char *what, const char *hint, cha
         if (len == cap) {
             if (cap > JW_CLIENT_PEM_MAX)
                 return jw_error_set(err, JW_INVALID_ARGUMENT, -EFBIG,
-                                    "cannot read %s '%s': larger than %d bytes%s", what, path,
-                                    JW_CLIENT_PEM_MAX, hint);
+                                    "cannot read %s '%s': larger than %d MiB%s", what, path,
+                                    JW_CLIENT_PEM_MAX / (1024 * 1024), hint);
             size_t ncap = cap * 2;
             char *nbuf = malloc(ncap + 1);
             if (!nbuf)
-                return jw_error_set(err, JW_INTERNAL, -ENOMEM,
-                                    "cannot read %s '%s': out of memory", what, path);
+                return jw_error_set(err, JW_INTERNAL, -ENOMEM, "cannot read %s '%s': out of memory",
+                                    what, path);
             memcpy(nbuf, buf, len);
             explicit_bzero(buf, len);
             free(buf);
@@ -125,8 +128,8 @@ int jw_client_read_pem(const char *path, const char *what, const char *hint, cha
     buf[len] = '\0';
     if (len > JW_CLIENT_PEM_MAX)
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EFBIG,
-                            "cannot read %s '%s': larger than %d bytes%s", what, path,
-                            JW_CLIENT_PEM_MAX, hint);
+                            "cannot read %s '%s': larger than %d MiB%s", what, path,
+                            JW_CLIENT_PEM_MAX / (1024 * 1024), hint);
     if (strlen(buf) != len || !strstr(buf, "-----BEGIN "))
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
                             "cannot read %s '%s': not a PEM file (no '-----BEGIN' line)%s", what,
@@ -167,6 +170,11 @@ int jw_client_new(const jw_client_config *cfg, jw_client **ret, jw_error *err)
     c->timeout_ms = cfg->timeout_ms;
 
     grpc_init();
+    /* Every failure reaches the caller as a status with gRPC's message; its own log lines
+     * (e.g. "Handshake failed") would only repeat it on stderr. GRPC_VERBOSITY or GRPC_TRACE
+     * in the environment keep them for debugging. */
+    if (!getenv("GRPC_VERBOSITY") && !getenv("GRPC_TRACE"))
+        gpr_set_log_function(drop_grpc_log);
     grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
     /* gRPC copies the PEM strings, so ours are wiped and freed on return. */
     grpc_channel_credentials *creds = grpc_ssl_credentials_create_ex(ca, &pair, NULL, NULL);
@@ -178,11 +186,22 @@ int jw_client_new(const jw_client_config *cfg, jw_client **ret, jw_error *err)
                             cfg->cert_path);
     }
 
-    grpc_arg args[2];
+    grpc_arg args[4];
     size_t nargs = 0;
     args[nargs].type = GRPC_ARG_INTEGER;
     args[nargs].key = (char *)GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[nargs].value.integer = JW_CLIENT_MAX_RECV_BYTES;
+    nargs++;
+    /* gRPC's default reconnect back-off (1 s growing to 120 s) would keep the channel failing
+     * fast long after a restarted server is back; resuming a stream needs a channel that
+     * retries about as often as we do. */
+    args[nargs].type = GRPC_ARG_INTEGER;
+    args[nargs].key = (char *)GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+    args[nargs].value.integer = JW_CLIENT_BACKOFF_FIRST_MS;
+    nargs++;
+    args[nargs].type = GRPC_ARG_INTEGER;
+    args[nargs].key = (char *)GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+    args[nargs].value.integer = JW_CLIENT_BACKOFF_MAX_MS / 2;
     nargs++;
     if (cfg->server_name && *cfg->server_name) {
         args[nargs].type = GRPC_ARG_STRING;
@@ -235,7 +254,10 @@ bool jw_client_cancelled(jw_client *c)
     return r;
 }
 
-static int set_cancelled(jw_error *err) { return jw_error_set(err, JW_CANCELLED, -EINTR, "interrupted"); }
+static int set_cancelled(jw_error *err)
+{
+    return jw_error_set(err, JW_CANCELLED, -EINTR, "interrupted");
+}
 
 /* Publishes `call` for jw_client_cancel(); refuses when a cancel already happened. */
 static int call_publish(jw_client *c, grpc_call *call, jw_error *err)
@@ -349,15 +371,15 @@ static int rpc_batch(rpc *x, const grpc_op *ops, size_t n, void *tag, bool wait,
                             x->method, (int)e);
     if (!wait)
         return 1;
-    grpc_event ev = grpc_completion_queue_pluck(x->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                                NULL);
+    grpc_event ev =
+        grpc_completion_queue_pluck(x->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
 static int rpc_pluck(rpc *x, void *tag)
 {
-    grpc_event ev = grpc_completion_queue_pluck(x->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME),
-                                                NULL);
+    grpc_event ev =
+        grpc_completion_queue_pluck(x->cq, tag, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     return ev.type == GRPC_OP_COMPLETE && ev.success;
 }
 
@@ -402,8 +424,8 @@ static int unary_call(jw_client *c, const char *method, const ProtobufCMessage *
         if (r == 0) {
             ProtobufCMessage *m = recv ? unpack_message(recv, res_desc) : NULL;
             if (!m)
-                r = jw_error_set(err, JW_INTERNAL, -EREMOTEIO,
-                                 "%s: cannot decode the server's %s", method, res_desc->short_name);
+                r = jw_error_set(err, JW_INTERNAL, -EREMOTEIO, "%s: cannot decode the server's %s",
+                                 method, res_desc->short_name);
             else
                 *ret = m;
         }
@@ -431,13 +453,13 @@ void jw_jobs_free(Jobworker__V1__Jobs *jobs)
 
 /* CreateJobRes, GetJobRes and StopJobRes each carry one job: detach it (protobuf-c allocates
  * every submessage separately) and free the envelope. */
-#define TAKE_JOB(res, type, free_fn, method, ret_job, err)                                        \
+#define TAKE_JOB(res, type, free_fn, method, ret_job, err)                                         \
     ({                                                                                             \
         type *_res = (type *)(res);                                                                \
         Jobworker__V1__Job *_job = TAKE_PTR(_res->job);                                            \
         free_fn(_res, NULL);                                                                       \
         _job ? (*(ret_job) = _job, 0)                                                              \
-             : jw_error_set(err, JW_INTERNAL, -EREMOTEIO, "%s: the server's response has no job", \
+             : jw_error_set(err, JW_INTERNAL, -EREMOTEIO, "%s: the server's response has no job",  \
                             method);                                                               \
     })
 
@@ -617,6 +639,37 @@ out:
     return r;
 }
 
+/* Waits up to ms for the channel to become READY, asking it to connect, and returns as soon as
+ * it is: a restarted server is used at once instead of after a fixed delay. There is no way to
+ * interrupt a connectivity watch, so it waits in slices and checks for a cancel in between.
+ * Returns -EINTR when cancelled, else 0 (ready or not: the next call will tell). */
+static int wait_for_channel(jw_client *c, int64_t ms)
+{
+    gpr_timespec end =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    int r = 0;
+    for (;;) {
+        if (jw_client_cancelled(c)) {
+            r = -EINTR;
+            break;
+        }
+        grpc_connectivity_state st = grpc_channel_check_connectivity_state(c->channel, 1);
+        gpr_timespec now = gpr_now(GPR_CLOCK_MONOTONIC);
+        if (st == GRPC_CHANNEL_READY || gpr_time_cmp(now, end) >= 0)
+            break;
+        gpr_timespec slice = gpr_time_add(now, gpr_time_from_millis(100, GPR_TIMESPAN));
+        if (gpr_time_cmp(slice, end) > 0)
+            slice = end;
+        grpc_channel_watch_connectivity_state(c->channel, st, slice, cq, (void *)4);
+        /* Completes on a state change or at the slice's deadline, whichever comes first. */
+        grpc_completion_queue_pluck(cq, (void *)4, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    }
+    grpc_completion_queue_shutdown(cq);
+    grpc_completion_queue_destroy(cq);
+    return r;
+}
+
 /* Sleeps for ms unless cancelled first; -EINTR when cancelled. */
 static int backoff_wait(jw_client *c, int64_t ms)
 {
@@ -663,7 +716,8 @@ int jw_client_stream(jw_client *c, const jw_client_stream_req *req, jw_client_ou
             failures = 0;
         if (failures >= req->max_retries) {
             if (req->max_retries > 0)
-                jw_error_wrap(&e, r, "stream of job '%s' broke at offset %lld, %d reconnects failed",
+                jw_error_wrap(&e, r,
+                              "stream of job '%s' broke at offset %lld, %d reconnects failed",
                               req->id, (long long)offset, failures);
             break;
         }
@@ -671,7 +725,9 @@ int jw_client_stream(jw_client *c, const jw_client_stream_req *req, jw_client_ou
         if (delay > JW_CLIENT_BACKOFF_MAX_MS)
             delay = JW_CLIENT_BACKOFF_MAX_MS;
         failures++;
-        if (backoff_wait(c, delay) < 0) {
+        /* A fixed pause first, so a server that is up but answers UNAVAILABLE (shutting down)
+         * is not hammered; then up to `delay` for the transport to come back. */
+        if (backoff_wait(c, JW_CLIENT_BACKOFF_FIRST_MS) < 0 || wait_for_channel(c, delay) < 0) {
             r = set_cancelled(&e);
             break;
         }

@@ -30,11 +30,12 @@
 #define JW_CLIENT_MAX_RECV_BYTES (64 * 1024 * 1024)
 
 /* Resume policy of a followed stream: after an UNAVAILABLE status on a stream that had been
- * established, wait 250 ms, 500 ms, 1 s, 2 s, 4 s, ... (capped) and call again from the next
- * expected offset, at most this many times in a row (a reconnect that delivers data resets it). */
-#define JW_CLIENT_STREAM_RETRIES 5
+ * established, pause 250 ms, then wait up to 250 ms, 500 ms, 1 s, 2 s, 4 s (capped) for the
+ * channel to be connected again, and call again from the next expected offset; at most this
+ * many times in a row (a reconnect that delivers data resets the count). About 9 s in all. */
+#define JW_CLIENT_STREAM_RETRIES   5
 #define JW_CLIENT_BACKOFF_FIRST_MS 250
-#define JW_CLIENT_BACKOFF_MAX_MS 4000
+#define JW_CLIENT_BACKOFF_MAX_MS   4000
 
 typedef struct jw_client_config {
     const char *server;      /* gRPC target, "host:port" */
@@ -55,7 +56,9 @@ typedef struct jw_client jw_client;
 
 /* Calls grpc_init(), reads the three PEM files (O_CLOEXEC, at most JW_CLIENT_PEM_MAX bytes each)
  * and creates the channel. The channel connects lazily: an unreachable server shows up as
- * UNAVAILABLE on the first call, which fails fast (no wait-for-ready). */
+ * UNAVAILABLE on the first call, which fails fast (no wait-for-ready). Unless GRPC_VERBOSITY or
+ * GRPC_TRACE is set, it also silences gRPC's own (process-wide) log lines: every failure already
+ * reaches the caller as a status carrying gRPC's message. */
 int jw_client_new(const jw_client_config *cfg, jw_client **ret, jw_error *err);
 /* Destroys the channel and calls grpc_shutdown(). Accepts NULL; returns NULL. No call may be in
  * progress and no thread may be inside jw_client_cancel(). */
@@ -110,9 +113,15 @@ int jw_client_read_pem(const char *path, const char *what, const char *hint, cha
 
 void jw_job_free(Jobworker__V1__Job *job);
 void jw_jobs_free(Jobworker__V1__Jobs *jobs);
-static inline void jw_job_freep(Jobworker__V1__Job **job) { jw_job_free(*job); }
-static inline void jw_jobs_freep(Jobworker__V1__Jobs **jobs) { jw_jobs_free(*jobs); }
-#define _cleanup_job_ __attribute__((cleanup(jw_job_freep)))
+static inline void jw_job_freep(Jobworker__V1__Job **job)
+{
+    jw_job_free(*job);
+}
+static inline void jw_jobs_freep(Jobworker__V1__Jobs **jobs)
+{
+    jw_jobs_free(*jobs);
+}
+#define _cleanup_job_  __attribute__((cleanup(jw_job_freep)))
 #define _cleanup_jobs_ __attribute__((cleanup(jw_jobs_freep)))
 
 #endif

@@ -10,7 +10,10 @@
 #include <string.h>
 #include <time.h>
 
-static int check(FILE *out) { return ferror(out) ? -EIO : 0; }
+static int check(FILE *out)
+{
+    return ferror(out) ? -EIO : 0;
+}
 
 /* The enum names come from the descriptors protoc-c generated, so a value added to the proto
  * shows up here without an edit; only the common prefix is stripped. */
@@ -79,7 +82,10 @@ static size_t utf8_seq(const unsigned char *s, size_t len, uint32_t *ret_cp)
 }
 
 /* Code points a terminal could act on: C0, DEL and C1 (C1 arrives as UTF-8 too). */
-static bool is_control(uint32_t cp) { return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f); }
+static bool is_control(uint32_t cp)
+{
+    return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f);
+}
 
 int jw_fmt_json_string(FILE *out, const char *s, size_t len)
 {
@@ -97,7 +103,7 @@ int jw_fmt_json_string(FILE *out, const char *s, size_t len)
             fputs("\\\"", out);
         else if (cp == '\\')
             fputs("\\\\", out);
-        else if (cp < 0x20 || cp == 0x7f)
+        else if (is_control(cp))
             fprintf(out, "\\u%04x", (unsigned)cp);
         else
             fwrite(p + i, 1, n, out);
@@ -328,7 +334,10 @@ static void fmt_time(char *buf, size_t size, int64_t unix_ns, bool millis)
         snprintf(buf, size, "%sZ", date);
 }
 
-void jw_fmt_time_iso(char *buf, size_t size, int64_t unix_ns) { fmt_time(buf, size, unix_ns, true); }
+void jw_fmt_time_iso(char *buf, size_t size, int64_t unix_ns)
+{
+    fmt_time(buf, size, unix_ns, true);
+}
 
 void jw_fmt_time_iso_s(char *buf, size_t size, int64_t unix_ns)
 {
@@ -596,8 +605,8 @@ static void put_row(FILE *out, char *const *cells, const size_t *widths)
 
 int jw_fmt_jobs_table(FILE *out, const Jobworker__V1__Jobs *jobs)
 {
-    static char *const header[NCOLS] = {"ID", "STATUS", "REASON/EXIT", "OWNER", "STARTED",
-                                        "COMMAND"};
+    static char *const header[NCOLS] = {"ID",    "STATUS",  "REASON/EXIT",
+                                        "OWNER", "STARTED", "COMMAND"};
     size_t n = jobs->n_jobs;
     _cleanup_free_ char **cells = calloc(n * NCOLS + 1, sizeof(char *));
     if (!cells)

@@ -6,7 +6,8 @@
  * ("RUNNING" for JOB_STATUS_RUNNING, "OOM_KILLED" for EXIT_REASON_OOM_KILLED; a value this
  * client does not know is printed as its number in a string, e.g. "9"), int64 values are plain
  * numbers, and every field is always present. Strings: '"' and '\' are escaped, control
- * characters (U+0000-U+001F and DEL) become \u00XX, valid UTF-8 passes through, and each byte
+ * characters (C0 U+0000-U+001F, DEL and C1 U+0080-U+009F) become \u00XX (lower-case hex), other
+ * valid UTF-8 passes through unchanged, and each byte
  * that is not part of a valid UTF-8 sequence becomes \ufffd, so the output is always valid
  * UTF-8 JSON.
  *

@@ -10,8 +10,8 @@ static int invalid(const char *opt, const char *s, int r, const char *expected, 
     if (r == -ERANGE)
         return jw_error_set(err, JW_INVALID_ARGUMENT, r, "value '%s' for %s is out of range", s,
                             opt);
-    return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "invalid value '%s' for %s (expected %s)",
-                        s, opt, expected);
+    return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                        "invalid value '%s' for %s (expected %s)", s, opt, expected);
 }
 
 int jw_opt_cpu_percent(const char *opt, const char *s, int32_t *ret, jw_error *err)
@@ -77,7 +77,7 @@ int jw_opt_duration_ms(const char *opt, const char *s, int64_t *ret, jw_error *e
 
 int jw_opt_duration_s32(const char *opt, const char *s, int32_t *ret, jw_error *err)
 {
-    int64_t ms;
+    int64_t ms = 0;
     int r = jw_opt_duration_ms(opt, s, &ms, err);
     if (r < 0)
         return r;

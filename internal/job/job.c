@@ -137,16 +137,14 @@ bool job_status_is_final(job_status s)
 bool job_status_can_transition(job_status from, job_status to)
 {
     switch (from) {
-    case JOB_STATUS_UNSPECIFIED:
-        return to == JOB_STATUS_INITIALIZING;
+    case JOB_STATUS_UNSPECIFIED: return to == JOB_STATUS_INITIALIZING;
     case JOB_STATUS_INITIALIZING:
         return to == JOB_STATUS_RUNNING || to == JOB_STATUS_FAILED || to == JOB_STATUS_STOPPED;
     case JOB_STATUS_RUNNING:
         return to == JOB_STATUS_COMPLETED || to == JOB_STATUS_FAILED || to == JOB_STATUS_STOPPED;
     case JOB_STATUS_COMPLETED:
     case JOB_STATUS_FAILED:
-    case JOB_STATUS_STOPPED:
-        return false;
+    case JOB_STATUS_STOPPED: return false;
     }
     return false;
 }
@@ -169,8 +167,9 @@ const char *job_status_name(job_status s)
 
 const char *job_reason_name(job_reason r)
 {
-    static const char *const names[] = {"UNSPECIFIED", "EXITED",    "SIGNALED",    "OOM_KILLED",
-                                        "STOPPED",     "TIMED_OUT", "START_FAILED", "SERVER_SHUTDOWN"};
+    static const char *const names[] = {"UNSPECIFIED",  "EXITED",         "SIGNALED",
+                                        "OOM_KILLED",   "STOPPED",        "TIMED_OUT",
+                                        "START_FAILED", "SERVER_SHUTDOWN"};
     return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "UNSPECIFIED";
 }
 

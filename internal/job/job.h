@@ -14,14 +14,14 @@
 #include <stdint.h>
 
 /* Caps on what a client can make the server allocate for one request. */
-#define JOB_COMMAND_MAX 4096           /* bytes of the command (a path or a name on PATH) */
-#define JOB_ARG_MAX (128 * 1024)       /* bytes of one argument, the kernel's MAX_ARG_STRLEN */
-#define JOB_ARGC_MAX 4096              /* number of arguments */
-#define JOB_ARGV_TOTAL_MAX (1024 * 1024) /* bytes of command and all arguments together */
-#define JOB_MEMORY_MIN (4LL * 1024 * 1024)
-#define JOB_IO_BPS_MIN 4096LL               /* below a page a second io.max is meaningless */
-#define JOB_IO_BPS_MAX (1LL << 50)          /* 1 PiB/s; anything above is a typo */
-#define JOB_PIDS_MAX_MAX 4194304            /* the kernel's PID_MAX_LIMIT */
+#define JOB_COMMAND_MAX         4096         /* bytes of the command (a path or a name on PATH) */
+#define JOB_ARG_MAX             (128 * 1024) /* bytes of one argument, the kernel's MAX_ARG_STRLEN */
+#define JOB_ARGC_MAX            4096         /* number of arguments */
+#define JOB_ARGV_TOTAL_MAX      (1024 * 1024) /* bytes of command and all arguments together */
+#define JOB_MEMORY_MIN          (4LL * 1024 * 1024)
+#define JOB_IO_BPS_MIN          4096LL      /* below a page a second io.max is meaningless */
+#define JOB_IO_BPS_MAX          (1LL << 50) /* 1 PiB/s; anything above is a typo */
+#define JOB_PIDS_MAX_MAX        4194304     /* the kernel's PID_MAX_LIMIT */
 #define JOB_TIMEOUT_MAX_SECONDS (366 * 24 * 3600)
 
 typedef enum {
@@ -99,8 +99,8 @@ bool job_status_is_final(job_status s);
  * FAILED for everything else. */
 job_status job_status_for_reason(job_reason reason, int exit_code);
 
-const char *job_status_name(job_status s);  /* "RUNNING" */
-const char *job_reason_name(job_reason r);  /* "OOM_KILLED" */
+const char *job_status_name(job_status s); /* "RUNNING" */
+const char *job_reason_name(job_reason r); /* "OOM_KILLED" */
 
 /* Reads the host's CPU count and RAM. */
 int job_host_probe(job_host *ret);

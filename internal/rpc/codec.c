@@ -76,32 +76,27 @@ int codec_check_create_strings(const uint8_t *buf, size_t len, jw_error *err)
             if (read_varint(buf, len, &pos, &v) < 0)
                 return 0;
             break;
-        case 1:
-            pos += 8;
-            break;
-        case 5:
-            pos += 4;
-            break;
+        case 1: pos += 8; break;
+        case 5: pos += 4; break;
         case 2:
             if (read_varint(buf, len, &pos, &v) < 0 || v > len - pos)
                 return 0;
             if (field == 1 && memchr(buf + pos, '\0', v))
-                return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
-                                    "command contains a NUL byte at position %zu",
-                                    (size_t)((const uint8_t *)memchr(buf + pos, '\0', v) -
-                                             (buf + pos)));
+                return jw_error_set(
+                    err, JW_INVALID_ARGUMENT, -EINVAL,
+                    "command contains a NUL byte at position %zu",
+                    (size_t)((const uint8_t *)memchr(buf + pos, '\0', v) - (buf + pos)));
             if (field == 2) {
                 if (memchr(buf + pos, '\0', v))
-                    return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
-                                        "args[%zu] contains a NUL byte at position %zu", nargs,
-                                        (size_t)((const uint8_t *)memchr(buf + pos, '\0', v) -
-                                                 (buf + pos)));
+                    return jw_error_set(
+                        err, JW_INVALID_ARGUMENT, -EINVAL,
+                        "args[%zu] contains a NUL byte at position %zu", nargs,
+                        (size_t)((const uint8_t *)memchr(buf + pos, '\0', v) - (buf + pos)));
                 nargs++;
             }
             pos += v;
             break;
-        default:
-            return 0;
+        default: return 0;
         }
     }
     return 0;
@@ -162,7 +157,7 @@ size_t codec_chunk_header(uint8_t *buf, size_t data_len)
 size_t codec_chunk_trailer(uint8_t *buf, int64_t offset)
 {
     if (offset == 0)
-        return 0; /* proto3 omits default values */
+        return 0;          /* proto3 omits default values */
     buf[0] = (2 << 3) | 0; /* field 2 (offset), varint */
     return 1 + put_varint(buf + 1, (uint64_t)offset);
 }

@@ -29,10 +29,10 @@ struct rpc_server {
 
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    bool shutting_down;      /* no new requests are posted once set */
-    bool shutdown_notified;  /* the server's shutdown tag arrived */
-    int n_streams;           /* live stream threads */
-    rpc_stream *streams;     /* list of live streams, for shutdown */
+    bool shutting_down;     /* no new requests are posted once set */
+    bool shutdown_notified; /* the server's shutdown tag arrived */
+    int n_streams;          /* live stream threads */
+    rpc_stream *streams;    /* list of live streams, for shutdown */
     int tag_shutdown;
 };
 

@@ -23,7 +23,7 @@ static const char *const method_paths[] = {
     [AUTH_METHOD_GET_JOBS] = "/jobworker.v1.JobService/GetJobs",
     [AUTH_METHOD_GET_JOBS_STREAM] = "/jobworker.v1.JobService/GetJobsStream",
 };
-#define N_METHODS 5
+#define N_METHODS    5
 #define SLOT_UNKNOWN N_METHODS
 
 typedef struct rpc_slot {
@@ -86,7 +86,7 @@ void rpc_audit(rpc_server *srv, const auth_identity *id, auth_method m, const ch
 /* ---- Unary calls ---- */
 
 void rpc_unary_finish(rpc_server *srv, grpc_call *call, jw_code code, const char *msg,
-                         const ProtobufCMessage *resp)
+                      const ProtobufCMessage *resp)
 {
     unary_call *u = calloc(1, sizeof(*u));
     if (!u) {
@@ -378,9 +378,8 @@ static void handle_new_call(rpc_slot *slot, bool ok)
     }
     pthread_mutex_lock(&srv->lock);
     if (!srv->shutting_down && slot_request(slot) < 0)
-        log_error("could not request the next %s call", slot->method == SLOT_UNKNOWN
-                                                           ? "unknown"
-                                                           : auth_method_name(slot->method));
+        log_error("could not request the next %s call",
+                  slot->method == SLOT_UNKNOWN ? "unknown" : auth_method_name(slot->method));
     pthread_mutex_unlock(&srv->lock);
 
     if (slot->method == SLOT_UNKNOWN) {
@@ -450,8 +449,8 @@ static int probe_bind(const char *addr, jw_error *err)
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res = NULL;
     int gr = getaddrinfo(h, colon + 1, &hints, &res);
     if (gr != 0)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
-                            "listen address '%s': %s", addr, gai_strerror(gr));
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "listen address '%s': %s", addr,
+                            gai_strerror(gr));
     int r = 0;
     for (struct addrinfo *ai = res; ai && r == 0; ai = ai->ai_next) {
         _cleanup_close_ int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -564,8 +563,8 @@ fail:
         grpc_server_start(srv->server);
         grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->tag_shutdown);
         grpc_server_cancel_all_calls(srv->server);
-        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
-                   .tag != &srv->tag_shutdown)
+        while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).tag !=
+               &srv->tag_shutdown)
             ;
         grpc_server_destroy(srv->server);
     }
@@ -612,11 +611,13 @@ void rpc_server_free(rpc_server *srv)
            pthread_cond_timedwait(&srv->cond, &srv->lock, &deadline) != ETIMEDOUT)
         ;
     pthread_mutex_unlock(&srv->lock);
+    log_debug("rpc: %d stream(s) left; cancelling all calls", srv->n_streams);
     grpc_server_cancel_all_calls(srv->server);
     pthread_mutex_lock(&srv->lock);
     while (srv->n_streams > 0 || !srv->shutdown_notified)
         pthread_cond_wait(&srv->cond, &srv->lock);
     pthread_mutex_unlock(&srv->lock);
+    log_debug("rpc: all calls done; destroying the server");
     grpc_server_destroy(srv->server);
     grpc_completion_queue_shutdown(srv->cq);
     for (int i = 0; i < srv->n_workers; i++)
@@ -625,6 +626,7 @@ void rpc_server_free(rpc_server *srv)
     for (int i = 0; i < srv->n_slots; i++)
         if (srv->slots[i].bound_cq)
             drain_destroy_cq(srv->slots[i].bound_cq);
+    log_debug("rpc: queues drained; grpc_shutdown");
     grpc_shutdown();
     free(srv->slots);
     free(srv->workers);

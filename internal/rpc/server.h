@@ -23,12 +23,12 @@ typedef struct rpc_server_config {
     store *st;
     supervisor *sv;
     job_host host;
-    job_limits defaults;   /* effective limits for fields a request leaves at 0 */
-    int workers;           /* threads on the shared queue; 0 = 4 */
-    int max_streams;       /* concurrent GetJobsStream calls; 0 = 1024 */
+    job_limits defaults;     /* effective limits for fields a request leaves at 0 */
+    int workers;             /* threads on the shared queue; 0 = 4 */
+    int max_streams;         /* concurrent GetJobsStream calls; 0 = 1024 */
     int max_streams_per_job; /* 0 = 256 */
-    size_t chunk_size;     /* output bytes per DataChunk; 0 = 128 KiB */
-    FILE *audit;           /* audit lines; NULL = stderr through the log */
+    size_t chunk_size;       /* output bytes per DataChunk; 0 = 128 KiB */
+    FILE *audit;             /* audit lines; NULL = stderr through the log */
 } rpc_server_config;
 
 /* Creates the server, binds the port (a busy port fails with "address already in use") and

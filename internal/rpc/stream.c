@@ -152,8 +152,8 @@ static int stream_open(rpc_stream *s, jw_error *err)
     if (!*req->id)
         r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "id is empty");
     else if (!uuid_is_valid(req->id))
-        r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
-                         "id '%.64s' is not a job id (a UUID)", req->id);
+        r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "id '%.64s' is not a job id (a UUID)",
+                         req->id);
     else if (req->offset < 0)
         r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "offset %" PRId64 " is negative",
                          req->offset);
@@ -302,8 +302,10 @@ static void *stream_thread(void *arg)
             s->wakes_seen++;
         }
     }
-    rpc_audit(srv, s->in.id_ok ? &s->in.id : NULL, AUTH_METHOD_GET_JOBS_STREAM, s->job_id,
-              outcome, outcome == JW_OK ? NULL : err.msg[0] ? err.msg : jw_code_name(outcome));
+    rpc_audit(srv, s->in.id_ok ? &s->in.id : NULL, AUTH_METHOD_GET_JOBS_STREAM, s->job_id, outcome,
+              outcome == JW_OK ? NULL
+              : err.msg[0]     ? err.msg
+                               : jw_code_name(outcome));
     stream_free(s);
     return NULL;
 }

@@ -11,14 +11,14 @@
 
 #include <stdint.h>
 
-#define JOBINIT_STATUS_FD 3
+#define JOBINIT_STATUS_FD   3
 #define JOBINIT_EXIT_FAILED 127
 
 typedef enum {
-    JOBINIT_STAGE_ARGS = 1,     /* bad arguments from the server */
-    JOBINIT_STAGE_CGROUP = 2,   /* joining or verifying the job's cgroup */
-    JOBINIT_STAGE_SETUP = 3,    /* fds, signals, session, oom_score_adj, no_new_privs */
-    JOBINIT_STAGE_EXEC = 4,     /* execvp of the command */
+    JOBINIT_STAGE_ARGS = 1,   /* bad arguments from the server */
+    JOBINIT_STAGE_CGROUP = 2, /* joining or verifying the job's cgroup */
+    JOBINIT_STAGE_SETUP = 3,  /* fds, signals, session, oom_score_adj, no_new_privs */
+    JOBINIT_STAGE_EXEC = 4,   /* execvp of the command */
 } jobinit_stage;
 
 typedef struct jobinit_status {

@@ -24,8 +24,8 @@
 #define P_PIDFD 3
 #endif
 
-#define OUTPUT_CHUNK (256 * 1024)
-#define PIPE_SIZE (1024 * 1024)
+#define OUTPUT_CHUNK     (256 * 1024)
+#define PIPE_SIZE        (1024 * 1024)
 #define START_TIMEOUT_MS 10000
 #define EMPTY_TIMEOUT_MS 5000
 
@@ -217,8 +217,7 @@ static int run_deadlines(supervisor *sv)
     for (sv_entry *e = sv->entries; e; e = e->next) {
         if (!e->started)
             continue;
-        if (e->stop_reason == JOB_REASON_UNSPECIFIED && e->timeout_at_ns &&
-            now >= e->timeout_at_ns)
+        if (e->stop_reason == JOB_REASON_UNSPECIFIED && e->timeout_at_ns && now >= e->timeout_at_ns)
             e->stop_reason = JOB_REASON_TIMED_OUT;
         if (e->stop_reason != JOB_REASON_UNSPECIFIED && !e->term_sent) {
             e->term_sent = true;
@@ -426,14 +425,9 @@ static int spawn_job_init(supervisor *sv, store_job *job, cgroup_job *cg, pid_t 
     }
     argv[argc++] = sv->cfg.job_init_path;
     if (cg) {
-        const char *path = cgroup_job_path(cg);
-        const char *root = sv->cfg.cgroup_root ? sv->cfg.cgroup_root : CGROUP_DEFAULT_ROOT;
-        size_t rl = strlen(root);
-        snprintf(rel, sizeof(rel), "%s", strncmp(path, root, rl) == 0 ? path + rl : path);
-        if (!rel[0])
-            snprintf(rel, sizeof(rel), "/");
+        snprintf(rel, sizeof(rel), "%s", cgroup_job_rel_path(cg));
         argv[argc++] = "--cgroup";
-        argv[argc++] = path;
+        argv[argc++] = cgroup_job_path(cg);
         argv[argc++] = "--cgroup-rel";
         argv[argc++] = rel;
     }
@@ -456,8 +450,8 @@ static int spawn_job_init(supervisor *sv, store_job *job, cgroup_job *cg, pid_t 
     sigfillset(&all);
     posix_spawnattr_setsigmask(&attr, &none);
     posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                        POSIX_SPAWN_SETSID);
+    posix_spawnattr_setflags(&attr,
+                             POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
     pid_t pid = 0;
     int r = -posix_spawn(&pid, sv->cfg.job_init_path, &fa, &attr, (char *const *)argv, env);
     posix_spawn_file_actions_destroy(&fa);

@@ -20,11 +20,10 @@
 typedef struct supervisor supervisor;
 
 typedef struct supervisor_config {
-    const char *job_init_path;  /* absolute path of the job-init binary */
-    cgroup_manager *cgroups;    /* NULL = --no-cgroups: jobs run without limits */
-    const char *cgroup_root;    /* the cgroup2 mount the manager uses; NULL = the default */
-    int64_t stop_grace_ms;      /* SIGTERM .. kill; default 100 */
-    const char *const *env;     /* job environment; NULL = a minimal default */
+    const char *job_init_path; /* absolute path of the job-init binary */
+    cgroup_manager *cgroups;   /* NULL = --no-cgroups: jobs run without limits */
+    int64_t stop_grace_ms;     /* SIGTERM .. kill; default 100 */
+    const char *const *env;    /* job environment; NULL = a minimal default */
 } supervisor_config;
 
 int supervisor_new(const supervisor_config *cfg, store *st, supervisor **ret, jw_error *err);

@@ -241,8 +241,7 @@ int store_job_new(store *s, const char *command, const char *const *args, size_t
     if (job->out_fd < 0) {
         r = -errno;
         job_free(job);
-        return jw_error_set(err, JW_INTERNAL, r, "create output file '%s': %s", path,
-                            strerror(-r));
+        return jw_error_set(err, JW_INTERNAL, r, "create output file '%s': %s", path, strerror(-r));
     }
 
     pthread_mutex_lock(&s->lock);

@@ -11,7 +11,10 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static inline void jw_freep(void *p) { free(*(void **)p); }
+static inline void jw_freep(void *p)
+{
+    free(*(void **)p);
+}
 static inline void jw_closep(int *fd)
 {
     if (*fd >= 0)
@@ -23,8 +26,8 @@ static inline void jw_fclosep(FILE **f)
         fclose(*f);
 }
 
-#define _cleanup_free_ __attribute__((cleanup(jw_freep)))
-#define _cleanup_close_ __attribute__((cleanup(jw_closep)))
+#define _cleanup_free_   __attribute__((cleanup(jw_freep)))
+#define _cleanup_close_  __attribute__((cleanup(jw_closep)))
 #define _cleanup_fclose_ __attribute__((cleanup(jw_fclosep)))
 
 #define TAKE_PTR(p)                                                                                \

@@ -33,7 +33,13 @@ typedef struct jw_error {
     char msg[JW_ERROR_MSG_MAX];
 } jw_error;
 
-#define JW_ERROR_INIT {JW_OK, {0}}
+#define JW_ERROR_INIT                                                                              \
+    {                                                                                              \
+        JW_OK,                                                                                     \
+        {                                                                                          \
+            0                                                                                      \
+        }                                                                                          \
+    }
 
 /* Sets code and the formatted message (if err is not NULL) and returns `ret`, which should be a
  * negative errno, so that `return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "...")` works. */

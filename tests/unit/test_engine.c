@@ -227,7 +227,7 @@ static void test_stop_ignoring_sigterm(void **state)
     assert_int_equal(info.status, JOB_STATUS_STOPPED);
     assert_int_equal(info.reason, JOB_REASON_STOPPED);
     assert_int_equal(info.signal, 9); /* it survived SIGTERM and was killed */
-    assert_true(ms >= 100);  /* the grace period was honoured */
+    assert_true(ms >= 100);           /* the grace period was honoured */
     assert_true(ms < 5000);
     /* No live process of the group is left. */
     assert_true(dies(info.pid, true));

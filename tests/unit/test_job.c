@@ -33,7 +33,10 @@ static const vcase limit_cases[] = {
     {"memory = RAM", {.memory_bytes = 8LL << 30}, 0, true, NULL},
     {"memory above RAM", {.memory_bytes = (8LL << 30) + 1}, 0, false, "memory_bytes 8589934593"},
     {"memory negative", {.memory_bytes = -1}, 0, false, "memory_bytes -1"},
-    {"memory_high <= memory", {.memory_bytes = 64 << 20, .memory_high_bytes = 32 << 20}, 0, true,
+    {"memory_high <= memory",
+     {.memory_bytes = 64 << 20, .memory_high_bytes = 32 << 20},
+     0,
+     true,
      NULL},
     {"memory_high alone", {.memory_high_bytes = 32 << 20}, 0, true, NULL},
     {"memory_high above memory",
@@ -141,7 +144,8 @@ static void test_args_rules(void **state)
     expect_invalid(&treq, "the limit is 1048576");
     free(many);
 
-    job_request creq = {.command = "echo", .command_len = 4, .args = args, .nargs = JOB_ARGC_MAX + 1};
+    job_request creq = {
+        .command = "echo", .command_len = 4, .args = args, .nargs = JOB_ARGC_MAX + 1};
     expect_invalid(&creq, "args has 4097 entries");
     free(big);
 }
@@ -170,7 +174,8 @@ static void test_no_cgroups(void **state)
 static void test_resolve(void **state)
 {
     (void)state;
-    job_limits def = {.cpu_percent = 100, .memory_bytes = 512 << 20, .memory_high_bytes = 256 << 20};
+    job_limits def = {
+        .cpu_percent = 100, .memory_bytes = 512 << 20, .memory_high_bytes = 256 << 20};
     job_limits l = {.memory_bytes = 64 << 20};
     job_limits_resolve(&l, &def);
     assert_int_equal(l.cpu_percent, 100);
@@ -189,9 +194,8 @@ static void test_state_machine(void **state)
     /* allowed[from][to] */
     const bool allowed[6][6] = {
         [JOB_STATUS_UNSPECIFIED] = {[JOB_STATUS_INITIALIZING] = true},
-        [JOB_STATUS_INITIALIZING] = {[JOB_STATUS_RUNNING] = true,
-                                     [JOB_STATUS_FAILED] = true,
-                                     [JOB_STATUS_STOPPED] = true},
+        [JOB_STATUS_INITIALIZING] =
+            {[JOB_STATUS_RUNNING] = true, [JOB_STATUS_FAILED] = true, [JOB_STATUS_STOPPED] = true},
         [JOB_STATUS_RUNNING] = {[JOB_STATUS_COMPLETED] = true,
                                 [JOB_STATUS_FAILED] = true,
                                 [JOB_STATUS_STOPPED] = true},

@@ -197,7 +197,7 @@ static void test_subscriber_arm(void **state)
     store_job_append(job, "ab", 2);
     assert_int_equal(wakes, 1);
     store_job_append(job, "cd", 2);
-    assert_int_equal(wakes, 1); /* one wake per arm */
+    assert_int_equal(wakes, 1);                 /* one wake per arm */
     assert_int_equal(store_sub_arm(sub, 2), 1); /* bytes beyond 2 exist: read now */
     assert_int_equal(store_sub_arm(sub, 4), 0);
     store_job_close_output(job);

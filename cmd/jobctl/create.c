@@ -1,0 +1,112 @@
+/* jobctl create: starts a job and prints its id (or the job as JSON). */
+#include "jobctl.h"
+
+#include "client/format.h"
+#include "client/options.h"
+
+#include <stdio.h>
+
+const char cmd_create_usage[] =
+    "Usage: jobctl create [options] [--] COMMAND [ARGS...]\n"
+    "\n"
+    "Starts COMMAND with ARGS on the server and prints the new job's id (with -o json, the\n"
+    "job). Options must come before COMMAND; everything from COMMAND on belongs to the job.\n"
+    "\n" JOBCTL_CREATE_OPTIONS_HELP "\n" JOBCTL_GLOBAL_OPTIONS_HELP
+    "Here --timeout is the job's timeout; give the request deadline before 'create'.\n";
+
+enum {
+    OPT_MAX_CPU = OPT_FIRST_LOCAL,
+    OPT_MAX_MEMORY,
+    OPT_MAX_MEMORY_HIGH,
+    OPT_MAX_IOBPS,
+    OPT_MAX_PIDS,
+    OPT_JOB_TIMEOUT,
+};
+
+int jobctl_parse_create(jobctl_ctx *ctx, const char *cmd, const char *usage, int argc, char **argv,
+                        Jobworker__V1__CreateJobReq *req, Jobworker__V1__ResourceLimits *limits)
+{
+    static const struct option options[] = {
+        {"max-cpu", required_argument, NULL, OPT_MAX_CPU},
+        {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
+        {"max-memory-high", required_argument, NULL, OPT_MAX_MEMORY_HIGH},
+        {"max-iobps", required_argument, NULL, OPT_MAX_IOBPS},
+        {"max-pids", required_argument, NULL, OPT_MAX_PIDS},
+        {"timeout", required_argument, NULL, OPT_JOB_TIMEOUT},
+        JOBCTL_GLOBAL_OPTIONS_NO_TIMEOUT,
+        {NULL, 0, NULL, 0},
+    };
+    jw_error err = JW_ERROR_INIT;
+    int opt, r = 0;
+
+    opterr = 0;
+    /* "+": the first non-option is the job's command; nothing after it is ours. */
+    while ((opt = getopt_long(argc, argv, "+:ho:", options, NULL)) != -1) {
+        switch (opt) {
+        case '?':
+        case ':': return jobctl_getopt_error(cmd, opt, argv);
+        case OPT_MAX_CPU:
+            r = jw_opt_cpu_percent("--max-cpu", optarg, &limits->cpu_percent, &err);
+            break;
+        case OPT_MAX_MEMORY:
+            r = jw_opt_size("--max-memory", optarg, &limits->memory_bytes, &err);
+            break;
+        case OPT_MAX_MEMORY_HIGH:
+            r = jw_opt_size("--max-memory-high", optarg, &limits->memory_high_bytes, &err);
+            break;
+        case OPT_MAX_IOBPS: r = jw_opt_size("--max-iobps", optarg, &limits->io_bps, &err); break;
+        case OPT_MAX_PIDS: r = jw_opt_count32("--max-pids", optarg, &limits->pids_max, &err); break;
+        case OPT_JOB_TIMEOUT:
+            r = jw_opt_duration_s32("--timeout", optarg, &req->timeout_seconds, &err);
+            break;
+        default:
+            r = jobctl_global_option(ctx, cmd, usage, opt, optarg);
+            if (r != JOBCTL_CONTINUE)
+                return r;
+            r = 0;
+        }
+        if (r < 0)
+            return jobctl_usage_error(cmd, "%s", err.msg);
+    }
+    if (optind >= argc)
+        return jobctl_usage_error(cmd, "missing the command to run");
+
+    req->command = argv[optind];
+    req->args = argv + optind + 1;
+    req->n_args = (size_t)(argc - optind - 1);
+    /* Only a request that names a limit carries the message, so that a server running without
+     * cgroups accepts a plain create. */
+    if (limits->cpu_percent || limits->memory_bytes || limits->memory_high_bytes ||
+        limits->io_bps || limits->pids_max)
+        req->limits = limits;
+    return JOBCTL_CONTINUE;
+}
+
+int cmd_create(jobctl_ctx *ctx, int argc, char **argv)
+{
+    Jobworker__V1__CreateJobReq req = JOBWORKER__V1__CREATE_JOB_REQ__INIT;
+    Jobworker__V1__ResourceLimits limits = JOBWORKER__V1__RESOURCE_LIMITS__INIT;
+    int r = jobctl_parse_create(ctx, "create", cmd_create_usage, argc, argv, &req, &limits);
+    if (r != JOBCTL_CONTINUE)
+        return r;
+
+    jw_client *c;
+    r = jobctl_connect(ctx, &c);
+    if (r != 0)
+        return r;
+    jw_error err = JW_ERROR_INIT;
+    _cleanup_job_ Jobworker__V1__Job *job = NULL;
+    r = jw_client_create_job(c, &req, &job, &err);
+    jobctl_disconnect(c);
+    if (r < 0)
+        return jobctl_report(r, &err);
+
+    if (ctx->output == JOBCTL_OUTPUT_JSON) {
+        jw_fmt_job_json(stdout, job);
+        putchar('\n');
+    } else {
+        jw_fmt_sanitized(stdout, job->id);
+        putchar('\n');
+    }
+    return jobctl_flush_stdout();
+}

@@ -1,0 +1,51 @@
+/* jobctl stop: stops a job and shows what became of it. */
+#include "jobctl.h"
+
+#include "client/format.h"
+
+#include <stdio.h>
+
+const char cmd_stop_usage[] =
+    "Usage: jobctl stop [options] ID\n"
+    "\n"
+    "Stops the job ID (SIGTERM to its processes, then a kill after a grace period) and prints\n"
+    "'ID STATUS' (with -o json, the job). Stopping a job that already ended is not an error.\n"
+    "\n" JOBCTL_GLOBAL_OPTIONS_HELP;
+
+int cmd_stop(jobctl_ctx *ctx, int argc, char **argv)
+{
+    static const struct option options[] = {JOBCTL_GLOBAL_OPTIONS, {NULL, 0, NULL, 0}};
+    int opt, r;
+
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":ho:", options, NULL)) != -1) {
+        if (opt == '?' || opt == ':')
+            return jobctl_getopt_error("stop", opt, argv);
+        r = jobctl_global_option(ctx, "stop", cmd_stop_usage, opt, optarg);
+        if (r != JOBCTL_CONTINUE)
+            return r;
+    }
+    if (argc - optind != 1)
+        return jobctl_usage_error("stop", "expected exactly one job id");
+
+    jw_client *c;
+    r = jobctl_connect(ctx, &c);
+    if (r != 0)
+        return r;
+    jw_error err = JW_ERROR_INIT;
+    _cleanup_job_ Jobworker__V1__Job *job = NULL;
+    r = jw_client_stop_job(c, argv[optind], &job, &err);
+    jobctl_disconnect(c);
+    if (r < 0)
+        return jobctl_report(r, &err);
+
+    if (ctx->output == JOBCTL_OUTPUT_JSON)
+        return jobctl_print_job(ctx, job);
+    const char *status = jw_fmt_status_name(job->status);
+    jw_fmt_sanitized(stdout, job->id);
+    if (status)
+        printf(" %s\n", status);
+    else
+        printf(" %d\n", job->status);
+    return jobctl_flush_stdout();
+}

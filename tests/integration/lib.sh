@@ -1,0 +1,172 @@
+# Shared helpers of the integration tier: a server on 127.0.0.1 with fresh certificates, the real
+# jobctl, and pass/fail bookkeeping. Sourced by run.sh.
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=${BUILD:-build/release}
+case "$BUILD" in /*) ;; *) BUILD="$REPO/$BUILD" ;; esac
+BIN="$BUILD/bin"
+TESTBIN="$BUILD/testbin"
+PY=/usr/bin/python3
+
+T=$(mktemp -d /tmp/jw-it-XXXXXX)
+CERTS="$T/certs"
+PASSED=0
+FAILED=0
+FAILED_NAMES=()
+SERVER_PID=
+PORT=
+
+cleanup() {
+    # Keep the last server log for post-mortems.
+    cp "$T/server.log" "$BUILD/integration-server.log" 2>/dev/null
+    [ -n "$SERVER_PID" ] && kill -KILL "$SERVER_PID" 2>/dev/null
+    pkill -KILL -f "$T/" 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT
+
+pass() {
+    PASSED=$((PASSED + 1))
+    echo "PASS $1"
+}
+
+fail() {
+    FAILED=$((FAILED + 1))
+    FAILED_NAMES+=("$1")
+    echo "FAIL $1: $2"
+}
+
+# check NAME COMMAND...: runs the command (a test function) with a time limit.
+check() {
+    local name=$1
+    shift
+    local out rc
+    # The test runs in a subshell that a watchdog kills after 120 s.
+    {
+        TEST_BASHPID=$BASHPID
+        "$@"
+    } >"$T/check.out" 2>&1 &
+    local pid=$!
+    (sleep 120 && kill -KILL "$pid" 2>/dev/null && echo "timed out after 120 s" >>"$T/check.out") &
+    local dog=$!
+    wait "$pid"
+    rc=$?
+    kill "$dog" 2>/dev/null
+    wait "$dog" 2>/dev/null
+    out=$(cat "$T/check.out")
+    if [ "$rc" -eq 0 ]; then
+        pass "$name"
+    else
+        fail "$name" "$(echo "$out" | tail -5 | tr '\n' '|')"
+    fi
+}
+
+# A TCP port nobody listens on.
+free_port() {
+    $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+host_has_cgroup2_controllers() {
+    [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" = cgroup2fs ] &&
+        grep -qw memory /sys/fs/cgroup/cgroup.controllers 2>/dev/null
+}
+
+# start_server [EXTRA FLAGS...]: starts the server on a fresh port, waits until it accepts.
+start_server() {
+    PORT=$(free_port)
+    local flags=()
+    host_has_cgroup2_controllers || flags+=(--no-cgroups)
+    rm -f "$T/server.rc" "$T/server.pid"
+    # A keeper subshell records the server's exit status, so tests running in subshells can
+    # check it too.
+    (
+        "$BIN/jobworker-server" --listen "127.0.0.1:$PORT" --cert "$CERTS/server.crt" \
+            --key "$CERTS/server.key" --ca "$CERTS/ca.crt" --data-dir "$T/data" \
+            --audit-log "$T/audit.log" --log-level debug "${flags[@]}" "$@" >>"$T/server.log" 2>&1 &
+        echo $! >"$T/server.pid"
+        wait $!
+        echo $? >"$T/server.rc"
+    ) &
+    for _ in $(seq 100); do
+        [ -s "$T/server.pid" ] && break
+        sleep 0.01
+    done
+    SERVER_PID=$(cat "$T/server.pid")
+    for _ in $(seq 100); do
+        if grep -q "listening on" "$T/server.log" 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    echo "server did not start:" >&2
+    cat "$T/server.log" >&2
+    return 1
+}
+
+# stop_server: SIGTERM, then the server's exit status (waits up to 30 s).
+stop_server() {
+    kill -TERM "$SERVER_PID" 2>/dev/null
+    for _ in $(seq 300); do
+        if [ -s "$T/server.rc" ]; then
+            SERVER_PID=
+            return "$(cat "$T/server.rc")"
+        fi
+        sleep 0.1
+    done
+    echo "server did not exit within 30 s of SIGTERM" >&2
+    return 1
+}
+
+# jc [ROLE] ARGS...: the real jobctl as admin (default) or viewer/other certificate names.
+jc_as() {
+    local who=$1 crt
+    shift
+    crt="$CERTS/$who.crt"
+    # A leaf signed by an intermediate is presented with its chain.
+    [ -f "$CERTS/$who-chain.crt" ] && crt="$CERTS/$who-chain.crt"
+    # In a subshell (a background job, a command substitution) exec, so that $! and signals
+    # reach jobctl itself rather than a bash wrapper.
+    local ex=
+    [ "$BASHPID" != "${TEST_BASHPID:-$$}" ] && ex=exec
+    $ex "$BIN/jobctl" --server "127.0.0.1:$PORT" --server-name localhost --cert "$crt" \
+        --key "$CERTS/$who.key" --ca "$CERTS/ca.crt" "$@"
+}
+jc() { jc_as admin "$@"; }
+
+# json_field JSON KEY: the value of a top-level scalar key of jobctl's one-line JSON.
+json_field() {
+    $PY -c 'import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print(v if not isinstance(v,bool) else str(v).lower())' "$1" "$2"
+}
+
+# wait_status ID STATUS...: polls until the job has one of the statuses (10 s).
+wait_status() {
+    local id=$1
+    shift
+    local s
+    for _ in $(seq 200); do
+        s=$(json_field "$(jc -o json get "$id")" status)
+        for want in "$@"; do
+            [ "$s" = "$want" ] && return 0
+        done
+        sleep 0.05
+    done
+    echo "job $id is $s, wanted $*" >&2
+    return 1
+}
+
+audit_lines() { wc -l <"$T/audit.log" 2>/dev/null || echo 0; }
+
+expect_eq() {
+    if [ "$1" != "$2" ]; then
+        echo "expected '$2', got '$1' ${3:-}" >&2
+        return 1
+    fi
+}
+
+expect_contains() {
+    if [[ "$1" != *"$2"* ]]; then
+        echo "expected to find '$2' in: $1" >&2
+        return 1
+    fi
+}

@@ -1,0 +1,449 @@
+/* jobctl's library side without a network: JSON escaping and documents, human formatting,
+ * flag values, PEM reading and status names (internal/client). */
+#include "client/client.h"
+#include "client/format.h"
+#include "client/options.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Captures what a formatter writes; the caller frees the result. */
+#define CAPTURE(call_with_out)                                                                     \
+    ({                                                                                             \
+        char *_buf = NULL;                                                                         \
+        size_t _len = 0;                                                                           \
+        FILE *out = open_memstream(&_buf, &_len);                                                  \
+        assert_non_null(out);                                                                      \
+        assert_int_equal(call_with_out, 0);                                                        \
+        assert_int_equal(fclose(out), 0);                                                          \
+        _buf;                                                                                      \
+    })
+
+static void check_json_string(const char *in, size_t len, const char *want)
+{
+    char *got = CAPTURE(jw_fmt_json_string(out, in, len));
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_json_string(void **state)
+{
+    (void)state;
+    check_json_string("", 0, "\"\"");
+    check_json_string("plain text", 10, "\"plain text\"");
+    check_json_string("q\"b\\s/", 6, "\"q\\\"b\\\\s/\"");
+    check_json_string("a\nb\tc\rd\x01\x1f", 9, "\"a\\u000ab\\u0009c\\u000dd\\u0001\\u001f\"");
+    check_json_string("del\x7f", 4, "\"del\\u007f\"");
+    /* A NUL inside the bytes is data, not the end. */
+    check_json_string("a\0b", 3, "\"a\\u0000b\"");
+    /* Valid UTF-8 passes through; C1 controls (U+009B is CSI) are escaped. */
+    check_json_string("na\xc3\xafve \xe2\x82\xac \xf0\x9f\x98\x80", 15,
+                      "\"na\xc3\xafve \xe2\x82\xac \xf0\x9f\x98\x80\"");
+    check_json_string("\xc2\x9b", 2, "\"\\u009b\"");
+    check_json_string("\xe2\x80\xa8", 3, "\"\xe2\x80\xa8\"");
+    /* Each byte that is not part of a well-formed sequence becomes U+FFFD. */
+    check_json_string("\xff", 1, "\"\\ufffd\"");
+    check_json_string("a\x80z", 3, "\"a\\ufffdz\"");
+    check_json_string("\xc0\xaf", 2, "\"\\ufffd\\ufffd\"");                       /* overlong '/' */
+    check_json_string("\xe0\x80\xaf", 3, "\"\\ufffd\\ufffd\\ufffd\"");            /* overlong */
+    check_json_string("\xed\xa0\x80", 3, "\"\\ufffd\\ufffd\\ufffd\"");            /* surrogate */
+    check_json_string("\xf4\x90\x80\x80", 4, "\"\\ufffd\\ufffd\\ufffd\\ufffd\""); /* > U+10FFFF */
+    check_json_string("\xe2\x82", 2, "\"\\ufffd\\ufffd\"");   /* truncated at the end */
+    check_json_string("\xe2\x82x", 3, "\"\\ufffd\\ufffdx\""); /* truncated in the middle */
+}
+
+static Jobworker__V1__ResourceLimits limits = JOBWORKER__V1__RESOURCE_LIMITS__INIT;
+static Jobworker__V1__ResourceUsage usage = JOBWORKER__V1__RESOURCE_USAGE__INIT;
+static char *args[] = {"-c", "echo 'hi'\n"};
+
+static Jobworker__V1__Job sample_job(void)
+{
+    Jobworker__V1__Job job = JOBWORKER__V1__JOB__INIT;
+    job.id = "6c45c51f-1dc9-4a4f-8669-0e24a5411be5";
+    job.command = "sh";
+    job.n_args = 2;
+    job.args = args;
+    limits.cpu_percent = 150;
+    limits.memory_bytes = 64 << 20;
+    limits.io_bps = 0;
+    limits.memory_high_bytes = 48 << 20;
+    limits.pids_max = 100;
+    job.limits = &limits;
+    job.status = JOBWORKER__V1__JOB_STATUS__JOB_STATUS_FAILED;
+    job.reason = JOBWORKER__V1__EXIT_REASON__EXIT_REASON_OOM_KILLED;
+    job.pid = 4242;
+    job.start_time_unix_ns = INT64_C(1714564800123456789);
+    job.end_time_unix_ns = INT64_C(1714564890623456789);
+    job.exit_code = 0;
+    job.signal = 9;
+    job.error = "memory.max reached";
+    job.owner = "alice";
+    usage.cpu_usec = 1234567;
+    usage.memory_peak_bytes = 64 << 20;
+    usage.io_read_bytes = 1536;
+    usage.io_write_bytes = INT64_C(5000000000);
+    job.usage = &usage;
+    job.output_bytes = 12;
+    job.limits_enforced = 1;
+    job.timeout_seconds = 90;
+    return job;
+}
+
+static void test_job_json(void **state)
+{
+    (void)state;
+    Jobworker__V1__Job job = sample_job();
+    char *got = CAPTURE(jw_fmt_job_json(out, &job));
+    assert_string_equal(
+        got, "{\"id\":\"6c45c51f-1dc9-4a4f-8669-0e24a5411be5\",\"command\":\"sh\","
+             "\"args\":[\"-c\",\"echo 'hi'\\u000a\"],\"status\":\"FAILED\","
+             "\"reason\":\"OOM_KILLED\",\"exit_code\":0,\"signal\":9,\"pid\":4242,"
+             "\"owner\":\"alice\",\"error\":\"memory.max reached\","
+             "\"start_time_unix_ns\":1714564800123456789,\"end_time_unix_ns\":1714564890623456789,"
+             "\"timeout_seconds\":90,\"limits_enforced\":true,\"output_bytes\":12,"
+             "\"limits\":{\"cpu_percent\":150,\"memory_bytes\":67108864,\"io_bps\":0,"
+             "\"memory_high_bytes\":50331648,\"pids_max\":100},"
+             "\"usage\":{\"cpu_usec\":1234567,\"memory_peak_bytes\":67108864,"
+             "\"io_read_bytes\":1536,\"io_write_bytes\":5000000000}}");
+    free(got);
+}
+
+static void test_job_json_defaults(void **state)
+{
+    (void)state;
+    /* A job with nothing set still has every key; absent submessages are zeros. */
+    Jobworker__V1__Job job = JOBWORKER__V1__JOB__INIT;
+    job.status = 42; /* from a newer server */
+    char *got = CAPTURE(jw_fmt_job_json(out, &job));
+    assert_string_equal(
+        got, "{\"id\":\"\",\"command\":\"\",\"args\":[],\"status\":\"42\","
+             "\"reason\":\"UNSPECIFIED\",\"exit_code\":0,\"signal\":0,\"pid\":0,\"owner\":\"\","
+             "\"error\":\"\",\"start_time_unix_ns\":0,\"end_time_unix_ns\":0,"
+             "\"timeout_seconds\":0,\"limits_enforced\":false,\"output_bytes\":0,"
+             "\"limits\":{\"cpu_percent\":0,\"memory_bytes\":0,\"io_bps\":0,"
+             "\"memory_high_bytes\":0,\"pids_max\":0},"
+             "\"usage\":{\"cpu_usec\":0,\"memory_peak_bytes\":0,\"io_read_bytes\":0,"
+             "\"io_write_bytes\":0}}");
+    free(got);
+
+    Jobworker__V1__Jobs none = JOBWORKER__V1__JOBS__INIT;
+    got = CAPTURE(jw_fmt_jobs_json(out, &none));
+    assert_string_equal(got, "{\"jobs\":[]}");
+    free(got);
+}
+
+static void test_enum_names(void **state)
+{
+    (void)state;
+    assert_string_equal(jw_fmt_status_name(2), "RUNNING");
+    assert_string_equal(jw_fmt_status_name(0), "UNSPECIFIED");
+    assert_string_equal(jw_fmt_reason_name(3), "OOM_KILLED");
+    assert_string_equal(jw_fmt_reason_name(7), "SERVER_SHUTDOWN");
+    assert_null(jw_fmt_status_name(99));
+    assert_null(jw_fmt_reason_name(-1));
+}
+
+static void check_word(const char *in, const char *want)
+{
+    char *got = CAPTURE(jw_fmt_shell_word(out, in));
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_shell_word(void **state)
+{
+    (void)state;
+    check_word("", "''");
+    check_word("/usr/bin/env", "/usr/bin/env");
+    check_word("--max=5,a:b@c%d+e", "--max=5,a:b@c%d+e");
+    check_word("a b", "'a b'");
+    check_word("it's", "'it'\\''s'");
+    check_word("$HOME", "'$HOME'");
+    check_word("*", "'*'");
+    check_word("na\xc3\xafve", "'na\xc3\xafve'");
+    check_word("a\nb", "$'a\\nb'");
+    check_word("\x1b[31m'x'\\", "$'\\x1b[31m\\'x\\'\\\\'");
+    check_word("\xc2\x9b", "$'\\xc2\\x9b'");
+    check_word("bad\xff", "$'bad\\xff'");
+
+    char *got = CAPTURE(jw_fmt_command_line(out, "sh", args, 2));
+    assert_string_equal(got, "sh -c $'echo \\'hi\\'\\n'");
+    free(got);
+
+    got = CAPTURE(jw_fmt_sanitized(out, "ok \x1b]0;title\x07 \xff \xc3\xa9"));
+    assert_string_equal(got, "ok \\x1b]0;title\\x07 \\xff \xc3\xa9");
+    free(got);
+}
+
+static void test_small_renderers(void **state)
+{
+    (void)state;
+    char b[64];
+    static const struct {
+        int64_t v;
+        const char *want;
+    } sizes[] = {
+        {0, "0 B"},
+        {512, "512 B"},
+        {1023, "1023 B"},
+        {1024, "1 KiB"},
+        {1536, "1.5 KiB"},
+        {64 << 20, "64 MiB"},
+        {3 * 1024 * 1024 + 5, "3.0 MiB"},
+        {INT64_C(3) << 29, "1.5 GiB"},
+        {INT64_C(1) << 40, "1 TiB"},
+        {INT64_MAX, "8.0 EiB"},
+    };
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        jw_fmt_size(b, sizeof(b), sizes[i].v);
+        assert_string_equal(b, sizes[i].want);
+    }
+
+    static const struct {
+        int64_t ns;
+        const char *want;
+    } durations[] = {
+        {0, "0s"},
+        {-5, "0s"},
+        {500000, "500us"},
+        {15000000, "15ms"},
+        {1234000000, "1.234s"},
+        {59999000000, "59.999s"},
+        {90000000000, "1m30s"},
+        {INT64_C(7205) * 1000000000, "2h0m5s"},
+    };
+    for (size_t i = 0; i < sizeof(durations) / sizeof(durations[0]); i++) {
+        jw_fmt_duration_ns(b, sizeof(b), durations[i].ns);
+        assert_string_equal(b, durations[i].want);
+    }
+
+    jw_fmt_time_iso(b, sizeof(b), INT64_C(1714564800123456789));
+    assert_string_equal(b, "2024-05-01T12:00:00.123Z");
+    jw_fmt_time_iso_s(b, sizeof(b), INT64_C(1714564800123456789));
+    assert_string_equal(b, "2024-05-01T12:00:00Z");
+    jw_fmt_time_iso(b, sizeof(b), 0);
+    assert_string_equal(b, "-");
+}
+
+static void test_job_human(void **state)
+{
+    (void)state;
+    Jobworker__V1__Job job = sample_job();
+    char *got = CAPTURE(jw_fmt_job_human(out, &job, 0));
+    assert_string_equal(got, "id:              6c45c51f-1dc9-4a4f-8669-0e24a5411be5\n"
+                             "command:         sh -c $'echo \\'hi\\'\\n'\n"
+                             "status:          FAILED\n"
+                             "reason:          OOM_KILLED\n"
+                             "exit code:       -\n"
+                             "signal:          9 (SIGKILL)\n"
+                             "pid:             4242\n"
+                             "owner:           alice\n"
+                             "started:         2024-05-01T12:00:00.123Z\n"
+                             "ended:           2024-05-01T12:01:30.623Z\n"
+                             "duration:        1m30s\n"
+                             "timeout:         1m30s\n"
+                             "limits:          cpu 150%, memory 64 MiB, memory high 48 MiB, io "
+                             "unlimited, pids 100\n"
+                             "limits enforced: yes\n"
+                             "usage:           cpu 1.234s, memory peak 64 MiB, io read 1.5 KiB, "
+                             "io write 4.7 GiB\n"
+                             "output bytes:    12\n"
+                             "error:           memory.max reached\n");
+    free(got);
+
+    /* A running job: no exit, the duration so far, no error line. */
+    Jobworker__V1__Job run = JOBWORKER__V1__JOB__INIT;
+    run.id = "x";
+    run.command = "sleep";
+    run.status = JOBWORKER__V1__JOB_STATUS__JOB_STATUS_RUNNING;
+    run.start_time_unix_ns = 1000000000;
+    got = CAPTURE(jw_fmt_job_human(out, &run, 3500000000));
+    assert_non_null(strstr(got, "\nexit code:       -\n"));
+    assert_non_null(strstr(got, "\nended:           -\n"));
+    assert_non_null(strstr(got, "\nduration:        2.500s (running)\n"));
+    assert_non_null(strstr(got, "\nlimits:          cpu unlimited, memory unlimited, memory high "
+                                "unlimited, io unlimited, pids unlimited\n"));
+    assert_non_null(strstr(got, "\nlimits enforced: no\n"));
+    assert_null(strstr(got, "error:"));
+    free(got);
+}
+
+static void test_jobs_table(void **state)
+{
+    (void)state;
+    Jobworker__V1__Job a = sample_job();
+    Jobworker__V1__Job b = JOBWORKER__V1__JOB__INIT;
+    b.id = "short";
+    b.command = "echo";
+    char *many[40];
+    char nums[40][4];
+    for (int i = 0; i < 40; i++) {
+        snprintf(nums[i], sizeof(nums[i]), "%d", i);
+        many[i] = nums[i];
+    }
+    b.args = many;
+    b.n_args = 40;
+    b.status = JOBWORKER__V1__JOB_STATUS__JOB_STATUS_COMPLETED;
+    b.reason = JOBWORKER__V1__EXIT_REASON__EXIT_REASON_EXITED;
+    b.exit_code = 3;
+    Jobworker__V1__Job *list[] = {&a, &b};
+    Jobworker__V1__Jobs jobs = JOBWORKER__V1__JOBS__INIT;
+    jobs.jobs = list;
+    jobs.n_jobs = 2;
+    char *got = CAPTURE(jw_fmt_jobs_table(out, &jobs));
+    assert_string_equal(got, "ID                                    STATUS     REASON/EXIT  OWNER  "
+                             "STARTED               "
+                             "COMMAND\n"
+                             "6c45c51f-1dc9-4a4f-8669-0e24a5411be5  FAILED     OOM_KILLED   alice  "
+                             "2024-05-01T12:00:00Z  "
+                             "sh -c $'echo \\'hi\\'\\n'\n"
+                             "short                                 COMPLETED  exit 3       -      "
+                             "-                     "
+                             "echo 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16...\n");
+    free(got);
+}
+
+static void test_options(void **state)
+{
+    (void)state;
+    jw_error err = JW_ERROR_INIT;
+    int32_t i32 = -1;
+    int64_t i64 = -1;
+
+    assert_int_equal(jw_opt_cpu_percent("--max-cpu", "150", &i32, &err), 0);
+    assert_int_equal(i32, 150);
+    assert_int_equal(jw_opt_cpu_percent("--max-cpu", "50%", &i32, &err), 0);
+    assert_int_equal(i32, 50);
+    assert_int_equal(jw_opt_cpu_percent("--max-cpu", "1.5", &i32, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "'1.5' for --max-cpu"));
+    assert_int_equal(jw_opt_cpu_percent("--max-cpu", "%", &i32, &err), -EINVAL);
+    assert_int_equal(jw_opt_cpu_percent("--max-cpu", "-5", &i32, &err), -ERANGE);
+    assert_int_equal(jw_opt_cpu_percent("--max-cpu", "3000000000", &i32, &err), -ERANGE);
+    assert_int_equal(i32, 50); /* untouched on failure */
+
+    assert_int_equal(jw_opt_size("--max-memory", "64M", &i64, &err), 0);
+    assert_int_equal(i64, 64 << 20);
+    assert_int_equal(jw_opt_size("--max-memory", "1G", &i64, &err), 0);
+    assert_int_equal(i64, 1 << 30);
+    assert_int_equal(jw_opt_size("--max-memory", "12Q", &i64, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "invalid value '12Q' for --max-memory"));
+
+    assert_int_equal(jw_opt_count32("--max-pids", "100", &i32, &err), 0);
+    assert_int_equal(i32, 100);
+    assert_int_equal(jw_opt_count32("--max-pids", "1e3", &i32, &err), -EINVAL);
+
+    assert_int_equal(jw_opt_offset("--offset", "0", &i64, &err), 0);
+    assert_int_equal(i64, 0);
+    assert_int_equal(jw_opt_offset("--offset", "-1", &i64, &err), -ERANGE);
+
+    static const struct {
+        const char *in;
+        int r;
+        int32_t want;
+    } secs[] = {
+        {"30", 0, 30},      {"30s", 0, 30},   {"2m", 0, 120},     {"1h", 0, 3600},
+        {"1m30s", 0, 90},   {"500ms", 0, 1},  {"1001ms", 0, 2},   {"0", 0, 0},
+        {"1x", -EINVAL, 0}, {"", -EINVAL, 0}, {"-1", -EINVAL, 0}, {"600000h", -ERANGE, 0},
+    };
+    for (size_t k = 0; k < sizeof(secs) / sizeof(secs[0]); k++) {
+        i32 = -1;
+        assert_int_equal(jw_opt_duration_s32("--timeout", secs[k].in, &i32, &err), secs[k].r);
+        if (secs[k].r == 0)
+            assert_int_equal(i32, secs[k].want);
+        else
+            assert_int_equal(i32, -1);
+    }
+}
+
+static void write_file(const char *path, const char *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, data, len), (ssize_t)len);
+    close(fd);
+}
+
+static void test_read_pem(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/test_client.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[256];
+    jw_error err = JW_ERROR_INIT;
+    char *pem = NULL;
+
+    snprintf(path, sizeof(path), "%s/missing.crt", dir);
+    assert_int_equal(
+        jw_client_read_pem(path, "client certificate", " (run x or pass --cert)", &pem, &err),
+        -ENOENT);
+    char want[512];
+    snprintf(want, sizeof(want),
+             "cannot read client certificate '%s': No such file or directory (run x or pass "
+             "--cert)",
+             path);
+    assert_string_equal(err.msg, want);
+    assert_null(pem);
+
+    assert_int_equal(jw_client_read_pem(dir, "CA certificate", NULL, &pem, &err), -EISDIR);
+
+    snprintf(path, sizeof(path), "%s/text", dir);
+    write_file(path, "hello\n", 6);
+    assert_int_equal(jw_client_read_pem(path, "client key", NULL, &pem, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "not a PEM file"));
+
+    /* Larger than the cap: refused without reading it all. */
+    snprintf(path, sizeof(path), "%s/big", dir);
+    write_file(path, "-----BEGIN ", 11);
+    assert_int_equal(truncate(path, JW_CLIENT_PEM_MAX + 1), 0);
+    assert_int_equal(jw_client_read_pem(path, "client key", NULL, &pem, &err), -EFBIG);
+    assert_non_null(strstr(err.msg, "larger than 1 MiB"));
+
+    /* Exactly at the cap is fine. */
+    assert_int_equal(truncate(path, JW_CLIENT_PEM_MAX), 0);
+    assert_int_equal(jw_client_read_pem(path, "client key", NULL, &pem, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "not a PEM file")); /* the NULs make it so */
+
+    snprintf(path, sizeof(path), "%s/ok.crt", dir);
+    const char ok[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    write_file(path, ok, sizeof(ok) - 1);
+    assert_int_equal(jw_client_read_pem(path, "client certificate", NULL, &pem, &err), 0);
+    assert_string_equal(pem, ok);
+    free(pem);
+
+    char cmd[300];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static void test_code_names(void **state)
+{
+    (void)state;
+    assert_string_equal(jw_client_code_name(JW_OK), "OK");
+    assert_string_equal(jw_client_code_name((jw_code)4), "DEADLINE_EXCEEDED");
+    assert_string_equal(jw_client_code_name(JW_PERMISSION_DENIED), "PERMISSION_DENIED");
+    assert_string_equal(jw_client_code_name((jw_code)15), "DATA_LOSS");
+    assert_string_equal(jw_client_code_name(JW_UNAUTHENTICATED), "UNAUTHENTICATED");
+    assert_string_equal(jw_client_code_name((jw_code)99), "UNKNOWN");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_json_string),       cmocka_unit_test(test_job_json),
+        cmocka_unit_test(test_job_json_defaults), cmocka_unit_test(test_enum_names),
+        cmocka_unit_test(test_shell_word),        cmocka_unit_test(test_small_renderers),
+        cmocka_unit_test(test_job_human),         cmocka_unit_test(test_jobs_table),
+        cmocka_unit_test(test_options),           cmocka_unit_test(test_read_pem),
+        cmocka_unit_test(test_code_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
