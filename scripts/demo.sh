@@ -10,7 +10,7 @@ DATA=$(mktemp -d /tmp/jobworker-demo-XXXXXX)
 LOG="$DATA/server.log"
 
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-show() { printf '$ %s\n' "$*"; "$@"; }
+show() { printf '$'; printf ' %q' "$@"; printf '\n'; "$@"; }
 
 if [ ! -f certs/ca.crt ] || [ ! -f certs/admin.crt ] || [ ! -f certs/server.crt ]; then
     bold "generating development certificates into certs/"
