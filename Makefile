@@ -89,7 +89,11 @@ certs: all
 
 test: test-unit test-integration test-vm
 
-test-unit: all $(UNIT_BINS)
+# Extra unit-tier steps (e.g. fuzz corpus replay) are added by tests/*/*.mk through UNIT_EXTRA.
+UNIT_EXTRA :=
+-include $(wildcard tests/*/*.mk)
+
+test-unit: all $(UNIT_BINS) $(UNIT_EXTRA)
 	@BUILD=$(BUILD) tests/run-unit.sh $(UNIT_BINS)
 
 test-integration: all $(UNIT_BINS)

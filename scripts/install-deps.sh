@@ -6,7 +6,7 @@ PKGS=(
     build-essential pkg-config clang clang-format libclang-rt-14-dev
     libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libssl-dev libcap-dev libcmocka-dev
     openssl python3 python3-grpcio curl
-    qemu-system-x86 busybox-static cpio kmod iproute2
+    qemu-system-x86 busybox-static cpio kmod xz-utils iproute2
 )
 need=()
 for p in "${PKGS[@]}"; do

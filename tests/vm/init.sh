@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck source=lib.sh
 # Guest side of the vm tier, run by busybox init (PID 1) as its sysinit action: mounts the
 # kernel file systems and cgroup2, loads brd, brings up lo, runs every selected scenario in its
 # own shell with a time limit, reports through /dev/ttyS1, and powers off.
@@ -53,13 +54,25 @@ for f in /jw/scenarios/*.sh; do
     elif [ "$after" = "$before" ]; then
         fail "$name" "scenario reported no result"
     fi
-    # Safety net so one scenario's leftovers cannot spoil the next: kill the servers it started.
+    # Every scenario ends by stopping its servers, which must leave no job cgroup behind. (Not
+    # checked when a server still runs: the scenario failed half-way and said so.)
+    left=$(for d in "$CG"/jobworker*/job-*; do [ -d "$d" ] && printf '%s ' "$d"; done)
+    if [ -z "$(servers_alive)" ] && [ -n "$left" ]; then
+        fail "$name.leftover" "job cgroups left after the scenario's servers exited: $left"
+    fi
+    # Safety net so one scenario's leftovers cannot spoil the next.
     reap_servers
     emit "VMTEST-INFO $name took $(awk -v a="$t0" -v b="$(uptime_s)" 'BEGIN { printf "%.1f", b - a }')s"
 done
 emit "VMTEST-DONE"
 if [ "$shell" = 1 ]; then
-    echo "jw.shell=1: scenarios done; JOBCTL_* are set, try: jobctl list; 'poweroff -f' to quit"
+    SCENARIO=shell
+    if server_start shell "$PORT" "$PARENT" --io-device /dev/ram0; then
+        echo "jw.shell=1: scenarios done; a server runs (pid $SERVER_PID, log $SERVER_LOG)"
+    else
+        echo "jw.shell=1: scenarios done; the server did not start: $SERVER_ERR"
+    fi
+    echo "JOBCTL_* are set: try 'jobctl run -- cat /proc/self/cgroup'; 'poweroff -f' to quit"
     setsid cttyhack sh -l
 fi
 sync

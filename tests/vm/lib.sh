@@ -1,3 +1,4 @@
+# shellcheck shell=sh disable=SC2034,SC2120 # variables are used by the scripts that source this
 # Shared helpers of the vm tier's guest side (busybox sh). Sourced by init.sh and every scenario.
 #
 # Results protocol (host: tests/vm/run.sh), one line each on the results port /dev/ttyS1:
@@ -49,6 +50,8 @@ fail() {
     return 0
 }
 diag() { emit "VMTEST-DIAG $*"; }
+# trace TEXT: a time-stamped line on the console only (console.log on the host), for debugging.
+trace() { echo "[$(uptime_s)] $*" >/dev/console; }
 info() { emit "VMTEST-INFO $*"; }
 
 # ---- numbers and time ----------------------------------------------------------------------------
@@ -78,7 +81,7 @@ count() { echo $#; }
 cgdir() { echo "$CGP/job-$1"; }
 # keyed FILE KEY: value of KEY in a flat-keyed cgroup file (cpu.stat, memory.events, ...).
 keyed() { awk -v k="$2" '$1 == k { print $2; f = 1 } END { if (!f) print "" }' "$1" 2>/dev/null; }
-procs_of() { cat "$1/cgroup.procs" 2>/dev/null | tr '\n' ' '; }
+procs_of() { tr '\n' ' ' <"$1/cgroup.procs" 2>/dev/null; }
 job_cgroups() { ls -d "$CGP"/job-* 2>/dev/null; }
 # wait_gone PATH SECONDS: until PATH does not exist.
 wait_gone() {
@@ -111,10 +114,11 @@ port_listening() {
 server_start() {
     name=$1 port=$2 parent=$3
     shift 3
-    SERVER_LOG=/tmp/server-$name.log
+    SERVER_LOG=/tmp/${SCENARIO:-x}.server-$name.log
     SRV=127.0.0.1:$port
     mkdir -p "/var/lib/jobworker/$name"
     echo "---- server $name started at $(uptime_s)s" >>"$SERVER_LOG"
+    log0=$(wc -l <"$SERVER_LOG")
     "$BIN/jobworker-server" --listen "$SRV" --cert "$CERTS/server.crt" --key "$CERTS/server.key" \
         --ca "$CERTS/ca.crt" --data-dir "/var/lib/jobworker/$name" --cgroup-root "$CG" \
         --cgroup-parent "$parent" --log-level debug "$@" </dev/null >>"$SERVER_LOG" 2>&1 &
@@ -124,7 +128,7 @@ server_start() {
     until port_listening "$port"; do
         if ! alive "$SERVER_PID"; then
             wait "$SERVER_PID"
-            SERVER_ERR="server exited with status $? before listening: $(tail -n 3 "$SERVER_LOG" | tr '\n' ' ')"
+            SERVER_ERR="server exited with status $? before listening: $(tail -n +$((log0 + 1)) "$SERVER_LOG" | tail -n 3 | tr '\n' ' ')"
             return 1
         fi
         if is "$(since "$t0") > 20"; then
@@ -167,20 +171,34 @@ server_stop() {
     SERVER_PID=
     return 0
 }
-# reap_servers: init.sh's safety net after each scenario.
-reap_servers() {
+# servers_alive: pids of servers started by this scenario that still run.
+servers_alive() {
     [ -f /tmp/servers.pids ] || return 0
-    for p in $(cat /tmp/servers.pids); do
-        alive "$p" && kill -KILL "$p" 2>/dev/null
-    done
+    while read -r p; do
+        alive "$p" && echo "$p"
+    done </tmp/servers.pids
+}
+# reap_servers: init.sh's safety net after each scenario: kills its servers, then empties and
+# removes any job cgroup they left, so that the next scenario starts clean.
+reap_servers() {
+    for p in $(servers_alive); do kill -KILL "$p" 2>/dev/null; done
     : >/tmp/servers.pids
+    for d in "$CG"/jobworker*/job-*; do
+        [ -d "$d" ] || continue
+        echo 1 >"$d/cgroup.kill" 2>/dev/null
+        for _ in 1 2 3 4 5 6 7 8 9 10; do rmdir "$d" 2>/dev/null && break; sleep 0.1; done
+    done
 }
 
 # ---- jobctl --------------------------------------------------------------------------------
 # jc ARGS...: jobctl as admin against $SRV; stderr goes to $JC_ERR.
 jc() {
+    _t=$(uptime_s)
     "$BIN/jobctl" --server "$SRV" --cert "$CERTS/admin.crt" --key "$CERTS/admin.key" \
         --ca "$CERTS/ca.crt" "$@" 2>"$JC_ERR"
+    _rc=$?
+    trace "jobctl $* -> $_rc ($(since "$_t")s)"
+    return $_rc
 }
 jc_err() { tr '\n' ' ' <"$JC_ERR"; }
 # create [OPTIONS] -- CMD [ARGS...]: sets JOB to the new id; on failure sets ERR, returns 1.

@@ -10,6 +10,7 @@
 #   VM_SHELL=1       interactive: run the scenarios, then give a shell on the serial console
 #   VM_KERNEL_REFRESH=1  download the current linux-image-amd64 kernel again
 set -euo pipefail
+export PATH=$PATH:/usr/sbin:/sbin # depmod
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
@@ -40,12 +41,12 @@ need_tools() {
     done
     echo "${missing[*]}"
 }
-missing=$(need_tools)
-if [ -n "$missing" ]; then
-    echo "vm: missing host tools: $missing; running scripts/install-deps.sh"
+lacking=$(need_tools)
+if [ -n "$lacking" ]; then
+    echo "vm: missing host tools: $lacking; running scripts/install-deps.sh"
     scripts/install-deps.sh || die "scripts/install-deps.sh failed; install qemu-system-x86 busybox-static cpio kmod xz-utils openssl by hand"
-    missing=$(need_tools)
-    [ -z "$missing" ] || die "still missing after install-deps: $missing (need qemu-system-x86 busybox-static cpio kmod xz-utils openssl)"
+    lacking=$(need_tools)
+    [ -z "$lacking" ] || die "still missing after install-deps: $lacking (need qemu-system-x86 busybox-static cpio kmod xz-utils openssl)"
 fi
 [ "$(dpkg --print-architecture)" = amd64 ] || die "the vm tier needs an amd64 host (found $(dpkg --print-architecture))"
 
@@ -59,8 +60,8 @@ done
 mkdir -p "$CACHE"
 KDIR=
 if [ "${VM_KERNEL_REFRESH:-0}" != 1 ]; then
-    KDIR=$(ls -d "$CACHE"/linux-image-*/ 2>/dev/null | while read -r d; do
-        [ -e "$d/.ok" ] && echo "${d%/}"; done | sort -V | tail -n 1) || true
+    KDIR=$(for d in "$CACHE"/linux-image-*; do
+        if [ -e "$d/.ok" ]; then echo "$d"; fi; done | sort -V | tail -n 1)
 fi
 if [ -z "$KDIR" ]; then
     kpkg() { apt-cache depends linux-image-amd64 2>/dev/null |
@@ -81,15 +82,17 @@ if [ -z "$KDIR" ]; then
     tmp=$CACHE/$pkg.tmp
     rm -rf "$tmp"
     dpkg -x "$deb" "$tmp" || die "dpkg -x $deb failed"
-    kver=$(ls "$tmp/lib/modules" | head -n 1)
-    [ -n "$kver" ] && [ -e "$tmp/boot/vmlinuz-$kver" ] || die "$pkg has no boot/vmlinuz or lib/modules"
+    kver=$(find "$tmp/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | head -n 1)
+    if [ -z "$kver" ] || [ ! -e "$tmp/boot/vmlinuz-$kver" ]; then
+        die "$pkg has no boot/vmlinuz or lib/modules"
+    fi
     depmod -b "$tmp" "$kver" || die "depmod -b $tmp $kver failed"
     touch "$tmp/.ok"
-    rm -rf "$CACHE/$pkg" "$dl"
+    rm -rf "${CACHE:?}/$pkg" "$dl"
     mv "$tmp" "$CACHE/$pkg"
     KDIR=$CACHE/$pkg
 fi
-KVER=$(ls "$KDIR/lib/modules" | head -n 1)
+KVER=$(find "$KDIR/lib/modules" -mindepth 1 -maxdepth 1 -printf '%f\n' | head -n 1)
 VMLINUZ=$KDIR/boot/vmlinuz-$KVER
 [ -r "$VMLINUZ" ] || die "no kernel at $VMLINUZ (remove $KDIR and retry)"
 
@@ -116,7 +119,7 @@ for b in "${BINS[@]}"; do
 done
 if [ -d "$BUILD/testbin" ]; then
     for b in "$BUILD"/testbin/*; do
-        [ -f "$b" ] && [ -x "$b" ] || continue
+        if [ ! -f "$b" ] || [ ! -x "$b" ]; then continue; fi
         cp "$b" "$R/opt/jobworker/testbin/"
         elfs+=("$R/opt/jobworker/testbin/$(basename "$b")")
     done
@@ -201,13 +204,8 @@ EOF
 # Fresh certificates for this run.
 CERTS=$WORK/certs
 mkdir -p "$CERTS"
-if [ -x scripts/gen-certs.sh ]; then
-    scripts/gen-certs.sh "$CERTS" >"$WORK/gen-certs.log" 2>&1 ||
-        die "scripts/gen-certs.sh failed: $(tail -n 5 "$WORK/gen-certs.log")"
-else
-    tests/vm/gen-certs-fallback.sh "$CERTS" >"$WORK/gen-certs.log" 2>&1 ||
-        die "tests/vm/gen-certs-fallback.sh failed: $(tail -n 5 "$WORK/gen-certs.log")"
-fi
+scripts/gen-certs.sh "$CERTS" >"$WORK/gen-certs.log" 2>&1 ||
+    die "scripts/gen-certs.sh $CERTS failed: $(tail -n 5 "$WORK/gen-certs.log")"
 for f in ca.crt server.crt server.key admin.crt admin.key viewer.crt viewer.key; do
     [ -s "$CERTS/$f" ] || die "certificate generation did not produce $f"
     cp "$CERTS/$f" "$R/opt/jobworker/certs/"
@@ -248,6 +246,9 @@ echo "vm: booting (tcg, 2 vCPUs, 1024 MiB, timeout ${VM_TIMEOUT}s); console log:
 T_BOOT=$(date +%s.%N)
 timeout -k 5 "$VM_TIMEOUT" "${QEMU[@]}" -serial "file:$CONSOLE" -serial "file:$RESULTS" </dev/null &
 qpid=$!
+# timeout(1) runs in its own process group: an interrupted run must not leave qemu behind.
+trap 'kill $qpid 2>/dev/null || true' EXIT
+trap 'exit 130' INT TERM
 # Print results as they arrive.
 tail -n +1 -s 0.2 -f --pid=$qpid "$RESULTS" 2>/dev/null | while IFS= read -r line; do
     line=${line%$'\r'}

@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck source=../lib.sh disable=SC2034,SC2086,SC2046,SC2119 # SCENARIO is read by lib.sh; pid lists split on purpose
 # io: direct writes to /dev/ram0 (brd) under --max-iobps=4M run at <= 1.2 x 4 MiB/s, and the
 # job's io.max names the device's MAJ:MIN with those values; unthrottled they run faster. A
 # server with no usable io device rejects io limits with FAILED_PRECONDITION, and one given a
@@ -32,7 +33,6 @@ else
         el=$(elapsed_s)
         rate=$(calc "$BYTES / $MIB / $el" "%.2f")
         wr=$(jf io_write_bytes)
-        ddsays=$(output "$ID" | grep -o 'copied.*' | head -n 1)
         if [ "$(jf status)" != COMPLETED ]; then
             fail io.limit "dd ended $(jf status)/$(jf reason) exit $(jf exit_code): $(output "$ID" | tail -n 2 | tr '\n' ' ')"
         elif ! echo "$iomax" | grep -q "^$DEV rbps=4194304 wbps=4194304 "; then
@@ -42,7 +42,7 @@ else
         elif ! is "${wr:-0} >= $BYTES"; then
             fail io.limit "usage.io_write_bytes=${wr:-missing}, want >= $BYTES"
         else
-            pass io.limit "$rate MiB/s under 4 MiB/s (16 MiB in ${el}s; dd: $ddsays); io.max '$iomax'; io_write_bytes=$wr"
+            pass io.limit "$rate MiB/s under 4 MiB/s (16 MiB in ${el}s); io.max '$iomax'; io_write_bytes=$wr"
         fi
     fi
 fi

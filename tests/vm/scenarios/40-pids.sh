@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck source=../lib.sh disable=SC2034,SC2086,SC2046,SC2119 # SCENARIO is read by lib.sh; pid lists split on purpose
 # pids: a fork bomb under --max-pids=32 is contained (pids.current never above 32, pids.events
 # counts refused forks, the server stays responsive), and `jobctl stop` kills every process of it
 # and removes its cgroup.

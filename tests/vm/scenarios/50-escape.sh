@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck source=../lib.sh disable=SC2034,SC2086,SC2046,SC2119 # SCENARIO is read by lib.sh; pid lists split on purpose
 # escape: a job whose processes leave its session and process group (setsid, double fork) is
 # still stopped whole: after `jobctl stop` none of its processes exists, the cgroup is empty and
 # then removed.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck source=../lib.sh disable=SC2034,SC2086,SC2046,SC2119 # SCENARIO is read by lib.sh; pid lists split on purpose
 # placement: a job's own /proc/self/cgroup is 0::/jobworker/job-<id> (it never ran elsewhere:
 # job-init is placed before it execs), the server sits in /jobworker/supervisor, jobs are its
 # siblings, and /jobworker itself holds no process (no-internal-processes rule).
@@ -31,7 +32,7 @@ bout=$(output "$B")
 acg=$(sed -n 's/^0:://p' "/proc/$apid/cgroup" 2>/dev/null)
 parent_procs=$(procs_of "$CGP")
 subtree=$(cat "$CGP/cgroup.subtree_control" 2>/dev/null)
-listing=$(ls "$CGP" | grep -E '^(supervisor|job-)' | tr '\n' ' ')
+listing=$(for d in "$CGP"/supervisor "$CGP"/job-*; do [ -e "$d" ] && printf '%s ' "${d##*/}"; done)
 
 if [ "$bout" != "0::$PARENT/job-$B" ]; then
     fail placement.job "job $B printed '$bout' for /proc/self/cgroup, want '0::$PARENT/job-$B'"

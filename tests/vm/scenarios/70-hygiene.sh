@@ -1,4 +1,5 @@
 #!/bin/sh
+# shellcheck source=../lib.sh disable=SC2034,SC2086,SC2046,SC2119 # SCENARIO is read by lib.sh; pid lists split on purpose
 # hygiene: what job-init hands to the user's command. The commands below are exec'd directly by
 # job-init (no shell in between), so they show exactly what they inherited: fds 0 1 2 only (plus
 # the directory ls itself opens), stdin /dev/null, stdout and stderr the same output channel,
@@ -36,7 +37,7 @@ run_job() {
 
 if run_job hygiene.fds ls -l /proc/self/fd; then
     fds=$(echo "$OUT" | awk '/ -> / { printf "%s=%s ", $(NF - 2), $NF }')
-    t0= t1= t2= extra=
+    t0='' t1='' t2='' extra=''
     for kv in $fds; do
         fd=${kv%%=*} tgt=${kv#*=}
         case "$fd" in

@@ -1,20 +1,23 @@
 #!/bin/sh
+# shellcheck source=../lib.sh disable=SC2034,SC2086,SC2046,SC2119 # SCENARIO is read by lib.sh; pid lists split on purpose
 # cleanup: SIGTERM to the server with jobs running (one of them escaped its session) leaves no
 # job cgroup and no job process, and the server exits 0. After SIGKILL of the server its jobs'
 # cgroups are left over; the restarted server finds them, kills what is in them and removes them.
 . /jw/lib.sh
 SCENARIO=cleanup
-ESC='setsid sh -c "sleep $0 &"; sleep $0'
 
 # start_jobs N: one plain sleeper, one that escapes its session, one busy loop under 10 % CPU;
 # sets IDS and PROCS (every pid in their cgroups once all sleepers run).
 start_jobs() {
-    IDS= PROCS=
-    for spec in "sleep $1" "sh -c \"$ESC\" $1" "--max-cpu=10 -- sh -c 'while :; do :; done'"; do
-        case "$spec" in --*) ;; *) spec="-- $spec" ;; esac
-        eval "create $spec" && wait_running "$JOB" 10 || return 1
-        IDS="$IDS $JOB"
-    done
+    IDS=
+    PROCS=
+    create -- sleep "$1" && wait_running "$JOB" 10 || return 1
+    IDS=$JOB
+    # shellcheck disable=SC2016 # $0 is the inner shell's
+    create -- sh -c 'setsid sh -c "sleep $0 &"; sleep $0' "$1" && wait_running "$JOB" 10 || return 1
+    IDS="$IDS $JOB"
+    create --max-cpu=10 -- sh -c 'while :; do :; done' && wait_running "$JOB" 10 || return 1
+    IDS="$IDS $JOB"
     t0=$(uptime_s)
     while [ "$(count $(pids_running "sleep $1"))" -lt 3 ]; do
         if is "$(since "$t0") > 10"; then
