@@ -6,6 +6,7 @@
 #include "util/cleanup.h"
 
 #include <errno.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -46,6 +47,24 @@ static int job_exit_status(const Jobworker__V1__Job *job)
     return job->reason == JOBWORKER__V1__EXIT_REASON__EXIT_REASON_START_FAILED ? 127 : 1;
 }
 
+/* Polls GetJob until the job is final (used when its output can no longer be followed). */
+static int wait_final(jw_client *c, const char *id, jw_error *err)
+{
+    for (;;) {
+        _cleanup_job_ Jobworker__V1__Job *j = NULL;
+        int r = jw_client_get_job(c, id, &j, err);
+        if (r < 0)
+            return r;
+        if (j->status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_COMPLETED ||
+            j->status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_FAILED ||
+            j->status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_STOPPED)
+            return 0;
+        if (jobctl_interrupted())
+            return -EINTR;
+        usleep(200 * 1000);
+    }
+}
+
 int cmd_run(jobctl_ctx *ctx, int argc, char **argv)
 {
     Jobworker__V1__CreateJobReq req = JOBWORKER__V1__CREATE_JOB_REQ__INIT;
@@ -73,6 +92,12 @@ int cmd_run(jobctl_ctx *ctx, int argc, char **argv)
         .max_retries = JW_CLIENT_STREAM_RETRIES,
     };
     r = jw_client_stream(c, &sreq, jobctl_write_output, NULL, NULL, &err);
+    if (r == -EREMOTEIO && err.code == JW_RESOURCE_EXHAUSTED) {
+        /* The output hit the server's cap: say so, then still wait for the job's status. */
+        fflush(stdout);
+        fprintf(stderr, "jobctl: warning: %s\n", err.msg);
+        r = wait_final(c, job->id, &err);
+    }
     if (r == 0) {
         _cleanup_job_ Jobworker__V1__Job *final = NULL;
         r = jw_client_get_job(c, job->id, &final, &err);

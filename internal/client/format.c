@@ -157,9 +157,10 @@ int jw_fmt_job_json(FILE *out, const Jobworker__V1__Job *job)
     json_str(out, "error", job->error);
     fprintf(out,
             ",\"start_time_unix_ns\":%" PRId64 ",\"end_time_unix_ns\":%" PRId64
-            ",\"timeout_seconds\":%" PRId32 ",\"limits_enforced\":%s,\"output_bytes\":%" PRId64,
+            ",\"timeout_seconds\":%" PRId32 ",\"limits_enforced\":%s,\"output_bytes\":%" PRId64
+            ",\"output_dropped_bytes\":%" PRId64,
             job->start_time_unix_ns, job->end_time_unix_ns, job->timeout_seconds,
-            job->limits_enforced ? "true" : "false", job->output_bytes);
+            job->limits_enforced ? "true" : "false", job->output_bytes, job->output_dropped_bytes);
     fprintf(out,
             ",\"limits\":{\"cpu_percent\":%" PRId32 ",\"memory_bytes\":%" PRId64
             ",\"io_bps\":%" PRId64 ",\"memory_high_bytes\":%" PRId64 ",\"pids_max\":%" PRId32 "}",
@@ -484,6 +485,9 @@ int jw_fmt_job_human(FILE *out, const Jobworker__V1__Job *job, int64_t now_ns)
         jw_fmt_size(b, sizeof(b), job->output_bytes);
         fprintf(out, " (%s)", b);
     }
+    if (job->output_dropped_bytes > 0)
+        fprintf(out, ", %" PRId64 " more dropped at the server's output cap",
+                job->output_dropped_bytes);
     putc('\n', out);
 
     if (job->error && *job->error) {

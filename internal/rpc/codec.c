@@ -133,6 +133,7 @@ void codec_job_from_info(const store_job_info *info, Jobworker__V1__Job *job,
     usage->io_write_bytes = info->usage.io_write_bytes;
     job->usage = usage;
     job->output_bytes = info->output_bytes;
+    job->output_dropped_bytes = info->output_dropped;
     job->limits_enforced = info->limits_enforced;
     job->timeout_seconds = info->timeout_seconds;
 }

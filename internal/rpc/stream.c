@@ -270,7 +270,20 @@ static void *stream_thread(void *arg)
                     }
                     continue;
                 }
-                if (closed || !s->follow) {
+                store_job_info info;
+                store_job_snapshot(s->job, &info);
+                if (info.output_dropped > 0) {
+                    /* Nothing past the cap is kept: say so instead of ending as if complete. */
+                    char msg[256];
+                    snprintf(msg, sizeof(msg),
+                             "output of job %s reached the server's cap of %" PRId64
+                             " bytes (--max-output); %" PRId64 " bytes after it were not kept%s",
+                             s->job_id, size, info.output_dropped,
+                             closed ? "" : " (the job is still running)");
+                    outcome = JW_RESOURCE_EXHAUSTED;
+                    snprintf(err.msg, sizeof(err.msg), "%s", msg);
+                    send_status(s, JW_RESOURCE_EXHAUSTED, msg);
+                } else if (closed || !s->follow) {
                     send_status(s, JW_OK, NULL);
                 } else if (store_sub_arm(s->sub, s->offset) == 1) {
                     continue;

@@ -18,7 +18,7 @@ PORT=
 
 cleanup() {
     # Keep the last server log for post-mortems.
-    cp "$T/server.log" "$BUILD/integration-server.log" 2>/dev/null
+    cat "$T"/server-*.log >"$BUILD/integration-server.log" 2>/dev/null
     [ -n "$SERVER_PID" ] && kill -KILL "$SERVER_PID" 2>/dev/null
     pkill -KILL -f "$T/" 2>/dev/null
     rm -rf "$T"
@@ -77,12 +77,15 @@ start_server() {
     local flags=()
     host_has_cgroup2_controllers || flags+=(--no-cgroups)
     rm -f "$T/server.rc" "$T/server.pid"
+    # Each server gets its own log; server.log always names the current one.
+    SERVER_LOG="$T/server-$PORT.log"
+    ln -sf "$SERVER_LOG" "$T/server.log"
     # A keeper subshell records the server's exit status, so tests running in subshells can
     # check it too.
     (
         "$BIN/jobworker-server" --listen "127.0.0.1:$PORT" --cert "$CERTS/server.crt" \
             --key "$CERTS/server.key" --ca "$CERTS/ca.crt" --data-dir "$T/data" \
-            --audit-log "$T/audit.log" --log-level debug "${flags[@]}" "$@" >>"$T/server.log" 2>&1 &
+            --audit-log "$T/audit.log" --log-level debug "${flags[@]}" "$@" >>"$SERVER_LOG" 2>&1 &
         echo $! >"$T/server.pid"
         wait $!
         echo $? >"$T/server.rc"
@@ -93,14 +96,14 @@ start_server() {
     done
     SERVER_PID=$(cat "$T/server.pid")
     for _ in $(seq 100); do
-        if grep -q "listening on" "$T/server.log" 2>/dev/null; then
+        if grep -q "listening on" "$SERVER_LOG" 2>/dev/null; then
             return 0
         fi
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.05
     done
     echo "server did not start:" >&2
-    cat "$T/server.log" >&2
+    cat "$SERVER_LOG" >&2
     return 1
 }
 
