@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(
     build-essential pkg-config clang clang-format libclang-rt-14-dev
     libgrpc-dev libprotobuf-c-dev protobuf-c-compiler libssl-dev libcap-dev libcmocka-dev
-    openssl python3 python3-grpcio curl
+    openssl python3 python3-grpcio curl openssh-server openssh-client
     qemu-system-x86 busybox-static cpio kmod xz-utils iproute2
 )
 need=()

@@ -171,6 +171,17 @@ server_stop() {
     SERVER_PID=
     return 0
 }
+# finish: the end of a scenario: SIGTERM to its server, which must exit 0 within 15 s (it stops
+# its jobs and removes their cgroups first; init.sh then checks that none is left).
+finish() {
+    [ -n "${SERVER_PID:-}" ] || exit 0
+    if ! server_stop TERM 15; then
+        fail "$SCENARIO.shutdown" "server still running 15s after SIGTERM (killed)"
+    elif [ "$SERVER_RC" != 0 ]; then
+        fail "$SCENARIO.shutdown" "server exit status $SERVER_RC after SIGTERM, want 0"
+    fi
+    exit 0
+}
 # servers_alive: pids of servers started by this scenario that still run.
 servers_alive() {
     [ -f /tmp/servers.pids ] || return 0

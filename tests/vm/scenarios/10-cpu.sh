@@ -67,4 +67,4 @@ else
         pass cpu.unlimited "$PCT% of one CPU without a limit (cpu.max '$umax'), nr_throttled=${THR:-0}"
     fi
 fi
-server_stop
+finish

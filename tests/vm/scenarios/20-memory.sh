@@ -46,4 +46,4 @@ else
         pass memory.under "COMPLETED exit 0, peak $(mib "$peak") MiB under a 64 MiB limit"
     fi
 fi
-server_stop
+finish

@@ -62,7 +62,7 @@ else
     fi
 fi
 server_stop
-[ "$SERVER_RC" = 0 ] || fail io "server exit status $SERVER_RC after SIGTERM"
+[ "$SERVER_RC" = 0 ] || fail io.shutdown "server exit status $SERVER_RC after SIGTERM, want 0"
 
 # No usable io device: /sys/block of this VM holds only virtual disks (ram0), so a server with
 # no --io-device has nothing io.max could name.
@@ -85,7 +85,9 @@ else
         *) fail io.nodevice "want 'jobctl: FAILED_PRECONDITION: ...io...', got: $msg" ;;
         esac
     fi
-    server_stop
+    if ! server_stop || [ "$SERVER_RC" != 0 ]; then
+        fail io.shutdown "no-device server: exit status ${SERVER_RC:-?} after SIGTERM, want 0"
+    fi
 fi
 
 # A device that does not exist is an operator's typo: refuse to start, and say which.

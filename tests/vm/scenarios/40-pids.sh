@@ -65,4 +65,4 @@ elif [ "$gone" != yes ]; then
 else
     pass pids "pids.current peaked at $peak/32, pids.events max=$events, GetJob during the bomb ${getsec}s; stop killed $nprocs processes and removed the cgroup in ${stopsec}s"
 fi
-server_stop
+finish

@@ -53,4 +53,4 @@ elif [ "$gone" != yes ]; then
 else
     pass escape "3 sleepers in $sessions sessions ($orphans reparented to init) killed; cgroup ${populated:+populated $populated, }removed ${sec}s after stop"
 fi
-server_stop
+finish

@@ -57,4 +57,4 @@ else
 fi
 stop "$A" || fail placement "$ERR"
 wait_final "$A" 10 || fail placement "$ERR"
-server_stop
+finish

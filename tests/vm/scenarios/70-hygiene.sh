@@ -88,4 +88,4 @@ if run_job hygiene.proc cat /proc/self/status /proc/self/stat /proc/self/oom_sco
         fail hygiene.oom "oom_score_adj '$oom', want 0"
     fi
 fi
-server_stop
+finish

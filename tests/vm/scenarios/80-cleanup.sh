@@ -82,4 +82,4 @@ elif ! create -- true || ! wait_final "$JOB" 10 || [ "$(jf status)" != COMPLETED
 else
     pass cleanup.restart "$(count $stale) leftover cgroups with $(count $stale_procs) live processes removed within ${sec}s of restart; new jobs run"
 fi
-server_stop
+finish
