@@ -7,6 +7,7 @@ BUILD=${BUILD:-build/release}
 BIN="$BUILD/bin"
 PORT=${DEMO_PORT:-50051}
 DATA=$(mktemp -d /tmp/jobworker-demo-XXXXXX)
+chmod 711 "$DATA" # jobs run as nobody and reach their working directories below it
 LOG="$DATA/server.log"
 
 bold() { printf '\n\033[1m== %s\033[0m\n' "$*"; }

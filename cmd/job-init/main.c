@@ -1,28 +1,49 @@
-/* job-init: the first program of every job. It runs inside the job's cgroup before any user code,
- * cleans up what it inherited, and execs the job's command. See internal/spawn/jobinit-proto.h
- * for the protocol with the server. It is single-threaded and tiny on purpose.
+/* job-init: PID 1 of every job. It runs inside the job's cgroup and namespaces before any user
+ * code, mounts the job's own /proc, forks the command with the job's credentials, forwards
+ * SIGTERM/SIGINT to it, reaps orphans, and reports the command's end to the server. See
+ * internal/spawn/jobinit-proto.h for the protocol. It is single-threaded and small on purpose.
  */
 #include "spawn/jobinit-proto.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <net/if.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/capability.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+typedef struct options {
+    const char *cg_dir, *cg_rel;
+    long uid, gid; /* -1 = keep */
+    const char *workdir;
+    const char *hostname;
+    int net_none;
+    char **argv; /* the command */
+} options;
+
+static void send_msg(jobinit_msg m)
+{
+    ssize_t n;
+    do {
+        n = write(JOBINIT_STATUS_FD, &m, sizeof(m));
+    } while (n < 0 && errno == EINTR);
+}
 
 static void fail(jobinit_stage stage, int err)
 {
-    jobinit_status st = {.stage = stage, .err = err};
-    ssize_t n;
-    do {
-        n = write(JOBINIT_STATUS_FD, &st, sizeof(st));
-    } while (n < 0 && errno == EINTR);
+    send_msg((jobinit_msg){.kind = JOBINIT_MSG_FAILED, .stage = stage, .err = err});
     _exit(JOBINIT_EXIT_FAILED);
 }
 
@@ -37,8 +58,8 @@ static int write_str(const char *path, const char *s)
     return r;
 }
 
-/* Joins the job's cgroup (unless the server already placed us there) and verifies from
- * /proc/self/cgroup that we are in it, so no user code can run outside its limits. */
+/* Joins the job's cgroup and verifies from /proc/self/cgroup that we are in it, so no user code
+ * can run outside its limits. */
 static int join_cgroup(const char *dir, const char *rel)
 {
     char path[4096];
@@ -62,23 +83,10 @@ static int join_cgroup(const char *dir, const char *rel)
     return -ENOENT;
 }
 
-static int setup_process(void)
+/* Every disposition to default through the raw system call: glibc's signal() refuses its two
+ * internal real-time signals, which a clone()d child may have inherited as ignored. */
+static int reset_signals(void)
 {
-    /* Only 0, 1, 2 and the status fd survive; the status fd closes at exec. */
-    if (syscall(SYS_close_range, JOBINIT_STATUS_FD + 1, ~0U, 0) < 0) {
-        for (int fd = JOBINIT_STATUS_FD + 1; fd < 65536; fd++)
-            close(fd);
-    }
-    if (fcntl(JOBINIT_STATUS_FD, F_SETFD, FD_CLOEXEC) < 0)
-        return -errno;
-
-    sigset_t all;
-    sigemptyset(&all);
-    if (sigprocmask(SIG_SETMASK, &all, NULL) < 0)
-        return -errno;
-    /* Every disposition to default, through the raw system call: glibc's signal() refuses its
-     * two internal real-time signals, and glibc's posix_spawn leaves them ignored in the child,
-     * which exec would carry over into the job. */
     struct {
         void (*handler)(int);
         unsigned long flags;
@@ -91,50 +99,233 @@ static int setup_process(void)
         if (syscall(SYS_rt_sigaction, sig, &dfl, NULL, sizeof(dfl.mask)) < 0)
             return -errno;
     }
-    /* The server's posix_spawn already made us a session leader; setsid() then fails with
-     * EPERM, which is fine. Any other outcome means we are not in our own session. */
-    if (setsid() < 0 && errno != EPERM)
-        return -errno;
-    if (getsid(0) != getpid())
-        return -EPERM;
-    int r = write_str("/proc/self/oom_score_adj", "0");
-    if (r < 0)
-        return r;
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        return -errno;
-    umask(022);
     return 0;
+}
+
+/* In the job's namespaces: a private mount tree with a /proc of the job's PID namespace, the
+ * job's hostname, and a loopback interface that is up when the job has no network. */
+static int setup_namespaces(const options *o)
+{
+    if (getpid() != 1)
+        return -EINVAL; /* the server always starts us in a new PID namespace */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return -errno;
+    if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
+        return -errno;
+    if (o->hostname && sethostname(o->hostname, strlen(o->hostname)) < 0)
+        return -errno;
+    if (o->net_none) {
+        int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (s < 0)
+            return -errno;
+        struct ifreq ifr = {0};
+        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+        int r = ioctl(s, SIOCGIFFLAGS, &ifr);
+        if (r == 0) {
+            ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+            r = ioctl(s, SIOCSIFFLAGS, &ifr);
+        }
+        r = r < 0 ? -errno : 0;
+        close(s);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* The command's credentials: no supplementary groups, the job's gid and uid, and for a user
+ * other than root no capability in any set (bounding, ambient, inheritable, permitted,
+ * effective). Runs in the forked child, before exec. */
+static int drop_credentials(const options *o)
+{
+    if (o->uid < 0)
+        return 0;
+    if (setgroups(0, NULL) < 0)
+        return -errno;
+    if (setresgid((gid_t)o->gid, (gid_t)o->gid, (gid_t)o->gid) < 0)
+        return -errno;
+    if (o->uid != 0) {
+        for (int cap = 0; cap <= CAP_LAST_CAP + 32; cap++)
+            if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+                return -errno;
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL)
+            return -errno;
+    }
+    if (setresuid((uid_t)o->uid, (uid_t)o->uid, (uid_t)o->uid) < 0)
+        return -errno;
+    if (o->uid != 0) {
+        cap_t none = cap_init();
+        if (!none)
+            return -ENOMEM;
+        int r = cap_set_proc(none) < 0 ? -errno : 0;
+        cap_free(none);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* The forked command: its own session and process group, default signals, the job's
+ * credentials and directory, no_new_privs; then exec. Failures go to the exec pipe. */
+static void run_command(const options *o, int exec_pipe)
+{
+    int stage = JOBINIT_STAGE_SETUP, r = 0;
+    sigset_t none;
+    sigemptyset(&none);
+    if (setsid() < 0 || sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+        r = -errno;
+    if (r == 0)
+        r = reset_signals();
+    if (r == 0) {
+        stage = JOBINIT_STAGE_CREDENTIALS;
+        r = drop_credentials(o);
+    }
+    if (r == 0 && o->workdir && chdir(o->workdir) < 0)
+        r = -errno;
+    if (r == 0) {
+        stage = JOBINIT_STAGE_SETUP;
+        if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+            r = -errno;
+    }
+    if (r == 0) {
+        umask(022);
+        execvp(o->argv[0], o->argv);
+        stage = JOBINIT_STAGE_EXEC;
+        r = -errno;
+    }
+    int32_t rec[2] = {stage, -r};
+    ssize_t n = write(exec_pipe, rec, sizeof(rec));
+    (void)n;
+    _exit(JOBINIT_EXIT_FAILED);
+}
+
+static void on_signal(int sig)
+{
+    (void)sig; /* taken by sigwaitinfo; a handler only keeps PID 1 from dropping the signal */
+}
+
+static void parse_args(int argc, char **argv, options *o)
+{
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--") == 0) {
+            i++;
+            break;
+        } else if (strcmp(a, "--net-none") == 0) {
+            o->net_none = 1;
+            continue;
+        } else if (!v) {
+            fail(JOBINIT_STAGE_ARGS, EINVAL);
+        } else if (strcmp(a, "--cgroup") == 0) {
+            o->cg_dir = v;
+        } else if (strcmp(a, "--cgroup-rel") == 0) {
+            o->cg_rel = v;
+        } else if (strcmp(a, "--uid") == 0) {
+            o->uid = strtol(v, NULL, 10);
+        } else if (strcmp(a, "--gid") == 0) {
+            o->gid = strtol(v, NULL, 10);
+        } else if (strcmp(a, "--workdir") == 0) {
+            o->workdir = v;
+        } else if (strcmp(a, "--hostname") == 0) {
+            o->hostname = v;
+        } else {
+            fail(JOBINIT_STAGE_ARGS, EINVAL);
+        }
+        i++;
+    }
+    if (i >= argc || (o->cg_dir && !o->cg_rel) || (o->uid >= 0) != (o->gid >= 0))
+        fail(JOBINIT_STAGE_ARGS, EINVAL);
+    o->argv = &argv[i];
 }
 
 int main(int argc, char **argv)
 {
-    const char *cg_dir = NULL, *cg_rel = NULL;
-    int i = 1;
-    for (; i < argc; i++) {
-        if (strcmp(argv[i], "--") == 0) {
-            i++;
-            break;
-        }
-        if (strcmp(argv[i], "--cgroup") == 0 && i + 1 < argc)
-            cg_dir = argv[++i];
-        else if (strcmp(argv[i], "--cgroup-rel") == 0 && i + 1 < argc)
-            cg_rel = argv[++i];
-        else
-            fail(JOBINIT_STAGE_ARGS, EINVAL);
-    }
-    if (i >= argc || (cg_dir && !cg_rel))
-        fail(JOBINIT_STAGE_ARGS, EINVAL);
+    options o = {.uid = -1, .gid = -1};
+    parse_args(argc, argv, &o);
 
-    if (cg_dir) {
-        int r = join_cgroup(cg_dir, cg_rel);
+    if (o.cg_dir) {
+        int r = join_cgroup(o.cg_dir, o.cg_rel);
         if (r < 0)
             fail(JOBINIT_STAGE_CGROUP, -r);
     }
-    int r = setup_process();
+    /* Only 0, 1, 2 and the status fd survive; the status fd never reaches the command. */
+    if (syscall(SYS_close_range, JOBINIT_STATUS_FD + 1, ~0U, 0) < 0) {
+        for (int fd = JOBINIT_STATUS_FD + 1; fd < 65536; fd++)
+            close(fd);
+    }
+    if (fcntl(JOBINIT_STATUS_FD, F_SETFD, FD_CLOEXEC) < 0)
+        fail(JOBINIT_STAGE_SETUP, errno);
+    int r = reset_signals();
+    if (r < 0)
+        fail(JOBINIT_STAGE_SETUP, -r);
+    r = setup_namespaces(&o);
+    if (r < 0)
+        fail(JOBINIT_STAGE_NAMESPACE, -r);
+    if (setsid() < 0 && errno != EPERM)
+        fail(JOBINIT_STAGE_SETUP, errno);
+    r = write_str("/proc/self/oom_score_adj", "0");
     if (r < 0)
         fail(JOBINIT_STAGE_SETUP, -r);
 
-    execvp(argv[i], &argv[i]);
-    fail(JOBINIT_STAGE_EXEC, errno);
-    return JOBINIT_EXIT_FAILED;
+    /* SIGTERM/SIGINT are forwarded, SIGCHLD reaps. PID 1 only receives signals it handles, so
+     * each gets a (no-op) handler, and all three stay blocked for sigwaitinfo. */
+    sigset_t waitset;
+    sigemptyset(&waitset);
+    sigaddset(&waitset, SIGTERM);
+    sigaddset(&waitset, SIGINT);
+    sigaddset(&waitset, SIGCHLD);
+    sigprocmask(SIG_SETMASK, &waitset, NULL);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGCHLD, &sa, NULL);
+
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC) < 0)
+        fail(JOBINIT_STAGE_FORK, errno);
+    pid_t child = fork();
+    if (child < 0)
+        fail(JOBINIT_STAGE_FORK, errno);
+    if (child == 0) {
+        close(ep[0]);
+        close(JOBINIT_STATUS_FD);
+        run_command(&o, ep[1]);
+    }
+    close(ep[1]);
+    int32_t rec[2];
+    ssize_t n;
+    do {
+        n = read(ep[0], rec, sizeof(rec));
+    } while (n < 0 && errno == EINTR);
+    close(ep[0]);
+    if (n == (ssize_t)sizeof(rec)) {
+        waitpid(child, NULL, 0);
+        fail((jobinit_stage)rec[0], rec[1]);
+    }
+    send_msg((jobinit_msg){.kind = JOBINIT_MSG_STARTED});
+
+    for (;;) {
+        siginfo_t si;
+        int sig = sigwaitinfo(&waitset, &si);
+        if (sig == SIGTERM || sig == SIGINT) {
+            kill(-child, sig);
+            continue;
+        }
+        if (sig != SIGCHLD)
+            continue;
+        /* Reap every child: the command, and orphans reparented to us. */
+        for (;;) {
+            int ws;
+            pid_t p = waitpid(-1, &ws, WNOHANG);
+            if (p <= 0)
+                break;
+            if (p == child) {
+                send_msg((jobinit_msg){.kind = JOBINIT_MSG_EXITED, .wstatus = ws});
+                /* As PID 1 leaves, the kernel kills what remains in the namespace. */
+                _exit(WIFEXITED(ws) ? WEXITSTATUS(ws) : 128 + WTERMSIG(ws));
+            }
+        }
+    }
 }

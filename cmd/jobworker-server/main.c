@@ -10,6 +10,12 @@
 #include "util/cleanup.h"
 #include "util/log.h"
 #include "util/parse.h"
+#include "util/rmtree.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <sys/stat.h>
 
 #include <errno.h>
 #include <getopt.h>
@@ -20,11 +26,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct options {
     const char *listen;
-    const char *cert, *key, *ca;
+    const char *cert, *key, *ca, *crl;
     const char *data_dir;
     bool no_cgroups;
     const char *cgroup_root, *cgroup_parent;
@@ -35,6 +42,9 @@ typedef struct options {
     const char *job_init;
     int64_t max_jobs, max_streams, max_streams_per_job, max_output, workers;
     const char *audit_log;
+    const char *job_user;
+    bool allow_root_jobs;
+    const char *default_network;
 } options;
 
 static void usage(FILE *f)
@@ -48,6 +58,9 @@ static void usage(FILE *f)
             "  --cert FILE              server certificate (default certs/server.crt)\n"
             "  --key FILE               server private key (default certs/server.key)\n"
             "  --ca FILE                CA that signs client certificates (default certs/ca.crt)\n"
+            "  --crl FILE|DIR           refuse client certificates revoked by these PEM CRLs\n"
+            "                           (a file, or a directory of files; default: no check)\n"
+            "                           SIGHUP re-reads --cert, --key, --ca and --crl\n"
             "  --data-dir DIR           job output files (default /var/lib/jobworker)\n"
             "  --no-cgroups             run jobs without resource limits on hosts without\n"
             "                           cgroup v2 controllers (limits_enforced=false)\n"
@@ -68,6 +81,10 @@ static void usage(FILE *f)
             "  --max-streams-per-job N  concurrent streams of one job (default 256)\n"
             "  --max-output SIZE        output kept per job (default 1G)\n"
             "  --audit-log FILE         append audit lines here (default: the log on stderr)\n"
+            "  --job-user USER          user jobs run as (default nobody)\n"
+            "  --allow-root-jobs        allow --job-user to be root (uid 0)\n"
+            "  --default-network MODE   host or none (own namespace with loopback only) for\n"
+            "                           requests that do not choose (default host)\n"
             "  --log-level LEVEL        error, warning, info or debug (default info)\n"
             "  -h, --help               this text\n");
 }
@@ -96,6 +113,7 @@ static int parse_options(int argc, char **argv, options *o)
         OPT_CERT,
         OPT_KEY,
         OPT_CA,
+        OPT_CRL,
         OPT_DATA_DIR,
         OPT_NO_CGROUPS,
         OPT_CGROUP_ROOT,
@@ -115,12 +133,16 @@ static int parse_options(int argc, char **argv, options *o)
         OPT_AUDIT,
         OPT_LOG_LEVEL,
         OPT_WORKERS,
+        OPT_JOB_USER,
+        OPT_ALLOW_ROOT,
+        OPT_DEF_NET,
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
         {"cert", required_argument, NULL, OPT_CERT},
         {"key", required_argument, NULL, OPT_KEY},
         {"ca", required_argument, NULL, OPT_CA},
+        {"crl", required_argument, NULL, OPT_CRL},
         {"data-dir", required_argument, NULL, OPT_DATA_DIR},
         {"no-cgroups", no_argument, NULL, OPT_NO_CGROUPS},
         {"cgroup-root", required_argument, NULL, OPT_CGROUP_ROOT},
@@ -140,6 +162,9 @@ static int parse_options(int argc, char **argv, options *o)
         {"audit-log", required_argument, NULL, OPT_AUDIT},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"workers", required_argument, NULL, OPT_WORKERS},
+        {"job-user", required_argument, NULL, OPT_JOB_USER},
+        {"allow-root-jobs", no_argument, NULL, OPT_ALLOW_ROOT},
+        {"default-network", required_argument, NULL, OPT_DEF_NET},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -151,6 +176,7 @@ static int parse_options(int argc, char **argv, options *o)
         case OPT_CERT: o->cert = optarg; break;
         case OPT_KEY: o->key = optarg; break;
         case OPT_CA: o->ca = optarg; break;
+        case OPT_CRL: o->crl = optarg; break;
         case OPT_DATA_DIR: o->data_dir = optarg; break;
         case OPT_NO_CGROUPS: o->no_cgroups = true; break;
         case OPT_CGROUP_ROOT: o->cgroup_root = optarg; break;
@@ -201,6 +227,16 @@ static int parse_options(int argc, char **argv, options *o)
             break;
         case OPT_MAX_OUTPUT: r = parse_size_flag("--max-output", optarg, &o->max_output); break;
         case OPT_AUDIT: o->audit_log = optarg; break;
+        case OPT_JOB_USER: o->job_user = optarg; break;
+        case OPT_ALLOW_ROOT: o->allow_root_jobs = true; break;
+        case OPT_DEF_NET:
+            if (strcmp(optarg, "host") != 0 && strcmp(optarg, "none") != 0) {
+                fprintf(stderr, "jobworker-server: --default-network '%s' is not host or none\n",
+                        optarg);
+                r = -EINVAL;
+            }
+            o->default_network = optarg;
+            break;
         case OPT_WORKERS: r = parse_int_flag("--workers", optarg, 1, 64, &o->workers); break;
         case OPT_LOG_LEVEL:
             if (strcmp(optarg, "error") == 0)
@@ -230,6 +266,69 @@ static int parse_options(int argc, char **argv, options *o)
     return r;
 }
 
+/* Whether uid:gid may traverse every directory from / down to path; on failure names the
+ * directory that stops it. */
+static bool user_can_reach(const char *path, uid_t uid, gid_t gid, char *ret_blocker, size_t size)
+{
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        struct stat st;
+        const char *dir = buf[0] ? buf : "/";
+        if (stat(dir, &st) == 0) {
+            mode_t need = st.st_uid == uid ? S_IXUSR : st.st_gid == gid ? S_IXGRP : S_IXOTH;
+            if (uid != 0 && !(st.st_mode & need)) {
+                snprintf(ret_blocker, size, "%s (mode %04o)", dir, st.st_mode & 07777);
+                return false;
+            }
+        }
+        *p = saved;
+        if (saved == '\0')
+            return true;
+    }
+}
+
+/* Working directories belong to jobs of this process only: leftovers of an earlier run go. */
+static void remove_stale_workdirs(const char *work_root)
+{
+    int dfd = open(work_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return;
+    }
+    for (struct dirent *de; (de = readdir(d));)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            rm_tree_at(dirfd(d), de->d_name);
+    closedir(d);
+}
+
+static void log_tls_summary(const char *what, const auth_tls_paths *p, const auth_tls_summary *s)
+{
+    char next[64] = "";
+    if (s->next_update > 0) {
+        time_t t = (time_t)s->next_update;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(next, sizeof(next), ", next CRL update due %Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    if (p->crl)
+        log_info("%s: generation %u, certificate '%s', %d client CA certificate(s) from '%s', "
+                 "%d CRL(s) from '%s' revoking %d certificate(s)%s",
+                 what, s->generation, p->cert, s->n_ca, p->ca, s->n_crl, p->crl, s->n_revoked,
+                 next);
+    else
+        log_info("%s: generation %u, certificate '%s', %d client CA certificate(s) from '%s', "
+                 "no CRL (--crl not given)",
+                 what, s->generation, p->cert, s->n_ca, p->ca);
+}
+
 static int default_job_init(char *buf, size_t size)
 {
     char self[PATH_MAX];
@@ -256,6 +355,8 @@ int main(int argc, char **argv)
         .max_streams_per_job = 256,
         .max_output = 1LL << 30,
         .workers = 4,
+        .job_user = "nobody",
+        .default_network = "host",
     };
     if (parse_options(argc, argv, &o) < 0)
         return 2;
@@ -281,6 +382,25 @@ int main(int argc, char **argv)
         log_error("job-init helper '%s' is not executable: %m (pass --job-init)", job_init);
         return 1;
     }
+
+    /* Jobs run as an unprivileged user; root needs an explicit opt-in. */
+    struct passwd *pw = getpwnam(o.job_user);
+    if (!pw) {
+        log_error("--job-user '%s' is not a user on this host", o.job_user);
+        return 2;
+    }
+    if (pw->pw_uid == 0 && !o.allow_root_jobs) {
+        log_error("--job-user '%s' is root: jobs would run with every privilege; pass "
+                  "--allow-root-jobs to accept that",
+                  o.job_user);
+        return 2;
+    }
+    long job_uid = (long)pw->pw_uid, job_gid = (long)pw->pw_gid;
+    char job_user_display[256];
+    snprintf(job_user_display, sizeof(job_user_display), "%s (%ld:%ld)", o.job_user, job_uid,
+             job_gid);
+    if (job_uid == 0)
+        log_warning("jobs run as root (--allow-root-jobs): they keep every capability");
 
     job_host host = {0};
     if (job_host_probe(&host) < 0) {
@@ -328,18 +448,16 @@ int main(int argc, char **argv)
                  host.io_controller ? "available" : "not available");
     }
 
-    _cleanup_free_ char *cert = NULL, *key = NULL, *ca = NULL;
-    if (auth_read_pem_file(o.cert, &cert, &err) < 0 || auth_read_pem_file(o.key, &key, &err) < 0 ||
-        auth_read_pem_file(o.ca, &ca, &err) < 0) {
+    /* The TLS files are checked here for an early, clear error; rpc_server_start() reads them
+     * again into the copy gRPC watches, and SIGHUP re-reads them. */
+    auth_tls_paths tls = {.cert = o.cert, .key = o.key, .ca = o.ca, .crl = o.crl};
+    if (auth_tls_check_files(&tls, NULL, &err) < 0) {
         log_error("%s (generate development certificates with scripts/gen-certs.sh)", err.msg);
         cgroup_manager_free(cgm);
         return 1;
     }
-    if (auth_check_key_pair(cert, key, &err) < 0) {
-        log_error("server certificate '%s' and key '%s': %s", o.cert, o.key, err.msg);
-        cgroup_manager_free(cgm);
-        return 1;
-    }
+    char tls_state_dir[PATH_MAX];
+    snprintf(tls_state_dir, sizeof(tls_state_dir), "%s/tls", o.data_dir);
 
     store *st = NULL;
     store_config sc = {
@@ -350,8 +468,34 @@ int main(int argc, char **argv)
         return 1;
     }
     supervisor *sv = NULL;
-    supervisor_config svc = {
-        .job_init_path = job_init, .cgroups = cgm, .stop_grace_ms = o.stop_grace_ms};
+    /* <data-dir> and <data-dir>/work are traversable (0711) so that a job user reaches its own
+     * working directory, but can list nothing; output/ stays 0700. */
+    char work_root[PATH_MAX];
+    snprintf(work_root, sizeof(work_root), "%s/work", o.data_dir);
+    if (chmod(o.data_dir, 0711) < 0 || (mkdir(work_root, 0711) < 0 && errno != EEXIST) ||
+        chmod(work_root, 0711) < 0) {
+        log_error("prepare '%s': %m", work_root);
+        store_free(st);
+        cgroup_manager_free(cgm);
+        return 1;
+    }
+    char blocker[PATH_MAX + 32];
+    if (!user_can_reach(work_root, (uid_t)job_uid, (gid_t)job_gid, blocker, sizeof(blocker))) {
+        log_error("jobs run as '%s' but cannot reach their working directories under '%s': "
+                  "'%s' is not traversable by that user; choose a --data-dir whose parent "
+                  "directories are (e.g. chmod o+x)",
+                  o.job_user, work_root, blocker);
+        store_free(st);
+        cgroup_manager_free(cgm);
+        return 1;
+    }
+    remove_stale_workdirs(work_root);
+    supervisor_config svc = {.job_init_path = job_init,
+                             .cgroups = cgm,
+                             .stop_grace_ms = o.stop_grace_ms,
+                             .job_uid = job_uid,
+                             .job_gid = job_gid,
+                             .work_root = work_root};
     if (supervisor_new(&svc, st, &sv, &err) < 0) {
         log_error("%s", err.msg);
         store_free(st);
@@ -380,9 +524,8 @@ int main(int argc, char **argv)
     rpc_server *srv = NULL;
     rpc_server_config rc = {
         .listen_addr = o.listen,
-        .cert_pem = cert,
-        .key_pem = key,
-        .ca_pem = ca,
+        .tls = tls,
+        .tls_state_dir = tls_state_dir,
         .st = st,
         .sv = sv,
         .host = host,
@@ -391,6 +534,9 @@ int main(int argc, char **argv)
         .max_streams = (int)o.max_streams,
         .max_streams_per_job = (int)o.max_streams_per_job,
         .audit = audit,
+        .default_network =
+            strcmp(o.default_network, "none") == 0 ? JOB_NETWORK_NONE : JOB_NETWORK_HOST,
+        .job_user_display = job_user_display,
     };
     if (rpc_server_start(&rc, &srv, &err) < 0) {
         log_error("%s", err.msg);
@@ -403,11 +549,22 @@ int main(int argc, char **argv)
     }
     log_info("jobworker-server listening on %s (port %d, TLS 1.3, mutual authentication)", o.listen,
              rpc_server_port(srv));
+    auth_tls_summary ts;
+    rpc_server_tls_summary(srv, &ts);
+    log_tls_summary("TLS configuration", &tls, &ts);
 
     for (;;) {
         int sig = sigwaitinfo(&sigs, NULL);
         if (sig == SIGHUP) {
-            log_info("SIGHUP: nothing to reload yet, ignoring");
+            /* Jobs, calls and streams are untouched; only new handshakes see the change. */
+            if (rpc_server_reload_tls(srv, &ts, &err) < 0)
+                log_error("SIGHUP: TLS reload failed, the previous configuration stays in force: "
+                          "%s",
+                          err.msg);
+            else
+                log_tls_summary("SIGHUP: reloaded the TLS configuration, new connections use it "
+                                "within 1 s",
+                                &tls, &ts);
             continue;
         }
         if (sig > 0) {

@@ -82,4 +82,87 @@ int auth_read_pem_file(const char *path, char **ret, jw_error *err);
  * refused (nothing may prompt for a passphrase). -EINVAL with INVALID_ARGUMENT on any problem. */
 int auth_check_key_pair(const char *cert_pem, const char *key_pem, jw_error *err);
 
+/* ---- The server's TLS material (tlsconf.c) ----
+ *
+ * The server's certificate and key, the CA bundle that client certificates must chain to, and
+ * an optional set of CRLs, read from files, checked, and staged for gRPC. gRPC 1.51 can enforce
+ * CRLs only through its TLS credentials API, which reads CRLs from an OpenSSL hashed directory
+ * (<issuer-hash>.r<n>) and takes certificates from a "certificate provider"; the only provider
+ * in its C API that ever changes its data is a file watcher that polls files. So the material is
+ * staged as a private directory that only this code writes, after every check passed:
+ *
+ *   DIR/current -> gN        switched atomically (rename of a symlink) to a new generation
+ *   DIR/gN/identity.pem      the key and then the certificate chain, in ONE file: the watcher
+ *                            reads key and chain separately, and one file means it can never pair
+ *                            a key with a certificate of another generation
+ *   DIR/gN/ca.pem            "# ... generation N" and the CA bundle. The line makes the file
+ *                            differ between generations, so gRPC rebuilds its SSL_CTX (and with
+ *                            it the X509_STORE that caches CRLs) even when only a CRL changed
+ *   DIR/gN/crl/HASH.rK       one CRL per file (only with a CRL configured)
+ *
+ * What gRPC sees is therefore always a complete, checked generation; a reload that fails any
+ * check writes nothing and the previous generation stays in use. */
+
+typedef struct auth_tls_paths {
+    const char *cert; /* server certificate chain (PEM), leaf first */
+    const char *key;  /* its unencrypted private key (PEM) */
+    const char *ca;   /* CA certificates that client certificates must chain to (PEM) */
+    const char *crl;  /* NULL (no revocation check), a PEM file of one or more CRLs, or a
+                       * directory: each regular file in it (names starting with '.' aside)
+                       * must hold CRLs or, as in an OpenSSL CA directory, certificates, which
+                       * are skipped; anything else (an empty, truncated or foreign file) is an
+                       * error rather than "nothing revoked" */
+} auth_tls_paths;
+
+typedef struct auth_tls_summary {
+    unsigned generation;   /* of the staged copy; 0 from auth_tls_check_files() */
+    int n_ca;              /* certificates in the CA bundle */
+    int n_crl;             /* distinct CRLs */
+    int n_revoked;         /* entries over all CRLs */
+    long long next_update; /* earliest nextUpdate of the CRLs (Unix seconds); 0 = none */
+} auth_tls_summary;
+
+/* Reads and checks the files without staging anything (for a clear error before start-up goes
+ * further). Checks: each file exists, is at most AUTH_PEM_MAX bytes and parses; the key is
+ * unencrypted and belongs to the certificate; the CA bundle holds at least one certificate; each
+ * CRL is issued by a certificate of the CA bundle (same subject) and its signature verifies with
+ * that certificate's key, its lastUpdate is not in the future and its nextUpdate, if any, is not
+ * in the past: OpenSSL refuses every client certificate of a CA whose CRL has expired, so such a
+ * CRL is refused here instead. A CRL file must hold at least one CRL; a CRL directory may hold
+ * none. Identical CRLs (a file and its c_rehash link) count once; at most 4096 CRLs. Errors name
+ * the file: INVALID_ARGUMENT, with the errno of a failed open/read or -EINVAL. `ret` (may be
+ * NULL) is written only on success. */
+int auth_tls_check_files(const auth_tls_paths *paths, auth_tls_summary *ret, jw_error *err);
+
+typedef struct auth_tls_stage auth_tls_stage;
+
+/* Checks the files as auth_tls_check_files() does and stages generation 1 under `dir`, which is
+ * created with mode 0700 (an existing one must belong to this user; entries that a crashed run
+ * left, "current" and "g<N>", are removed, anything else is left alone). The paths are copied.
+ * The staged files hold a copy of the private key, readable by this user only. */
+int auth_tls_stage_new(const char *dir, const auth_tls_paths *paths, auth_tls_stage **ret,
+                       jw_error *err);
+/* Re-reads the same paths, checks them and, only if every check passes, stages the next
+ * generation and switches "current" to it; then removes generations older than the previous
+ * one (a reader may still be inside that). On failure nothing changes. Not thread-safe: call
+ * from one thread. `ret` (may be NULL) is written only on success. */
+int auth_tls_stage_reload(auth_tls_stage *s, auth_tls_summary *ret, jw_error *err);
+/* Absolute paths through DIR/current, stable for the life of the stage: what gRPC watches. */
+const char *auth_tls_stage_identity_file(const auth_tls_stage *s);
+const char *auth_tls_stage_ca_file(const auth_tls_stage *s);
+const char *auth_tls_stage_crl_dir(const auth_tls_stage *s); /* NULL without a CRL path */
+/* What the current generation holds. */
+void auth_tls_stage_summary(const auth_tls_stage *s, auth_tls_summary *ret);
+/* Removes every staged file and the directory (if empty). Accepts NULL. Call only once nothing
+ * reads the files any more (after the gRPC server and its credentials are gone). */
+void auth_tls_stage_free(auth_tls_stage *s);
+
+/* Checks that a client certificate (PEM; the first certificate is the leaf), already verified
+ * by the TLS layer, may authenticate a TLS client: it must carry an extendedKeyUsage extension
+ * that lists clientAuth. OpenSSL's purpose check during the handshake refuses a certificate
+ * whose extendedKeyUsage lacks clientAuth, but accepts one without the extension at all (RFC
+ * 5280: unrestricted); this closes that gap. -EACCES (UNAUTHENTICATED) with the reason, -EINVAL
+ * when the PEM does not parse. Thread-safe. */
+int auth_check_client_usage(const char *pem, size_t len, jw_error *err);
+
 #endif

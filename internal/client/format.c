@@ -36,6 +36,11 @@ const char *jw_fmt_reason_name(int reason)
     return enum_short_name(&jobworker__v1__exit_reason__descriptor, reason, "EXIT_REASON_");
 }
 
+const char *jw_fmt_network_name(int network)
+{
+    return enum_short_name(&jobworker__v1__network_mode__descriptor, network, "NETWORK_MODE_");
+}
+
 /* Length (1-4) of the well-formed UTF-8 sequence at s, or 0 when s[0] does not start one:
  * overlong forms, surrogates and values above U+10FFFF are ill-formed (RFC 3629). */
 static size_t utf8_seq(const unsigned char *s, size_t len, uint32_t *ret_cp)
@@ -161,6 +166,10 @@ int jw_fmt_job_json(FILE *out, const Jobworker__V1__Job *job)
             ",\"output_dropped_bytes\":%" PRId64,
             job->start_time_unix_ns, job->end_time_unix_ns, job->timeout_seconds,
             job->limits_enforced ? "true" : "false", job->output_bytes, job->output_dropped_bytes);
+    putc(',', out);
+    json_enum(out, "network", jw_fmt_network_name(job->network), job->network);
+    putc(',', out);
+    json_str(out, "user", job->user);
     fprintf(out,
             ",\"limits\":{\"cpu_percent\":%" PRId32 ",\"memory_bytes\":%" PRId64
             ",\"io_bps\":%" PRId64 ",\"memory_high_bytes\":%" PRId64 ",\"pids_max\":%" PRId32 "}",
@@ -423,6 +432,17 @@ int jw_fmt_job_human(FILE *out, const Jobworker__V1__Job *job, int64_t now_ns)
         jw_fmt_sanitized(out, job->owner);
     else
         putc('-', out);
+    putc('\n', out);
+
+    KEY(out, "runs as");
+    if (job->user && *job->user)
+        jw_fmt_sanitized(out, job->user);
+    else
+        putc('-', out);
+    putc('\n', out);
+
+    KEY(out, "network");
+    put_enum(out, jw_fmt_network_name(job->network), job->network);
     putc('\n', out);
 
     KEY(out, "started");

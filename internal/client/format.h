@@ -29,6 +29,8 @@
 /* "RUNNING", "OOM_KILLED", ...; for a value outside the enum, NULL. */
 const char *jw_fmt_status_name(int status);
 const char *jw_fmt_reason_name(int reason);
+/* "HOST", "NONE", "UNSPECIFIED" (NETWORK_MODE_ stripped). */
+const char *jw_fmt_network_name(int network);
 
 /* JSON. */
 int jw_fmt_json_string(FILE *out, const char *s, size_t len);

@@ -95,6 +95,10 @@ int job_request_validate(const job_request *req, const job_host *host, jw_error 
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
                             "timeout_seconds %" PRId64 " is out of range 0..%d",
                             req->timeout_seconds, JOB_TIMEOUT_MAX_SECONDS);
+    if (req->network < JOB_NETWORK_DEFAULT || req->network > JOB_NETWORK_NONE)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "network %d is not a known mode (0 default, 1 host, 2 none)",
+                            req->network);
     r = limits_validate(&req->limits, host, err);
     if (r < 0)
         return r;

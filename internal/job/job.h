@@ -44,6 +44,12 @@ typedef enum {
     JOB_REASON_SERVER_SHUTDOWN = 7,
 } job_reason;
 
+typedef enum {
+    JOB_NETWORK_DEFAULT = 0, /* the server's default */
+    JOB_NETWORK_HOST = 1,
+    JOB_NETWORK_NONE = 2, /* a network namespace with only loopback */
+} job_network;
+
 /* Resource limits; 0 means "server default" in a request and "unlimited" once resolved. */
 typedef struct job_limits {
     int32_t cpu_percent;  /* 100 = one core */
@@ -77,6 +83,7 @@ typedef struct job_request {
     size_t nargs;
     job_limits limits;
     int64_t timeout_seconds;
+    int network; /* job_network; any other value is rejected */
 } job_request;
 
 /* Checks every rule of a request and fills err (INVALID_ARGUMENT or FAILED_PRECONDITION) with a

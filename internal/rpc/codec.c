@@ -134,6 +134,8 @@ void codec_job_from_info(const store_job_info *info, Jobworker__V1__Job *job,
     job->usage = usage;
     job->output_bytes = info->output_bytes;
     job->output_dropped_bytes = info->output_dropped;
+    job->network = (Jobworker__V1__NetworkMode)info->network;
+    job->user = (char *)info->user;
     job->limits_enforced = info->limits_enforced;
     job->timeout_seconds = info->timeout_seconds;
 }

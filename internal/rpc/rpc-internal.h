@@ -34,6 +34,7 @@ struct rpc_server {
     int n_streams;          /* live stream threads */
     rpc_stream *streams;    /* list of live streams, for shutdown */
     int tag_shutdown;
+    auth_tls_stage *tls; /* the staged TLS files gRPC's credentials watch (creds.c) */
 };
 
 /* A call as it arrived, handed from the worker to its handler. */
@@ -56,6 +57,13 @@ int rpc_authorize(const rpc_incoming *in, auth_method method, jw_error *err);
 /* Answers a call on the shared queue: initial metadata, the message when code is OK, status. */
 void rpc_unary_finish(rpc_server *srv, grpc_call *call, jw_code code, const char *msg,
                       const ProtobufCMessage *resp);
+
+/* Stages the TLS files of srv->cfg and creates gRPC TLS server credentials that watch the
+ * stage, with CRL checking when a CRL path is configured (creds.c). On success srv->tls is set
+ * and *ret is the caller's to release. */
+int rpc_creds_new(rpc_server *srv, grpc_server_credentials **ret, jw_error *err);
+/* Removes the stage; only after the server and its credentials are destroyed. Idempotent. */
+void rpc_creds_free(rpc_server *srv);
 
 /* Takes over an incoming GetJobsStream call: starts its thread (or answers an error). */
 void rpc_stream_start(rpc_server *srv, rpc_incoming *in);

@@ -165,6 +165,7 @@ static int handle_create(rpc_server *srv, rpc_incoming *in, char *job_id, jw_err
         .args = (const char *const *)req->args,
         .nargs = req->n_args,
         .timeout_seconds = req->timeout_seconds,
+        .network = (int)req->network,
     };
     if (req->limits) {
         jr.limits.cpu_percent = req->limits->cpu_percent;
@@ -182,8 +183,19 @@ static int handle_create(rpc_server *srv, rpc_incoming *in, char *job_id, jw_err
         job_limits_resolve(&eff, &srv->cfg.defaults);
     }
     store_job *job = NULL;
-    r = store_job_new(srv->cfg.st, jr.command, jr.args, jr.nargs, &eff, srv->cfg.host.cgroups,
-                      (int32_t)jr.timeout_seconds, in->id.cn, &job, err);
+    store_job_spec spec = {
+        .command = jr.command,
+        .args = jr.args,
+        .nargs = jr.nargs,
+        .limits = eff,
+        .limits_enforced = srv->cfg.host.cgroups,
+        .timeout_seconds = (int32_t)jr.timeout_seconds,
+        .owner = in->id.cn,
+        .network =
+            jr.network != JOB_NETWORK_DEFAULT ? (job_network)jr.network : srv->cfg.default_network,
+        .user = srv->cfg.job_user_display,
+    };
+    r = store_job_new(srv->cfg.st, &spec, &job, err);
     if (r < 0)
         goto out;
     snprintf(job_id, UUID_STR_LEN, "%s", store_job_id(job));
@@ -511,15 +523,10 @@ int rpc_server_start(const rpc_server_config *cfg, rpc_server **ret, jw_error *e
         srv->methods[m] = grpc_server_register_method(srv->server, method_paths[m], NULL,
                                                       GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER, 0);
 
-    grpc_ssl_pem_key_cert_pair pair = {.private_key = cfg->key_pem, .cert_chain = cfg->cert_pem};
-    grpc_server_credentials *creds = grpc_ssl_server_credentials_create_ex(
-        cfg->ca_pem, &pair, 1, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
-    if (!creds) {
-        r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
-                         "could not create TLS server credentials from the certificate, key "
-                         "and CA given");
+    grpc_server_credentials *creds = NULL;
+    r = rpc_creds_new(srv, &creds, err);
+    if (r < 0)
         goto fail;
-    }
     srv->port = grpc_server_add_http2_port(srv->server, cfg->listen_addr, creds);
     grpc_server_credentials_release(creds);
     if (srv->port == 0) {
@@ -571,6 +578,7 @@ fail:
     if (srv->cq)
         drain_destroy_cq(srv->cq);
     grpc_shutdown();
+    rpc_creds_free(srv);
     free(srv->slots);
     free(srv->workers);
     pthread_mutex_destroy(&srv->lock);
@@ -628,6 +636,7 @@ void rpc_server_free(rpc_server *srv)
             drain_destroy_cq(srv->slots[i].bound_cq);
     log_debug("rpc: queues drained; grpc_shutdown");
     grpc_shutdown();
+    rpc_creds_free(srv);
     free(srv->slots);
     free(srv->workers);
     pthread_mutex_destroy(&srv->lock);

@@ -8,6 +8,7 @@
 #ifndef JW_RPC_SERVER_H
 #define JW_RPC_SERVER_H
 
+#include "auth/auth.h"
 #include "job/job.h"
 #include "spawn/supervisor.h"
 #include "store/store.h"
@@ -18,22 +19,34 @@
 typedef struct rpc_server rpc_server;
 
 typedef struct rpc_server_config {
-    const char *listen_addr; /* "0.0.0.0:50051" */
-    const char *cert_pem, *key_pem, *ca_pem;
+    const char *listen_addr;   /* "0.0.0.0:50051" */
+    auth_tls_paths tls;        /* server certificate, key, client CA and optional CRL files */
+    const char *tls_state_dir; /* private directory for the checked copy of those files that
+                                * gRPC reads (created 0700, removed by rpc_server_free) */
     store *st;
     supervisor *sv;
     job_host host;
-    job_limits defaults;     /* effective limits for fields a request leaves at 0 */
-    int workers;             /* threads on the shared queue; 0 = 4 */
-    int max_streams;         /* concurrent GetJobsStream calls; 0 = 1024 */
-    int max_streams_per_job; /* 0 = 256 */
-    size_t chunk_size;       /* output bytes per DataChunk; 0 = 128 KiB */
-    FILE *audit;             /* audit lines; NULL = stderr through the log */
+    job_limits defaults;          /* effective limits for fields a request leaves at 0 */
+    int workers;                  /* threads on the shared queue; 0 = 4 */
+    int max_streams;              /* concurrent GetJobsStream calls; 0 = 1024 */
+    int max_streams_per_job;      /* 0 = 256 */
+    size_t chunk_size;            /* output bytes per DataChunk; 0 = 128 KiB */
+    FILE *audit;                  /* audit lines; NULL = stderr through the log */
+    job_network default_network;  /* HOST or NONE, for requests that leave it unspecified */
+    const char *job_user_display; /* "nobody (65534:65534)", reported in Job.user */
 } rpc_server_config;
 
 /* Creates the server, binds the port (a busy port fails with "address already in use") and
  * starts serving. Calls grpc_init(); auth_tls13_only_init() must have run before. */
 int rpc_server_start(const rpc_server_config *cfg, rpc_server **ret, jw_error *err);
+/* Re-reads the TLS files named in the config (certificate, key, CA, CRL) and, only if all of them
+ * pass auth's checks, makes them the configuration that new handshakes use: gRPC picks the new
+ * generation up within about one second. Open connections, calls and streams are not touched.
+ * On failure the previous configuration stays in force and err says which file is wrong. Call
+ * from one thread at a time (main's SIGHUP). `ret` (may be NULL) gets what is now in force. */
+int rpc_server_reload_tls(rpc_server *srv, auth_tls_summary *ret, jw_error *err);
+/* What the TLS configuration in force holds. */
+void rpc_server_tls_summary(rpc_server *srv, auth_tls_summary *ret);
 /* The bound port (useful with port 0). */
 int rpc_server_port(const rpc_server *srv);
 /* Step 1 of shutdown: refuse new calls, and end every stream with UNAVAILABLE. Jobs keep running

@@ -4,18 +4,21 @@
 #include "util/cleanup.h"
 #include "util/fileio.h"
 #include "util/misc.h"
+#include "util/rmtree.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -28,8 +31,7 @@
 #define PIPE_SIZE        (1024 * 1024)
 #define START_TIMEOUT_MS 10000
 #define EMPTY_TIMEOUT_MS 5000
-
-extern char **environ;
+#define CHILD_STACK      (64 * 1024)
 
 enum { WATCH_WAKE, WATCH_OUT, WATCH_PID };
 
@@ -46,6 +48,8 @@ struct sv_entry {
     pid_t pid;
     int pidfd;
     int out_fd;
+    int st_fd;        /* job-init's status pipe: the EXITED record arrives here */
+    bool has_workdir; /* <work_root>/<id> exists and must be removed at the end */
     bool started;
     job_reason stop_reason; /* UNSPECIFIED = no stop asked */
     bool term_sent;
@@ -78,10 +82,7 @@ static void sv_wake(supervisor *sv)
     (void)n; /* EAGAIN means a wake is already pending */
 }
 
-static int pidfd_open_(pid_t pid)
-{
-    return (int)syscall(SYS_pidfd_open, pid, 0);
-}
+static void remove_workdir(supervisor *sv, const char *id);
 
 static void entry_free(sv_entry *e)
 {
@@ -91,6 +92,8 @@ static void entry_free(sv_entry *e)
         close(e->pidfd);
     if (e->out_fd >= 0)
         close(e->out_fd);
+    if (e->st_fd >= 0)
+        close(e->st_fd);
     store_job_unref(e->job);
     free(e);
 }
@@ -127,12 +130,19 @@ static int drain_output(supervisor *sv, sv_entry *e, bool once)
     }
 }
 
+static int pidfd_signal(int pidfd, int sig)
+{
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+}
+
+/* SIGKILL to job-init ends its PID namespace, so every process of the job dies with it;
+ * cgroup.kill is the same for the cgroup. The pidfd makes this safe against pid reuse. */
 static void hard_kill(supervisor *sv, sv_entry *e)
 {
     e->killed = true;
     if (e->cg)
         cgroup_job_kill(e->cg);
-    kill(-e->pid, SIGKILL);
+    pidfd_signal(e->pidfd, SIGKILL);
 }
 
 /* The job's first process exited: kill what is left of it, collect its output to the end, read
@@ -161,9 +171,15 @@ static void finalize(supervisor *sv, sv_entry *e)
         cgroup_job_destroy(e->cg);
         e->cg = NULL;
     } else {
-        kill(-e->pid, SIGKILL);
-        drain_output(sv, e, false);
+        /* job-init is gone, and with it its PID namespace: nothing of the job is left. */
+        while (drain_output(sv, e, false) == 0) {
+            struct pollfd p = {.fd = e->out_fd, .events = POLLIN};
+            if (poll(&p, 1, 100) <= 0)
+                break;
+        }
     }
+    if (e->has_workdir)
+        remove_workdir(sv, store_job_id(e->job));
     epoll_ctl(sv->epfd, EPOLL_CTL_DEL, e->out_fd, NULL);
 
     job_usage usage = {.cpu_usec = cu.cpu_usec,
@@ -173,7 +189,19 @@ static void finalize(supervisor *sv, sv_entry *e)
     int exit_code = 0, sig = 0;
     job_reason reason;
     char error[256] = "";
-    if (si.si_code == CLD_EXITED) {
+    /* The command's own wait status, from job-init; without one (job-init was killed), job-init's
+     * status stands for the job. */
+    jobinit_msg m;
+    ssize_t n = read(e->st_fd, &m, sizeof(m));
+    if (n == (ssize_t)sizeof(m) && m.kind == JOBINIT_MSG_EXITED) {
+        if (WIFEXITED(m.wstatus)) {
+            exit_code = WEXITSTATUS(m.wstatus);
+            reason = JOB_REASON_EXITED;
+        } else {
+            sig = WTERMSIG(m.wstatus);
+            reason = JOB_REASON_SIGNALED;
+        }
+    } else if (si.si_code == CLD_EXITED) {
         exit_code = si.si_status;
         reason = JOB_REASON_EXITED;
     } else {
@@ -221,7 +249,7 @@ static int run_deadlines(supervisor *sv)
             e->stop_reason = JOB_REASON_TIMED_OUT;
         if (e->stop_reason != JOB_REASON_UNSPECIFIED && !e->term_sent) {
             e->term_sent = true;
-            kill(-e->pid, SIGTERM);
+            pidfd_signal(e->pidfd, SIGTERM); /* job-init forwards it to the command */
             e->kill_at_ns = now + sv->cfg.stop_grace_ms * 1000000;
         }
         if (e->kill_at_ns && !e->killed && now >= e->kill_at_ns)
@@ -343,41 +371,62 @@ size_t supervisor_n_active(supervisor *sv)
     return n;
 }
 
-static char **build_env(const supervisor *sv, const char *id)
+/* The job's whole environment: nothing of the server's leaks into jobs. */
+static char **build_env(const char *id, const char *home)
 {
-    static const char *const defaults[] = {
-        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        "HOME=/",
-        "LANG=C.UTF-8",
-        NULL,
-    };
-    const char *const *base = sv->cfg.env ? sv->cfg.env : defaults;
-    size_t n = 0;
-    while (base[n])
-        n++;
-    char **env = calloc(n + 2, sizeof(char *));
+    char **env = calloc(5, sizeof(char *));
     if (!env)
         return NULL;
-    for (size_t i = 0; i < n; i++)
-        env[i] = (char *)base[i];
-    if (asprintf(&env[n], "JOBWORKER_JOB_ID=%s", id) < 0) {
-        free(env);
-        return NULL;
+    env[0] = strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    env[1] = strdup("LANG=C.UTF-8");
+    if (asprintf(&env[2], "HOME=%s", home) < 0)
+        env[2] = NULL;
+    if (asprintf(&env[3], "JOBWORKER_JOB_ID=%s", id) < 0)
+        env[3] = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (!env[i]) {
+            for (int k = 0; k < 4; k++)
+                free(env[k]);
+            free(env);
+            return NULL;
+        }
     }
     return env;
 }
 
-/* The last entry of build_env's array is the only one it allocated. */
 static void free_env(char **env)
 {
     if (!env)
         return;
-    size_t n = 0;
-    while (env[n])
-        n++;
-    if (n)
-        free(env[n - 1]);
+    for (size_t i = 0; env[i]; i++)
+        free(env[i]);
     free(env);
+}
+
+/* <work_root>/<id>, owned by the job's user, 0700. */
+static int create_workdir(supervisor *sv, const char *id, char *path, size_t size, jw_error *err)
+{
+    snprintf(path, size, "%s/%s", sv->cfg.work_root, id);
+    if (mkdir(path, 0700) < 0)
+        return jw_error_set(err, JW_INTERNAL, -errno, "create working directory '%s': %s", path,
+                            strerror(errno));
+    if (sv->cfg.job_uid >= 0 && chown(path, (uid_t)sv->cfg.job_uid, (gid_t)sv->cfg.job_gid) < 0) {
+        int r = -errno;
+        rmdir(path);
+        return jw_error_set(err, JW_INTERNAL, r, "chown working directory '%s': %s", path,
+                            strerror(-r));
+    }
+    return 0;
+}
+
+/* The job user owns what is inside: remove it without following any of its symlinks. */
+static void remove_workdir(supervisor *sv, const char *id)
+{
+    int dfd = open(sv->cfg.work_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    rm_tree_at(dfd, id);
+    close(dfd);
 }
 
 static const char *stage_text(int32_t stage)
@@ -386,17 +435,49 @@ static const char *stage_text(int32_t stage)
     case JOBINIT_STAGE_ARGS: return "job-init arguments";
     case JOBINIT_STAGE_CGROUP: return "join the job's cgroup";
     case JOBINIT_STAGE_SETUP: return "set up the job's process";
+    case JOBINIT_STAGE_NAMESPACE: return "set up the job's namespaces";
+    case JOBINIT_STAGE_CREDENTIALS: return "take the job's credentials";
+    case JOBINIT_STAGE_FORK: return "fork the command";
     default: return "start job";
     }
 }
 
-/* posix_spawn()s job-init with fds 0/1/2/3 in place and waits for its verdict on the status
- * pipe. On success returns 0 with the pid, its pidfd and the output pipe's read end. When the
- * job itself could not start (exec failed...) returns 0 with *ret_pid 0 and the reason in
- * start_error. */
-static int spawn_job_init(supervisor *sv, store_job *job, cgroup_job *cg, pid_t *ret_pid,
-                          int *ret_pidfd, int *ret_out, char *start_error, size_t errsize,
-                          jw_error *err)
+/* What the clone()d child needs; it shares our memory until it execs (CLONE_VM|CLONE_VFORK). */
+typedef struct child_args {
+    int null_fd, out_w, st_w; /* all >= 10, so dup2 onto 0..3 cannot clobber a source */
+    const char *path;
+    char *const *argv;
+    char *const *envp;
+} child_args;
+
+/* Runs in the child on its own stack, sharing the parent's memory while the parent is suspended:
+ * only system calls, no allocation, no locks. Signals stay blocked through execve; job-init
+ * sets its own mask. */
+static int child_main(void *arg)
+{
+    const child_args *a = arg;
+    if (dup2(a->null_fd, 0) < 0 || dup2(a->out_w, 1) < 0 || dup2(a->out_w, 2) < 0 ||
+        dup2(a->st_w, JOBINIT_STATUS_FD) < 0)
+        _exit(JOBINIT_EXIT_FAILED);
+    execve(a->path, a->argv, a->envp);
+    jobinit_msg m = {.kind = JOBINIT_MSG_FAILED, .stage = 0, .err = errno};
+    ssize_t n = write(JOBINIT_STATUS_FD, &m, sizeof(m));
+    (void)n;
+    _exit(JOBINIT_EXIT_FAILED);
+}
+
+static int dup_high(int fd)
+{
+    return fcntl(fd, F_DUPFD_CLOEXEC, 10);
+}
+
+/* Starts job-init in the job's new namespaces and waits for its verdict on the status pipe. On
+ * success returns 0 with the pid, its pidfd, the output pipe's read end and the status pipe's
+ * read end. When the job itself could not start (exec failed...) returns 0 with *ret_pid 0 and
+ * the reason in start_error. */
+static int spawn_job_init(supervisor *sv, store_job *job, cgroup_job *cg, const char *workdir,
+                          pid_t *ret_pid, int *ret_pidfd, int *ret_out, int *ret_st,
+                          char *start_error, size_t errsize, jw_error *err)
 {
     store_job_info info;
     store_job_snapshot(job, &info);
@@ -410,17 +491,26 @@ static int spawn_job_init(supervisor *sv, store_job *job, cgroup_job *cg, pid_t 
         }
         return jw_error_set(err, JW_RESOURCE_EXHAUSTED, r, "create pipes: %s", strerror(-r));
     }
-    _cleanup_close_ int out_r = outp[0], out_w = outp[1], st_r = stp[0], st_w = stp[1];
+    _cleanup_close_ int out_r = outp[0], out_w0 = outp[1], st_r = stp[0], st_w0 = stp[1];
     (void)fcntl(out_r, F_SETPIPE_SZ, PIPE_SIZE); /* a larger pipe only helps throughput */
+    _cleanup_close_ int null0 = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    _cleanup_close_ int null_fd = null0 >= 0 ? dup_high(null0) : -1;
+    _cleanup_close_ int out_w = dup_high(out_w0);
+    _cleanup_close_ int st_w = dup_high(st_w0);
+    if (null_fd < 0 || out_w < 0 || st_w < 0)
+        return jw_error_set(err, JW_RESOURCE_EXHAUSTED, -EMFILE, "duplicate job fds: %s",
+                            strerror(errno));
 
+    char hostname[32], uid[24], gid[24], rel[4096] = "";
+    snprintf(hostname, sizeof(hostname), "job-%.8s", info.id);
     size_t argc = 0;
-    const char **argv = calloc(info.nargs + 10, sizeof(char *));
-    char **env = build_env(sv, info.id);
-    char rel[4096] = "";
-    if (!argv || !env) {
+    const char **argv = calloc(info.nargs + 24, sizeof(char *));
+    char **env = build_env(info.id, workdir ? workdir : "/");
+    void *stack = malloc(CHILD_STACK);
+    if (!argv || !env || !stack) {
         free(argv);
         free_env(env);
-        env = NULL;
+        free(stack);
         return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
     }
     argv[argc++] = sv->cfg.job_init_path;
@@ -431,76 +521,90 @@ static int spawn_job_init(supervisor *sv, store_job *job, cgroup_job *cg, pid_t 
         argv[argc++] = "--cgroup-rel";
         argv[argc++] = rel;
     }
+    if (sv->cfg.job_uid >= 0) {
+        snprintf(uid, sizeof(uid), "%ld", sv->cfg.job_uid);
+        snprintf(gid, sizeof(gid), "%ld", sv->cfg.job_gid);
+        argv[argc++] = "--uid";
+        argv[argc++] = uid;
+        argv[argc++] = "--gid";
+        argv[argc++] = gid;
+    }
+    if (workdir) {
+        argv[argc++] = "--workdir";
+        argv[argc++] = workdir;
+    }
+    argv[argc++] = "--hostname";
+    argv[argc++] = hostname;
+    if (info.network == JOB_NETWORK_NONE)
+        argv[argc++] = "--net-none";
     argv[argc++] = "--";
     argv[argc++] = info.command;
     for (size_t i = 0; i < info.nargs; i++)
         argv[argc++] = info.args[i];
     argv[argc] = NULL;
 
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&attr);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, out_w, 1);
-    posix_spawn_file_actions_adddup2(&fa, out_w, 2);
-    posix_spawn_file_actions_adddup2(&fa, st_w, JOBINIT_STATUS_FD);
-    sigset_t none, all;
-    sigemptyset(&none);
+    child_args ca = {.null_fd = null_fd,
+                     .out_w = out_w,
+                     .st_w = st_w,
+                     .path = sv->cfg.job_init_path,
+                     .argv = (char *const *)argv,
+                     .envp = env};
+    int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS |
+                CLONE_NEWIPC | SIGCHLD;
+    if (info.network == JOB_NETWORK_NONE)
+        flags |= CLONE_NEWNET;
+    /* No handler of ours may run in the child while it shares our memory. */
+    sigset_t all, old;
     sigfillset(&all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setflags(&attr,
-                             POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSID);
-    pid_t pid = 0;
-    int r = -posix_spawn(&pid, sv->cfg.job_init_path, &fa, &attr, (char *const *)argv, env);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int pidfd_int = -1;
+    pid_t pid = clone(child_main, (char *)stack + CHILD_STACK, flags, &ca, &pidfd_int);
+    int clone_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    free(stack);
     free_env(env);
-    env = NULL;
     free(argv);
-    if (r < 0)
-        return jw_error_set(err, JW_INTERNAL, r, "spawn '%s': %s", sv->cfg.job_init_path,
-                            strerror(-r));
+    if (pid < 0)
+        return jw_error_set(err, JW_INTERNAL, -clone_errno, "clone job-init: %s",
+                            strerror(clone_errno));
+    _cleanup_close_ int pidfd = pidfd_int;
     close(TAKE_FD(out_w));
     close(TAKE_FD(st_w));
+    close(TAKE_FD(out_w0));
+    close(TAKE_FD(st_w0));
 
-    _cleanup_close_ int pidfd = pidfd_open_(pid);
-    if (pidfd < 0) {
-        r = -errno;
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        return jw_error_set(err, JW_INTERNAL, r, "pidfd_open %d: %s", pid, strerror(-r));
-    }
-
-    jobinit_status st;
+    jobinit_msg m;
     struct pollfd p = {.fd = st_r, .events = POLLIN};
     int pr = poll(&p, 1, START_TIMEOUT_MS);
-    ssize_t n = pr > 0 ? read_full(st_r, &st, sizeof(st)) : -ETIMEDOUT;
-    if (n == 0) {
-        if (fcntl(out_r, F_SETFL, O_NONBLOCK) < 0) {
-            r = -errno;
-            kill(pid, SIGKILL);
+    ssize_t n = pr > 0 ? read_full(st_r, &m, sizeof(m)) : -ETIMEDOUT;
+    if (n == (ssize_t)sizeof(m) && m.kind == JOBINIT_MSG_STARTED) {
+        if (fcntl(out_r, F_SETFL, O_NONBLOCK) < 0 || fcntl(st_r, F_SETFL, O_NONBLOCK) < 0) {
+            int r = -errno;
+            pidfd_signal(pidfd, SIGKILL);
             waitid((idtype_t)P_PIDFD, (id_t)pidfd, &(siginfo_t){0}, WEXITED);
-            return jw_error_set(err, JW_INTERNAL, r, "set output pipe non-blocking: %s",
+            return jw_error_set(err, JW_INTERNAL, r, "set job pipes non-blocking: %s",
                                 strerror(-r));
         }
         *ret_pid = pid;
         *ret_pidfd = TAKE_FD(pidfd);
         *ret_out = TAKE_FD(out_r);
+        *ret_st = TAKE_FD(st_r);
         return 0;
     }
     /* job-init failed (or hung): make sure it is gone and reaped. */
-    kill(pid, SIGKILL);
+    pidfd_signal(pidfd, SIGKILL);
     waitid((idtype_t)P_PIDFD, (id_t)pidfd, &(siginfo_t){0}, WEXITED);
-    if (n != (ssize_t)sizeof(st))
+    if (n != (ssize_t)sizeof(m) || m.kind != JOBINIT_MSG_FAILED)
         return jw_error_set(err, JW_INTERNAL, n < 0 ? (int)n : -EIO,
                             "job-init gave no start status: %s",
                             n < 0 ? strerror((int)-n) : "short read");
-    if (st.stage == JOBINIT_STAGE_EXEC)
-        snprintf(start_error, errsize, "exec '%s': %s", info.command, strerror(st.err));
+    if (m.stage == 0)
+        return jw_error_set(err, JW_INTERNAL, -m.err, "exec job-init '%s': %s",
+                            sv->cfg.job_init_path, strerror(m.err));
+    if (m.stage == JOBINIT_STAGE_EXEC)
+        snprintf(start_error, errsize, "exec '%s': %s", info.command, strerror(m.err));
     else
-        snprintf(start_error, errsize, "%s: %s", stage_text(st.stage), strerror(st.err));
+        snprintf(start_error, errsize, "%s: %s", stage_text(m.stage), strerror(m.err));
     *ret_pid = 0;
     return 0;
 }
@@ -513,6 +617,7 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
     e->job = store_job_ref(job);
     e->pidfd = -1;
     e->out_fd = -1;
+    e->st_fd = -1;
     e->w_out = (sv_watch){WATCH_OUT, e};
     e->w_pid = (sv_watch){WATCH_PID, e};
 
@@ -543,13 +648,23 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
             goto fail;
     }
 
+    char workdir[PATH_MAX];
+    if (sv->cfg.work_root) {
+        r = create_workdir(sv, info.id, workdir, sizeof(workdir), err);
+        if (r < 0)
+            goto fail;
+        e->has_workdir = true;
+    }
+
     char start_error[256] = "";
     pid_t pid = 0;
-    r = spawn_job_init(sv, job, e->cg, &pid, &e->pidfd, &e->out_fd, start_error,
-                       sizeof(start_error), err);
+    r = spawn_job_init(sv, job, e->cg, e->has_workdir ? workdir : NULL, &pid, &e->pidfd, &e->out_fd,
+                       &e->st_fd, start_error, sizeof(start_error), err);
     if (r < 0)
         goto fail;
     if (pid == 0) {
+        if (e->has_workdir)
+            remove_workdir(sv, info.id);
         cgroup_job_destroy(e->cg);
         e->cg = NULL;
         entry_unlink(sv, e);
@@ -577,6 +692,8 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
     return 0;
 
 fail:
+    if (e->has_workdir)
+        remove_workdir(sv, info.id);
     if (e->cg) {
         cgroup_job_kill(e->cg);
         cgroup_job_destroy(e->cg);

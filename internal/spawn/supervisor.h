@@ -1,11 +1,14 @@
 /* Starting, watching and stopping jobs.
  *
- * supervisor_start_job() runs on the caller's (an RPC) thread: it creates the job's cgroup,
- * starts job-init with posix_spawn (a vfork-style clone in glibc, so the threaded server never
- * fork()s), and waits on the close-on-exec status pipe until the command was exec'd or failed.
- * From then on one supervisor thread owns the job: an epoll loop over every job's output pipe and
- * pidfd that appends output to the store, reaps exits, enforces timeouts and carries out stops
- * (SIGTERM to the process group, a grace period, then cgroup.kill or SIGKILL to the group).
+ * supervisor_start_job() runs on the caller's (an RPC) thread: it creates the job's cgroup and
+ * working directory and starts job-init with clone(CLONE_VM | CLONE_VFORK | new PID, mount, UTS,
+ * IPC [, network] namespaces | CLONE_PIDFD): a vfork-style start, so the threaded server never
+ * fork()s and copies nothing. It then waits on job-init's status pipe until the command was
+ * exec'd or failed (jobinit-proto.h). From then on one supervisor thread owns the job: an epoll
+ * loop over every job's output pipe and pidfd that appends output to the store, reaps exits,
+ * enforces timeouts and carries out stops (SIGTERM to job-init, which forwards it to the
+ * command, a grace period, then cgroup.kill and SIGKILL to job-init, which takes the job's whole
+ * PID namespace with it).
  */
 #ifndef JW_SPAWN_SUPERVISOR_H
 #define JW_SPAWN_SUPERVISOR_H
@@ -23,7 +26,8 @@ typedef struct supervisor_config {
     const char *job_init_path; /* absolute path of the job-init binary */
     cgroup_manager *cgroups;   /* NULL = --no-cgroups: jobs run without limits */
     int64_t stop_grace_ms;     /* SIGTERM .. kill; default 100 */
-    const char *const *env;    /* job environment; NULL = a minimal default */
+    long job_uid, job_gid;     /* credentials of jobs; -1 = the server's own (tests only) */
+    const char *work_root;     /* per-job working directories <work_root>/<id>; NULL = "/" */
 } supervisor_config;
 
 int supervisor_new(const supervisor_config *cfg, store *st, supervisor **ret, jw_error *err);

@@ -36,6 +36,8 @@ struct store_job {
     char **args;
     size_t nargs;
     char *owner;
+    char *user;
+    job_network network;
     job_limits limits;
     bool limits_enforced;
     int32_t timeout_seconds;
@@ -128,6 +130,7 @@ static void job_free(store_job *job)
         free(job->args[i]);
     free(job->args);
     free(job->owner);
+    free(job->user);
     free(job->error);
     pthread_mutex_destroy(&job->lock);
     pthread_cond_destroy(&job->cond);
@@ -198,10 +201,11 @@ static int table_grow(store *s)
     return 0;
 }
 
-int store_job_new(store *s, const char *command, const char *const *args, size_t nargs,
-                  const job_limits *limits, bool limits_enforced, int32_t timeout_seconds,
-                  const char *owner, store_job **ret, jw_error *err)
+int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_error *err)
 {
+    const char *command = spec->command, *owner = spec->owner;
+    const char *const *args = spec->args;
+    size_t nargs = spec->nargs;
     store_job *job = calloc(1, sizeof(*job));
     if (!job)
         return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
@@ -215,13 +219,15 @@ int store_job_new(store *s, const char *command, const char *const *args, size_t
     job->out_fd = -1;
     job->owner_store = s;
     job->status = JOB_STATUS_INITIALIZING;
-    job->limits = *limits;
-    job->limits_enforced = limits_enforced;
-    job->timeout_seconds = timeout_seconds;
+    job->limits = spec->limits;
+    job->limits_enforced = spec->limits_enforced;
+    job->timeout_seconds = spec->timeout_seconds;
+    job->network = spec->network;
     job->command = strdup(command);
     job->owner = strdup(owner ? owner : "");
+    job->user = strdup(spec->user ? spec->user : "");
     job->args = calloc(nargs ? nargs : 1, sizeof(char *));
-    bool oom = !job->command || !job->owner || !job->args;
+    bool oom = !job->command || !job->owner || !job->args || !job->user;
     for (size_t i = 0; !oom && i < nargs; i++) {
         job->args[i] = strdup(args[i]);
         if (!job->args[i])
@@ -391,6 +397,8 @@ void store_job_snapshot(store_job *job, store_job_info *ret)
     ret->limits = job->limits;
     ret->limits_enforced = job->limits_enforced;
     ret->timeout_seconds = job->timeout_seconds;
+    ret->network = job->network;
+    ret->user = job->user;
     pthread_mutex_lock(&job->lock);
     ret->status = job->status;
     ret->reason = job->reason;

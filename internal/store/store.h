@@ -32,6 +32,19 @@ typedef struct store_config {
     int64_t max_output_bytes; /* per job; 0 = unlimited. Past it output is dropped and counted */
 } store_config;
 
+/* What a job is created from. Strings are copied. */
+typedef struct store_job_spec {
+    const char *command;
+    const char *const *args;
+    size_t nargs;
+    job_limits limits; /* effective */
+    bool limits_enforced;
+    int32_t timeout_seconds;
+    const char *owner;   /* CN of the creator */
+    job_network network; /* effective: HOST or NONE */
+    const char *user;    /* who the job runs as, for display */
+} store_job_spec;
+
 /* A consistent copy of a job for reporting. Strings point into the job (immutable fields) or
  * into the snapshot itself; valid while the caller holds its reference to the job. */
 typedef struct store_job_info {
@@ -54,6 +67,8 @@ typedef struct store_job_info {
     job_usage usage;
     int64_t output_bytes;
     int64_t output_dropped; /* bytes discarded past max_output_bytes */
+    job_network network;
+    const char *user;
 } store_job_info;
 
 int store_new(const store_config *cfg, store **ret, jw_error *err);
@@ -63,9 +78,7 @@ const char *store_output_dir(const store *s);
 
 /* Creates a job in INITIALIZING with a fresh UUIDv4 id and an empty output file, and inserts it.
  * Copies command, args and owner. Returns a new reference. */
-int store_job_new(store *s, const char *command, const char *const *args, size_t nargs,
-                  const job_limits *limits, bool limits_enforced, int32_t timeout_seconds,
-                  const char *owner, store_job **ret, jw_error *err);
+int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_error *err);
 /* Removes a job that never started (internal failure during start) and its output file. */
 void store_job_remove(store *s, store_job *job);
 /* A new reference to the job with this id, or NULL. */

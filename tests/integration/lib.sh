@@ -9,6 +9,7 @@ TESTBIN="$BUILD/testbin"
 PY=/usr/bin/python3
 
 T=$(mktemp -d /tmp/jw-it-XXXXXX)
+chmod 711 "$T" # jobs run as nobody and must reach their working directories under $T/data
 CERTS="$T/certs"
 PASSED=0
 FAILED=0

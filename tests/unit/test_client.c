@@ -93,6 +93,9 @@ static Jobworker__V1__Job sample_job(void)
     usage.io_write_bytes = INT64_C(5000000000);
     job.usage = &usage;
     job.output_bytes = 12;
+    job.output_dropped_bytes = 7;
+    job.network = JOBWORKER__V1__NETWORK_MODE__NETWORK_MODE_NONE;
+    job.user = "nobody (65534:65534)";
     job.limits_enforced = 1;
     job.timeout_seconds = 90;
     return job;
@@ -110,6 +113,7 @@ static void test_job_json(void **state)
              "\"owner\":\"alice\",\"error\":\"memory.max reached\","
              "\"start_time_unix_ns\":1714564800123456789,\"end_time_unix_ns\":1714564890623456789,"
              "\"timeout_seconds\":90,\"limits_enforced\":true,\"output_bytes\":12,"
+             "\"output_dropped_bytes\":7,\"network\":\"NONE\",\"user\":\"nobody (65534:65534)\","
              "\"limits\":{\"cpu_percent\":150,\"memory_bytes\":67108864,\"io_bps\":0,"
              "\"memory_high_bytes\":50331648,\"pids_max\":100},"
              "\"usage\":{\"cpu_usec\":1234567,\"memory_peak_bytes\":67108864,"
@@ -129,6 +133,7 @@ static void test_job_json_defaults(void **state)
              "\"reason\":\"UNSPECIFIED\",\"exit_code\":0,\"signal\":0,\"pid\":0,\"owner\":\"\","
              "\"error\":\"\",\"start_time_unix_ns\":0,\"end_time_unix_ns\":0,"
              "\"timeout_seconds\":0,\"limits_enforced\":false,\"output_bytes\":0,"
+             "\"output_dropped_bytes\":0,\"network\":\"UNSPECIFIED\",\"user\":\"\","
              "\"limits\":{\"cpu_percent\":0,\"memory_bytes\":0,\"io_bps\":0,"
              "\"memory_high_bytes\":0,\"pids_max\":0},"
              "\"usage\":{\"cpu_usec\":0,\"memory_peak_bytes\":0,\"io_read_bytes\":0,"
@@ -247,6 +252,8 @@ static void test_job_human(void **state)
                              "signal:          9 (SIGKILL)\n"
                              "pid:             4242\n"
                              "owner:           alice\n"
+                             "runs as:         nobody (65534:65534)\n"
+                             "network:         NONE\n"
                              "started:         2024-05-01T12:00:00.123Z\n"
                              "ended:           2024-05-01T12:01:30.623Z\n"
                              "duration:        1m30s\n"
@@ -256,7 +263,7 @@ static void test_job_human(void **state)
                              "limits enforced: yes\n"
                              "usage:           cpu 1.234s, memory peak 64 MiB, io read 1.5 KiB, "
                              "io write 4.7 GiB\n"
-                             "output bytes:    12\n"
+                             "output bytes:    12, 7 more dropped at the server's output cap\n"
                              "error:           memory.max reached\n");
     free(got);
 

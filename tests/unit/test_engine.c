@@ -22,6 +22,7 @@
 
 typedef struct fixture {
     char dir[64];
+    char work[96];
     store *st;
     supervisor *sv;
 } fixture;
@@ -39,7 +40,7 @@ static const char *testbin(const char *name, char *buf, size_t size)
     return buf;
 }
 
-static int setup(void **state)
+static int setup_full(void **state, long uid, bool workdirs, int64_t grace_ms)
 {
     fixture *f = calloc(1, sizeof(*f));
     snprintf(f->dir, sizeof(f->dir), "/tmp/jw-engine-XXXXXX");
@@ -49,10 +50,37 @@ static int setup(void **state)
     assert_int_equal(store_new(&sc, &f->st, &err), 0);
     if (access(job_init_path(), X_OK) != 0)
         fail_msg("job-init not found at '%s' (set JW_JOB_INIT)", job_init_path());
-    supervisor_config cfg = {.job_init_path = job_init_path(), .stop_grace_ms = 100};
+    if (workdirs) {
+        snprintf(f->work, sizeof(f->work), "%s/work", f->dir);
+        assert_int_equal(mkdir(f->work, 0711), 0);
+        assert_int_equal(chmod(f->dir, 0711), 0);
+    }
+    supervisor_config cfg = {.job_init_path = job_init_path(),
+                             .stop_grace_ms = grace_ms,
+                             .job_uid = uid,
+                             .job_gid = uid,
+                             .work_root = workdirs ? f->work : NULL};
     assert_int_equal(supervisor_new(&cfg, f->st, &f->sv, &err), 0);
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_full(state, -1, false, 100);
+}
+
+/* A long grace period, for tests where the command must get to handle SIGTERM itself even on a
+ * loaded machine. */
+static int setup_long_grace(void **state)
+{
+    return setup_full(state, -1, false, 10000);
+}
+
+/* Jobs as nobody (65534) with per-job working directories, as the server runs them. */
+static int setup_nobody(void **state)
+{
+    return setup_full(state, 65534, true, 100);
 }
 
 static int teardown(void **state)
@@ -73,8 +101,14 @@ static store_job *start(fixture *f, int timeout_s, const char *cmd, const char *
     job_limits lim = {0};
     store_job *job = NULL;
     jw_error err = JW_ERROR_INIT;
-    assert_int_equal(
-        store_job_new(f->st, cmd, args, nargs, &lim, false, timeout_s, "test", &job, &err), 0);
+    store_job_spec spec = {.command = cmd,
+                           .args = args,
+                           .nargs = nargs,
+                           .limits = lim,
+                           .timeout_seconds = timeout_s,
+                           .owner = "test",
+                           .network = JOB_NETWORK_HOST};
+    assert_int_equal(store_job_new(f->st, &spec, &job, &err), 0);
     if (supervisor_start_job(f->sv, job, &err) < 0)
         fail_msg("start '%s': %s", cmd, err.msg);
     return job;
@@ -285,22 +319,33 @@ static void test_job_init_hygiene(void **state)
 {
     fixture *f = *state;
     store_job_info info;
-    /* The shell's own view of itself: fds, signal mask, ignored signals, no_new_privs,
-     * session, stdin, environment. */
-    store_job *job = run_sh(f,
-                            "ls /proc/$$/fd | tr '\\n' ' '; echo;"
-                            "grep -E '^(SigBlk|SigIgn|NoNewPrivs)' /proc/$$/status;"
-                            "cut -d' ' -f1,6 /proc/$$/stat;"
-                            "cat /proc/$$/oom_score_adj;"
-                            "cat; echo stdin-eof; echo \"$JOBWORKER_JOB_ID\"",
-                            &info);
+    char hygiene[256];
+    testbin("hygiene", hygiene, sizeof(hygiene));
+    /* What the command inherited, seen by a program that does not fork (hygiene); then the
+     * PID namespace, oom_score_adj, stdin and the environment seen by the shell. */
+    char script[512];
+    snprintf(script, sizeof(script),
+             "%s; echo $$; cat /proc/self/oom_score_adj; cat; echo stdin-eof;"
+             "echo \"$JOBWORKER_JOB_ID\"",
+             hygiene);
+    store_job *job = run_sh(f, script, &info);
     char *out = read_output(job);
     char expect[1024];
     snprintf(expect, sizeof(expect),
-             "0 1 2 \nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nNoNewPrivs:\t1\n"
-             "%d %d\n0\nstdin-eof\n%s\n",
-             info.pid, info.pid, info.id);
+             "fds: 0 1 2\nSigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\nNoNewPrivs:\t1\n"
+             "sid==pid: no\n2\n0\nstdin-eof\n%s\n",
+             info.id);
     assert_string_equal(out, expect);
+    free(out);
+    store_job_unref(job);
+
+    /* The command itself (not a child of the shell) leads its own session. */
+    const char *none[] = {NULL};
+    job = start(f, 0, hygiene, none, 0);
+    finish(job, &info);
+    out = read_output(job);
+    assert_non_null(strstr(out, "fds: 0 1 2\n"));
+    assert_non_null(strstr(out, "sid==pid: yes\n"));
     free(out);
     store_job_unref(job);
 }
@@ -336,16 +381,96 @@ static void test_many_short_jobs_leave_nothing(void **state)
     assert_int_equal(supervisor_n_active(f->sv), 0);
 }
 
-static void test_background_children_killed_with_group(void **state)
+/* Whether any process on the host runs exactly this command line (argv joined by spaces). */
+static bool cmdline_running(const char *want)
+{
+    DIR *d = opendir("/proc");
+    bool found = false;
+    for (struct dirent *de; !found && (de = readdir(d));) {
+        pid_t pid = atoi(de->d_name);
+        if (pid <= 0 || !alive(pid))
+            continue;
+        char path[64], buf[256];
+        snprintf(path, sizeof(path), "/proc/%d/cmdline", pid);
+        FILE *fp = fopen(path, "r");
+        if (!fp)
+            continue;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+        fclose(fp);
+        for (size_t i = 0; i + 1 < n; i++)
+            if (buf[i] == '\0')
+                buf[i] = ' ';
+        buf[n] = '\0';
+        if (n > 0 && buf[n - 1] == '\0')
+            n--;
+        found = strncmp(buf, want, strlen(want)) == 0 && strlen(buf) == strlen(want);
+    }
+    closedir(d);
+    return found;
+}
+
+static void test_background_children_killed_with_job(void **state)
 {
     fixture *f = *state;
     store_job_info info;
-    /* The job exits while a child in its process group still holds the output pipe. */
-    store_job *job = run_sh(f, "sleep 100 & echo $!", &info);
+    /* The command exits while a background child, and a setsid()'d grandchild that left its
+     * session, still hold the output pipe: the job's end takes its PID namespace with it. */
+    store_job *job = run_sh(f, "sleep 1234.5 & setsid sleep 1234.6 & sleep 0.1; echo done", &info);
+    assert_int_equal(info.status, JOB_STATUS_COMPLETED);
     char *out = read_output(job);
-    int child = atoi(out);
-    assert_true(child > 0);
-    assert_true(dies(child, false));
+    assert_string_equal(out, "done\n");
+    free(out);
+    bool gone = false;
+    for (int i = 0; i < 200 && !gone; i++) {
+        gone = !cmdline_running("sleep 1234.5") && !cmdline_running("sleep 1234.6");
+        if (!gone)
+            usleep(10000);
+    }
+    assert_true(gone);
+    store_job_unref(job);
+}
+
+static void test_namespaces(void **state)
+{
+    fixture *f = *state;
+    store_job_info info;
+    /* PID namespace: the job sees only itself; UTS: its own hostname; mount: its own /proc. */
+    store_job *job = run_sh(f,
+                            "echo $$; set -- /proc/[0-9]*; echo $#; hostname;"
+                            "readlink /proc/1/exe | grep -c job-init",
+                            &info);
+    char *out = read_output(job);
+    char expect[128];
+    snprintf(expect, sizeof(expect), "2\n2\njob-%.8s\n1\n", info.id);
+    assert_string_equal(out, expect);
+    free(out);
+    store_job_unref(job);
+}
+
+static void test_sigterm_forwarded_to_command(void **state)
+{
+    fixture *f = *state;
+    const char *args[] = {"-c", "trap 'echo got-term; exit 5' TERM; echo ready;"
+                                "while :; do sleep 0.05; done"};
+    store_job *job = start(f, 0, "sh", args, 2);
+    for (int i = 0; i < 500; i++) {
+        int64_t size;
+        store_job_output_state(job, &size, NULL);
+        if (size >= 6)
+            break;
+        usleep(10000);
+    }
+    jw_error err = JW_ERROR_INIT;
+    assert_int_equal(supervisor_stop_job(f->sv, job, JOB_REASON_STOPPED, &err), 0);
+    store_job_info info;
+    finish(job, &info);
+    assert_int_equal(info.status, JOB_STATUS_STOPPED);
+    /* The command's own exit, reported through job-init, not job-init's. */
+    assert_int_equal(info.exit_code, 5);
+    assert_int_equal(info.signal, 0);
+    char *out = read_output(job);
+    /* (The shell may also report its killed foreground sleep as "Terminated".) */
+    assert_non_null(strstr(out, "got-term\n"));
     free(out);
     store_job_unref(job);
 }
@@ -367,6 +492,50 @@ static void test_stop_during_shutdown_reason(void **state)
     assert_int_equal(supervisor_new(&cfg, f->st, &f->sv, &err), 0);
 }
 
+static void test_credentials_and_workdir(void **state)
+{
+    fixture *f = *state;
+    store_job_info info;
+    store_job *job = run_sh(f,
+                            "id -u; id -g; id -G; grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb)' "
+                            "/proc/self/status | cut -f2 | sort -u; pwd; echo $HOME; umask;"
+                            "ls .. 2>&1 >/dev/null | grep -c 'Permission denied';"
+                            "cat ../../output/* 2>&1 | grep -c 'Permission denied';"
+                            "touch mine && echo wrote",
+                            &info);
+    char *out = read_output(job);
+    char expect[512];
+    snprintf(expect, sizeof(expect),
+             "65534\n65534\n65534\n0000000000000000\n%s/%s\n%s/%s\n0022\n1\n1\nwrote\n", f->work,
+             info.id, f->work, info.id);
+    assert_string_equal(out, expect);
+    free(out);
+    /* The working directory goes with the job. */
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", f->work, info.id);
+    assert_int_equal(access(path, F_OK), -1);
+    store_job_unref(job);
+}
+
+static void test_network_none(void **state)
+{
+    fixture *f = *state;
+    const char *args[] = {"-c", "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '"};
+    job_limits lim = {0};
+    store_job *job = NULL;
+    jw_error err = JW_ERROR_INIT;
+    store_job_spec spec = {
+        .command = "sh", .args = args, .nargs = 2, .limits = lim, .network = JOB_NETWORK_NONE};
+    assert_int_equal(store_job_new(f->st, &spec, &job, &err), 0);
+    assert_int_equal(supervisor_start_job(f->sv, job, &err), 0);
+    store_job_info info;
+    finish(job, &info);
+    char *out = read_output(job);
+    assert_string_equal(out, "lo\n"); /* only loopback */
+    free(out);
+    store_job_unref(job);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -379,7 +548,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_init_hygiene, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_short_jobs_leave_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_background_children_killed_with_group, setup,
+        cmocka_unit_test_setup_teardown(test_background_children_killed_with_job, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_namespaces, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_credentials_and_workdir, setup_nobody, teardown),
+        cmocka_unit_test_setup_teardown(test_network_none, setup_nobody, teardown),
+        cmocka_unit_test_setup_teardown(test_sigterm_forwarded_to_command, setup_long_grace,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stop_during_shutdown_reason, setup, teardown),
     };

@@ -57,7 +57,16 @@ static store_job *new_job(store *st, const char *cmd)
     job_limits lim = {.cpu_percent = 50};
     store_job *job = NULL;
     jw_error err = JW_ERROR_INIT;
-    assert_int_equal(store_job_new(st, cmd, args, 2, &lim, true, 7, "alice", &job, &err), 0);
+    store_job_spec spec = {.command = cmd,
+                           .args = args,
+                           .nargs = 2,
+                           .limits = lim,
+                           .limits_enforced = true,
+                           .timeout_seconds = 7,
+                           .owner = "alice",
+                           .network = JOB_NETWORK_NONE,
+                           .user = "nobody (65534:65534)"};
+    assert_int_equal(store_job_new(st, &spec, &job, &err), 0);
     return job;
 }
 
@@ -93,6 +102,8 @@ static void test_create_lookup_list(void **state)
     assert_int_equal(info.limits.cpu_percent, 50);
     assert_int_equal(info.timeout_seconds, 7);
     assert_int_equal(info.status, JOB_STATUS_INITIALIZING);
+    assert_int_equal(info.network, JOB_NETWORK_NONE);
+    assert_string_equal(info.user, "nobody (65534:65534)");
 
     store_job_remove(f->st, b);
     assert_int_equal(store_count(f->st), 1);
@@ -109,7 +120,8 @@ static void test_max_jobs(void **state)
     store_job *job = NULL;
     jw_error err = JW_ERROR_INIT;
     job_limits lim = {0};
-    assert_int_equal(store_job_new(f->st, "x", NULL, 0, &lim, false, 0, "", &job, &err), -ENOSPC);
+    store_job_spec spec = {.command = "x", .limits = lim};
+    assert_int_equal(store_job_new(f->st, &spec, &job, &err), -ENOSPC);
     assert_int_equal(err.code, JW_RESOURCE_EXHAUSTED);
     assert_non_null(strstr(err.msg, "100"));
 }
