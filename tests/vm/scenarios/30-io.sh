@@ -13,6 +13,8 @@ DEV=$(cat /sys/block/ram0/dev 2>/dev/null)
     fail io "/dev/ram0 missing (brd not loaded)"
     exit 1
 }
+# Jobs run as nobody: the scratch device is theirs to write (a test device, not a real disk).
+chmod 0666 /dev/ram0
 server_up
 
 # elapsed_s: wall time of the job in JSON, from its start and end times.
