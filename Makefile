@@ -42,7 +42,7 @@ all: deps $(BINS) $(TESTBINS)
 
 # Installs missing Debian packages once; the stamp is removed by `make clean`.
 deps: build/.deps-ok
-build/.deps-ok: scripts/install-deps.sh
+build/.deps-ok: scripts/install-deps.sh scripts/deps.txt
 	@if ! scripts/check-deps.sh >/dev/null 2>&1; then scripts/install-deps.sh; fi
 	@scripts/check-deps.sh
 	@mkdir -p build && touch $@
@@ -92,6 +92,7 @@ test: test-unit test-integration test-vm
 # Extra unit-tier steps (e.g. fuzz corpus replay) are added by tests/*/*.mk through UNIT_EXTRA.
 UNIT_EXTRA :=
 -include $(wildcard tests/*/*.mk)
+-include bench/bench.mk
 
 test-unit: all $(UNIT_BINS) $(UNIT_EXTRA)
 	@BUILD=$(BUILD) tests/run-unit.sh $(UNIT_BINS)

@@ -1,15 +1,16 @@
 #!/bin/bash
-# Exits 0 when every build and test dependency is present, else names what is missing.
+# Exits 0 when every package of scripts/deps.txt is installed, else names the missing ones.
+# --list-missing prints them one per line (for install-deps.sh) and exits 0.
+cd "$(dirname "$0")"
 missing=()
-for pc in grpc libprotobuf-c openssl libcap cmocka; do
-    pkg-config --exists "$pc" || missing+=("pkg-config:$pc")
+for p in $(grep -v '^#' deps.txt); do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-for cmd in protoc-c openssl gcc clang-format python3 qemu-system-x86_64 busybox curl; do
-    command -v "$cmd" >/dev/null || missing+=("command:$cmd")
-done
-/usr/bin/python3 -c 'import grpc' 2>/dev/null || missing+=("python3-grpcio")
-[ -e /usr/lib/clang/14/lib/linux/libclang_rt.fuzzer-x86_64.a ] || missing+=("libclang-rt-14-dev")
+if [ "${1:-}" = --list-missing ]; then
+    printf '%s\n' "${missing[@]}" | grep -v '^$'
+    exit 0
+fi
 if ((${#missing[@]})); then
-    echo "missing: ${missing[*]}" >&2
+    echo "missing Debian packages: ${missing[*]} (run scripts/install-deps.sh as root)" >&2
     exit 1
 fi
