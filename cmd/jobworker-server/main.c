@@ -575,10 +575,11 @@ int main(int argc, char **argv)
     rpc_server_begin_shutdown(srv);
     size_t n_active = supervisor_n_active(sv);
     log_debug("stopping %zu job(s)", n_active);
-    supervisor_free(sv); /* stops every job: SERVER_SHUTDOWN */
+    supervisor_shutdown(sv); /* stops every job: SERVER_SHUTDOWN */
     log_debug("jobs stopped; closing the gRPC server");
-    rpc_server_free(srv);
+    rpc_server_free(srv); /* joins the workers: no handler uses the supervisor after this */
     log_debug("gRPC server closed");
+    supervisor_free(sv);
     store_free(st);
     cgroup_manager_free(cgm);
     if (audit)

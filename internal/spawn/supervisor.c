@@ -340,20 +340,27 @@ fail:
     return r;
 }
 
+void supervisor_shutdown(supervisor *sv)
+{
+    if (!sv || !sv->thread_started)
+        return;
+    pthread_mutex_lock(&sv->lock);
+    sv->shutting_down = true;
+    for (sv_entry *e = sv->entries; e; e = e->next)
+        if (e->stop_reason == JOB_REASON_UNSPECIFIED)
+            e->stop_reason = JOB_REASON_SERVER_SHUTDOWN;
+    pthread_mutex_unlock(&sv->lock);
+    sv_wake(sv);
+    /* The thread leaves once no entry is left, including jobs that were still starting. */
+    pthread_join(sv->thread, NULL);
+    sv->thread_started = false;
+}
+
 void supervisor_free(supervisor *sv)
 {
     if (!sv)
         return;
-    if (sv->thread_started) {
-        pthread_mutex_lock(&sv->lock);
-        sv->shutting_down = true;
-        for (sv_entry *e = sv->entries; e; e = e->next)
-            if (e->stop_reason == JOB_REASON_UNSPECIFIED)
-                e->stop_reason = JOB_REASON_SERVER_SHUTDOWN;
-        pthread_mutex_unlock(&sv->lock);
-        sv_wake(sv);
-        pthread_join(sv->thread, NULL);
-    }
+    supervisor_shutdown(sv);
     if (sv->epfd >= 0)
         close(sv->epfd);
     if (sv->wakefd >= 0)

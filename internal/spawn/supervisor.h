@@ -31,7 +31,11 @@ typedef struct supervisor_config {
 } supervisor_config;
 
 int supervisor_new(const supervisor_config *cfg, store *st, supervisor **ret, jw_error *err);
-/* Stops every job with reason SERVER_SHUTDOWN, waits for them, joins the thread, frees. */
+/* Stops every job with reason SERVER_SHUTDOWN and waits until all are reaped and cleaned up.
+ * The supervisor stays valid: later starts fail with UNAVAILABLE, later stops find nothing to do,
+ * so RPC handlers still running during shutdown are safe. */
+void supervisor_shutdown(supervisor *sv);
+/* supervisor_shutdown() if not done yet, then frees. NULL is a no-op. */
 void supervisor_free(supervisor *sv);
 
 /* Starts an INITIALIZING job. Returns 0 when the job is RUNNING or already ended START_FAILED
