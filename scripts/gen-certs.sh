@@ -26,6 +26,8 @@
 #   issuerou-ca    intermediate CA "CN=jobworker OU CA, OU=admin", signed by ca
 #   issuerou       CN=judy, no OU, signed by issuerou-ca; issuerou-chain.crt = leaf + issuerou-ca
 #                  (present that as the client certificate): OU=admin only in the issuer -> none
+#   revoked        CN=kate, OU=admin, EKU clientAuth, signed by ca  -> refused with --crl crl.pem
+#   crl.pem        a CRL of ca (valid 10 years) that revokes revoked.crt and nothing else
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -54,6 +56,7 @@ default_ca = ca_db
 [ca_db]
 database = $tmp/index.txt
 serial = $tmp/serial
+crlnumber = $tmp/crlnumber
 new_certs_dir = $tmp
 default_md = sha256
 policy = policy_any
@@ -84,6 +87,8 @@ keyUsage = critical, digitalSignature
 extendedKeyUsage = clientAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
+[crl_ext]
+authorityKeyIdentifier = keyid:always
 [client_selfsigned]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
@@ -92,6 +97,7 @@ subjectKeyIdentifier = hash
 EOF
 : >"$tmp/index.txt"
 echo 01 >"$tmp/serial"
+echo 01 >"$tmp/crlnumber"
 
 ossl() { openssl "$@" 2>"$tmp/err" || { cat "$tmp/err" >&2; exit 1; }; }
 
@@ -162,5 +168,15 @@ leaf issuerou "/CN=judy" client issuerou-ca
 cat "$dir/issuerou.crt" "$dir/issuerou-ca.crt" >"$dir/issuerou-chain.crt"
 say "issuerou{,-chain}.crt, issuerou.key" "CN=judy, no OU, issuer has OU=admin"
 
-chmod 0644 "$dir"/*.crt
+# The revoked certificate goes through the throwaway `openssl ca` database, where `-revoke` marks
+# it; -gencrl then lists every revoked entry of that database, which is exactly this one.
+leaf revoked "/OU=admin/CN=kate" client ca
+ossl ca -batch -config "$tmp/openssl.cnf" -cert "$dir/ca.crt" -keyfile "$dir/ca.key" \
+    -revoke "$dir/revoked.crt" -crl_reason keyCompromise
+ossl ca -batch -config "$tmp/openssl.cnf" -cert "$dir/ca.crt" -keyfile "$dir/ca.key" -gencrl \
+    -crldays "$CA_DAYS" -crlexts crl_ext -md sha256 -out "$dir/crl.pem"
+say "revoked.{crt,key}" "CN=kate OU=admin clientAuth, revoked"
+say "crl.pem" "CRL of 'jobworker dev CA' revoking revoked.crt"
+
+chmod 0644 "$dir"/*.crt "$dir/crl.pem"
 chmod 0600 "$dir"/*.key

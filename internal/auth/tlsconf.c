@@ -6,6 +6,7 @@
 #include "auth/auth-internal.h"
 #include "util/cleanup.h"
 #include "util/fileio.h"
+#include "util/rmtree.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -257,8 +258,15 @@ static int load_crl_dir(crl_ctx *c, const char *path, jw_error *err)
     for (int i = 0; i < n; i++) {
         const char *name = names[i]->d_name;
         if (r == 0 && name[0] != '.') {
-            char shown[PATH_MAX + NAME_MAX + 2];
-            snprintf(shown, sizeof(shown), "%s/%s", path, name);
+            /* A c_rehash link is named with its target, which is the file to fix. */
+            char shown[2 * PATH_MAX], target[PATH_MAX];
+            ssize_t tl = readlinkat(dfd, name, target, sizeof(target) - 1);
+            if (tl > 0) {
+                target[tl] = '\0';
+                snprintf(shown, sizeof(shown), "%s/%s -> %s", path, name, target);
+            } else {
+                snprintf(shown, sizeof(shown), "%s/%s", path, name);
+            }
             _cleanup_free_ char *pem = NULL;
             size_t len = 0;
             r = read_dir_entry(dfd, name, shown, &pem, &len, err);
@@ -359,33 +367,13 @@ struct auth_tls_stage {
     char *identity_file, *ca_file, *crl_dir;
 };
 
-/* Removes name under dfd: a file or symlink, or a directory with files (and directories of
- * files) in it, at most `depth` levels deep. Never follows a symlink. Errors are ignored:
- * everything here is rebuilt from the source files. */
-static void remove_at(int dfd, const char *name, int depth)
-{
-    if (unlinkat(dfd, name, 0) == 0 || (errno != EISDIR && errno != EPERM) || depth <= 0)
-        return;
-    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    _cleanup_dir_ DIR *d = fdopendir(fd);
-    if (!d) {
-        close(fd);
-        return;
-    }
-    struct dirent *de;
-    while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-            remove_at(fd, de->d_name, depth - 1);
-    unlinkat(dfd, name, AT_REMOVEDIR);
-}
-
+/* Errors are ignored here and below: everything in the stage is rebuilt from the source files,
+ * and what cannot be removed now is removed at the next start. */
 static void remove_generation(int dfd, unsigned gen)
 {
     char name[32];
     snprintf(name, sizeof(name), "g%u", gen);
-    remove_at(dfd, name, 2);
+    rm_tree_at(dfd, name);
 }
 
 /* Creates name under dfd, exclusively, mode 0600, with the concatenation of the parts. */
@@ -530,7 +518,7 @@ static int open_stage_dir(auth_tls_stage *s, const char *dir, jw_error *err)
             const char *n = de->d_name;
             if (strcmp(n, "current") == 0 || strcmp(n, "current.tmp") == 0 ||
                 (n[0] == 'g' && n[1] && strspn(n + 1, "0123456789") == strlen(n + 1)))
-                remove_at(s->dfd, n, 2);
+                rm_tree_at(s->dfd, n);
         }
     }
     return 0;

@@ -97,16 +97,36 @@ t_viewer() {
 check "viewer reads, writes denied without side effect" t_viewer
 
 t_no_role_certs() {
-    local who out n
-    for who in noou twoou caseou spaceou issuerou; do
+    local who cn m out n before id
+    # A running job for the denied stops to aim at.
+    id=$(jc create sleep 300) || return 1
+    wait_status "$id" RUNNING || return 1
+    for who in noou:carol twoou:frank caseou:grace spaceou:heidi issuerou:judy; do
+        cn=${who#*:}
+        who=${who%%:*}
         [ -f "$CERTS/$who.crt" ] || { echo "fixture $who missing" >&2; return 1; }
         n=$(jc list | wc -l)
+        before=$(grep -c "cn=\"$cn\"" "$T/audit.log")
         out=$(jc_as "$who" create true 2>&1) && { echo "$who could create" >&2; return 1; }
         expect_contains "$out" PERMISSION_DENIED "($who)" || return 1
+        out=$(jc_as "$who" stop "$id" 2>&1) && { echo "$who could stop" >&2; return 1; }
+        expect_contains "$out" PERMISSION_DENIED "($who)" || return 1
+        # No role reads nothing either.
+        out=$(jc_as "$who" list 2>&1) && { echo "$who could list" >&2; return 1; }
+        expect_contains "$out" PERMISSION_DENIED "($who)" || return 1
+        # Zero side effects: no new job, the target still runs.
         expect_eq "$(jc list | wc -l)" "$n" "($who created a job)" || return 1
+        expect_eq "$(json_field "$(jc -o json get "$id")" status)" RUNNING "($who stopped it)" || return 1
+        # Every decision is in the audit log, under the certificate's CN.
+        for m in CreateJob StopJob GetJobs; do
+            grep -q "cn=\"$cn\" role=none method=$m job=- outcome=PERMISSION_DENIED" "$T/audit.log" ||
+                { echo "no PERMISSION_DENIED audit line for $cn $m" >&2; return 1; }
+        done
+        expect_eq "$(grep -c "cn=\"$cn\"" "$T/audit.log")" "$((before + 3))" "(audit lines of $cn)" || return 1
     done
+    jc stop "$id" >/dev/null
 }
-check "no/unknown/two/variant OU or OU only in issuer -> PERMISSION_DENIED" t_no_role_certs
+check "no/unknown/two/Admin/' admin' OU or OU only in issuer -> PERMISSION_DENIED, zero side effects, audited" t_no_role_certs
 
 t_refused_certs() {
     local before who
