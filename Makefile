@@ -47,7 +47,7 @@ build/.deps-ok: scripts/install-deps.sh scripts/deps.txt
 	@scripts/check-deps.sh
 	@mkdir -p build && touch $@
 
-$(PB_C) $(PB_H): $(PROTO) | build/.deps-ok
+$(PB_C) $(PB_H) &: $(PROTO) | build/.deps-ok
 	@mkdir -p $(GEN)
 	protoc-c --c_out=$(GEN) -Iproto $(PROTO)
 

@@ -452,12 +452,16 @@ int jw_fmt_job_human(FILE *out, const Jobworker__V1__Job *job, int64_t now_ns)
     jw_fmt_time_iso(b, sizeof(b), job->end_time_unix_ns);
     fprintf(out, "%s\n", b);
 
+    /* Times come from the server: a hostile or broken reply must not overflow the subtraction. */
+    int64_t d;
     KEY(out, "duration");
-    if (job->start_time_unix_ns != 0 && job->end_time_unix_ns != 0) {
-        jw_fmt_duration_ns(b, sizeof(b), job->end_time_unix_ns - job->start_time_unix_ns);
+    if (job->start_time_unix_ns != 0 && job->end_time_unix_ns != 0 &&
+        !__builtin_sub_overflow(job->end_time_unix_ns, job->start_time_unix_ns, &d)) {
+        jw_fmt_duration_ns(b, sizeof(b), d);
         fprintf(out, "%s\n", b);
-    } else if (job->start_time_unix_ns != 0 && !status_is_final(job->status)) {
-        jw_fmt_duration_ns(b, sizeof(b), now_ns - job->start_time_unix_ns);
+    } else if (job->start_time_unix_ns != 0 && !status_is_final(job->status) &&
+               !__builtin_sub_overflow(now_ns, job->start_time_unix_ns, &d)) {
+        jw_fmt_duration_ns(b, sizeof(b), d);
         fprintf(out, "%s (running)\n", b);
     } else {
         fputs("-\n", out);

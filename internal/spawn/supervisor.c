@@ -230,6 +230,8 @@ static void finalize(supervisor *sv, sv_entry *e)
     e->pidfd = -1;
     close(e->out_fd);
     e->out_fd = -1;
+    close(e->st_fd);
+    e->st_fd = -1;
     entry_unlink(sv, e);
     store_job_finish(e->job, reason, exit_code, sig, error, &usage, now_realtime_ns());
     store_job_close_output(e->job);

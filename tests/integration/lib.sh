@@ -73,9 +73,12 @@ host_has_cgroup2_controllers() {
 }
 
 # start_server [EXTRA FLAGS...]: starts the server on a fresh port, waits until it accepts.
+# JW_SERVER_WRAPPER (e.g. "valgrind --leak-check=full ...", split on blanks) prefixes the server
+# command; JW_SERVER_START_SECONDS (default 5) is how long to wait for it to listen.
 start_server() {
     PORT=$(free_port)
-    local flags=()
+    local flags=() wrapper=()
+    read -ra wrapper <<<"${JW_SERVER_WRAPPER:-}"
     host_has_cgroup2_controllers || flags+=(--no-cgroups)
     rm -f "$T/server.rc" "$T/server.pid"
     # Each server gets its own log; server.log always names the current one.
@@ -84,8 +87,9 @@ start_server() {
     # A keeper subshell records the server's exit status, so tests running in subshells can
     # check it too.
     (
-        "$BIN/jobworker-server" --listen "127.0.0.1:$PORT" --cert "$CERTS/server.crt" \
-            --key "$CERTS/server.key" --ca "$CERTS/ca.crt" --data-dir "$T/data" \
+        "${wrapper[@]}" "$BIN/jobworker-server" --listen "127.0.0.1:$PORT" \
+            --cert "$CERTS/server.crt" --key "$CERTS/server.key" --ca "$CERTS/ca.crt" \
+            --data-dir "$T/data" \
             --audit-log "$T/audit.log" --log-level debug "${flags[@]}" "$@" >>"$SERVER_LOG" 2>&1 &
         echo $! >"$T/server.pid"
         wait $!
@@ -96,7 +100,7 @@ start_server() {
         sleep 0.01
     done
     SERVER_PID=$(cat "$T/server.pid")
-    for _ in $(seq 100); do
+    for _ in $(seq $((${JW_SERVER_START_SECONDS:-5} * 20))); do
         if grep -q "listening on" "$SERVER_LOG" 2>/dev/null; then
             return 0
         fi
