@@ -33,6 +33,16 @@ LIM=$JOB
 max=$(cat "$(cgdir "$LIM")/cpu.max" 2>/dev/null)
 measure "$LIM" 3
 lpct=$PCT
+# Under TCG the guest's CPU is a host thread: when the host is busy the guest clock runs on while
+# the vCPU waits, which can only lower the figure. One more window before calling it a failure
+# (above the band is never retried: that would be the limit failing).
+if [ -n "$lpct" ] && is "$lpct < 15"; then
+    info "cpu: first window $lpct% is below the band (host contention?); measuring again"
+    first=$lpct
+    measure "$LIM" 3
+    lpct=$PCT
+    [ -n "$lpct" ] && is "$first > $lpct" && lpct=$first
+fi
 stop "$LIM" || fail cpu "$ERR"
 wait_final "$LIM" 10 || fail cpu "$ERR"
 reported=$(jf cpu_usec)
