@@ -46,6 +46,47 @@ typedef struct unary_call {
     int cancelled;
 } unary_call;
 
+/* Parsing the peer's certificate costs ~100 us per RPC; a client sends the same certificate on
+ * every call, so the last few identities are kept, keyed by the exact PEM bytes (the certificate
+ * was verified by the handshake of the connection the call came on, so the bytes alone decide). */
+#define IDENTITY_CACHE   16
+#define IDENTITY_PEM_MAX 8192
+static struct {
+    pthread_mutex_t lock;
+    struct {
+        size_t len;
+        char pem[IDENTITY_PEM_MAX];
+        auth_identity id;
+    } e[IDENTITY_CACHE];
+    unsigned next;
+} id_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static bool identity_cached(const char *pem, size_t len, auth_identity *ret)
+{
+    bool hit = false;
+    pthread_mutex_lock(&id_cache.lock);
+    for (unsigned i = 0; i < IDENTITY_CACHE && !hit; i++) {
+        if (id_cache.e[i].len == len && memcmp(id_cache.e[i].pem, pem, len) == 0) {
+            *ret = id_cache.e[i].id;
+            hit = true;
+        }
+    }
+    pthread_mutex_unlock(&id_cache.lock);
+    return hit;
+}
+
+static void identity_remember(const char *pem, size_t len, const auth_identity *id)
+{
+    if (len == 0 || len > IDENTITY_PEM_MAX)
+        return;
+    pthread_mutex_lock(&id_cache.lock);
+    unsigned i = id_cache.next++ % IDENTITY_CACHE;
+    memcpy(id_cache.e[i].pem, pem, len);
+    id_cache.e[i].len = len;
+    id_cache.e[i].id = *id;
+    pthread_mutex_unlock(&id_cache.lock);
+}
+
 bool rpc_peer_identity(grpc_call *call, auth_identity *ret)
 {
     grpc_auth_context *ctx = grpc_call_auth_context(call);
@@ -55,8 +96,14 @@ bool rpc_peer_identity(grpc_call *call, auth_identity *ret)
     grpc_auth_property_iterator it =
         grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
     const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
-    if (p && p->value && p->value_length > 0)
-        ok = auth_identity_from_pem(p->value, p->value_length, ret, NULL) == 0;
+    if (p && p->value && p->value_length > 0) {
+        ok = identity_cached(p->value, p->value_length, ret);
+        if (!ok) {
+            ok = auth_identity_from_pem(p->value, p->value_length, ret, NULL) == 0;
+            if (ok)
+                identity_remember(p->value, p->value_length, ret);
+        }
+    }
     grpc_auth_context_release(ctx);
     return ok;
 }
@@ -420,6 +467,7 @@ static void handle_new_call(rpc_slot *slot, bool ok)
 static void *worker(void *arg)
 {
     rpc_server *srv = arg;
+    pthread_setname_np(pthread_self(), "jw-rpc");
     for (;;) {
         grpc_event ev =
             grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);

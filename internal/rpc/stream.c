@@ -226,6 +226,7 @@ static void *stream_thread(void *arg)
     rpc_stream *s = arg;
     rpc_server *srv = s->srv;
     jw_error err = JW_ERROR_INIT;
+    pthread_setname_np(pthread_self(), "jw-stream");
 
     grpc_op ops[1];
     memset(ops, 0, sizeof(ops));

@@ -275,6 +275,7 @@ static void *sv_thread(void *arg)
 {
     supervisor *sv = arg;
     struct epoll_event evs[64];
+    pthread_setname_np(pthread_self(), "jw-supervisor");
     for (;;) {
         pthread_mutex_lock(&sv->lock);
         bool done = sv->shutting_down && sv->n_entries == 0;
