@@ -243,6 +243,10 @@ static void parse_args(int argc, char **argv, options *o)
 int main(int argc, char **argv)
 {
     options o = {.uid = -1, .gid = -1};
+    /* If the server dies (even by SIGKILL), the job dies with it, and with job-init its whole
+     * PID namespace: no job outlives the server that could report or stop it. A restarted
+     * server also removes leftover cgroups. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     parse_args(argc, argv, &o);
 
     if (o.cg_dir) {

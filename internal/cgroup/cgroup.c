@@ -963,6 +963,16 @@ int cgroup_job_create(cgroup_manager *m, const char *name, const cgroup_limits *
             goto undo;
         }
     }
+    /* With swap on the host, memory.max alone would let a job grow past it by swapping: a memory
+     * limit means no swap. Kernels or hosts without swap accounting have no such file. */
+    if (lim->memory_max > 0 && !cg->fake_fs) {
+        r = cg_write(cg->dirfd, "memory.swap.max", "0", false);
+        if (r < 0 && r != -ENOENT) {
+            jw_error_set(err, code_for_errno(r), r, "write '0' to '%s/memory.swap.max': %s",
+                         cg->path, strerror(-r));
+            goto undo;
+        }
+    }
     if (n_io > 0) {
         /* One write per device on one descriptor: the kernel takes one device per write. */
         _cleanup_close_ int fd = cg_open_write(cg->dirfd, "io.max", cg->fake_fs);
