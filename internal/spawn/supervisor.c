@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -466,6 +467,10 @@ typedef struct child_args {
 static int child_main(void *arg)
 {
     const child_args *a = arg;
+    /* The job dies with the server, even by SIGKILL: set here, before execve, so that there is no
+     * window in which job-init could be orphaned. It fires when the thread that called clone()
+     * exits, an RPC worker, which lives until after every job was stopped at shutdown. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     if (dup2(a->null_fd, 0) < 0 || dup2(a->out_w, 1) < 0 || dup2(a->out_w, 2) < 0 ||
         dup2(a->st_w, JOBINIT_STATUS_FD) < 0)
         _exit(JOBINIT_EXIT_FAILED);
@@ -714,7 +719,8 @@ fail:
     return r;
 }
 
-int supervisor_stop_job(supervisor *sv, store_job *job, job_reason reason, jw_error *err)
+/* Marks the job's entry for stopping; false when the supervisor has no entry for it. */
+static bool mark_stop(supervisor *sv, store_job *job, job_reason reason)
 {
     bool found = false;
     pthread_mutex_lock(&sv->lock);
@@ -727,10 +733,29 @@ int supervisor_stop_job(supervisor *sv, store_job *job, job_reason reason, jw_er
         }
     }
     pthread_mutex_unlock(&sv->lock);
-    if (!found)
-        return 0; /* already final, or finishing right now: wait below covers the latter */
-    sv_wake(sv);
+    return found;
+}
+
+int supervisor_stop_job(supervisor *sv, store_job *job, job_reason reason, jw_error *err)
+{
     int timeout = (int)sv->cfg.stop_grace_ms + EMPTY_TIMEOUT_MS + START_TIMEOUT_MS;
+    /* Without an entry the job is either final, about to be (its entry is unlinked just before
+     * its end is recorded), or not linked yet (CreateJob put it in the store and is about to
+     * start it). Poll briefly until one of those resolves, so a stop is never lost. */
+    bool found = mark_stop(sv, job, reason);
+    for (int waited = 0; !found && waited < timeout; waited += 2) {
+        if (job_status_is_final(store_job_status(job)))
+            break;
+        store_job *still = store_lookup(sv->st, store_job_id(job));
+        store_job_unref(still);
+        if (!still)
+            return jw_error_set(err, JW_NOT_FOUND, -ENOENT, "job '%s' was removed while starting",
+                                store_job_id(job));
+        usleep(2000);
+        found = mark_stop(sv, job, reason);
+    }
+    if (found)
+        sv_wake(sv);
     int r = store_job_wait_final(job, timeout);
     if (r < 0)
         return jw_error_set(err, JW_INTERNAL, r, "job '%s' did not stop within %d ms",

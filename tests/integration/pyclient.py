@@ -186,7 +186,7 @@ elif scenario == "stop-race":
     # polls GetJobs for it (it is listed from INITIALIZING on) and stops it the moment it shows,
     # after a delay of 0..48 ms that varies by round. Even rounds run a long sleep and the
     # creator stops it too as soon as CreateJob answers (two racing stops; it must end
-    # STOPPED); odd rounds sleep about 0.05 s, so the stop races the job's own end (STOPPED or
+    # STOPPED); odd rounds sleep about 0.02 s, so the stop races the job's own end (STOPPED or
     # COMPLETED). Every StopJob must answer a final state, all answers and GetJob must agree,
     # and no process of any job may remain.
     import os
@@ -206,9 +206,9 @@ elif scenario == "stop-race":
     for i in range(rounds):
         marker = f"{nonce}{i:03d}"
         markers.append(marker)
-        # Even rounds sleep long (must end STOPPED), odd rounds end by themselves within
-        # about 0.05 s (STOPPED or COMPLETED, whichever wins).
-        arg = f"1000.{marker}" if i % 2 == 0 else f"0.0{marker}"
+        # Even rounds sleep long (must end STOPPED), odd rounds end by themselves after
+        # about 0.02 s (STOPPED or COMPLETED, whichever wins).
+        arg = f"1000.{marker}" if i % 2 == 0 else f"0.02{marker}"
         res = {}
         go = threading.Barrier(2)
 

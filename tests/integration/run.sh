@@ -261,6 +261,7 @@ check "SIGTERM with running jobs exits 0 and leaves no job process" t_shutdown
 # Further groups, each with its own server.
 source "$REPO/tests/integration/streaming.sh"
 [ -f "$REPO/tests/integration/security.sh" ] && source "$REPO/tests/integration/security.sh"
+source "$REPO/tests/integration/hardening.sh"
 
 echo "integration: $PASSED passed, $FAILED failed"
 if [ "$FAILED" -ne 0 ]; then
