@@ -239,3 +239,23 @@ int jobctl_write_output(void *userdata, const uint8_t *data, size_t len, jw_erro
         return jw_error_set(err, JW_INTERNAL, r, "write stdout: %s", strerror(-r));
     return 0;
 }
+
+int jobctl_parse_id_command(jobctl_ctx *ctx, const char *cmd, const char *usage, int argc,
+                            char **argv, const char **ret_id)
+{
+    static const struct option options[] = {JOBCTL_GLOBAL_OPTIONS, {NULL, 0, NULL, 0}};
+    int opt, r;
+
+    opterr = 0;
+    while ((opt = getopt_long(argc, argv, ":ho:", options, NULL)) != -1) {
+        if (opt == '?' || opt == ':')
+            return jobctl_getopt_error(cmd, opt, argv);
+        r = jobctl_global_option(ctx, cmd, usage, opt, optarg);
+        if (r != JOBCTL_CONTINUE)
+            return r;
+    }
+    if (argc - optind != 1)
+        return jobctl_usage_error(cmd, "expected exactly one job id");
+    *ret_id = argv[optind];
+    return JOBCTL_CONTINUE;
+}

@@ -109,6 +109,11 @@ int jobctl_global_option(jobctl_ctx *ctx, const char *cmd, const char *usage, in
 /* Reports a getopt_long failure ('?' or ':') for subcommand `cmd` (NULL for jobctl itself). */
 int jobctl_getopt_error(const char *cmd, int opt, char **argv);
 
+/* The argument parsing of subcommands that take global options and exactly one job id (get,
+ * stop). Sets *ret_id (pointing into argv) and returns JOBCTL_CONTINUE, or an exit code. */
+int jobctl_parse_id_command(jobctl_ctx *ctx, const char *cmd, const char *usage, int argc,
+                            char **argv, const char **ret_id);
+
 /* Prints "jobctl: <message> (see 'jobctl [cmd] --help')" to stderr; returns EXIT_USAGE. */
 int jobctl_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

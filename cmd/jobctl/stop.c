@@ -14,19 +14,10 @@ const char cmd_stop_usage[] =
 
 int cmd_stop(jobctl_ctx *ctx, int argc, char **argv)
 {
-    static const struct option options[] = {JOBCTL_GLOBAL_OPTIONS, {NULL, 0, NULL, 0}};
-    int opt, r;
-
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, ":ho:", options, NULL)) != -1) {
-        if (opt == '?' || opt == ':')
-            return jobctl_getopt_error("stop", opt, argv);
-        r = jobctl_global_option(ctx, "stop", cmd_stop_usage, opt, optarg);
-        if (r != JOBCTL_CONTINUE)
-            return r;
-    }
-    if (argc - optind != 1)
-        return jobctl_usage_error("stop", "expected exactly one job id");
+    const char *id;
+    int r = jobctl_parse_id_command(ctx, "stop", cmd_stop_usage, argc, argv, &id);
+    if (r != JOBCTL_CONTINUE)
+        return r;
 
     jw_client *c;
     r = jobctl_connect(ctx, &c);
@@ -34,7 +25,7 @@ int cmd_stop(jobctl_ctx *ctx, int argc, char **argv)
         return r;
     jw_error err = JW_ERROR_INIT;
     _cleanup_job_ Jobworker__V1__Job *job = NULL;
-    r = jw_client_stop_job(c, argv[optind], &job, &err);
+    r = jw_client_stop_job(c, id, &job, &err);
     jobctl_disconnect(c);
     if (r < 0)
         return jobctl_report(r, &err);

@@ -102,6 +102,25 @@ int codec_check_create_strings(const uint8_t *buf, size_t len, jw_error *err)
     return 0;
 }
 
+void codec_job_request_from_pb(const Jobworker__V1__CreateJobReq *req, job_request *ret)
+{
+    *ret = (job_request){
+        .command = req->command,
+        .command_len = strlen(req->command),
+        .args = (const char *const *)req->args,
+        .nargs = req->n_args,
+        .timeout_seconds = req->timeout_seconds,
+        .network = (int)req->network,
+    };
+    if (req->limits) {
+        ret->limits.cpu_percent = req->limits->cpu_percent;
+        ret->limits.memory_bytes = req->limits->memory_bytes;
+        ret->limits.io_bps = req->limits->io_bps;
+        ret->limits.memory_high_bytes = req->limits->memory_high_bytes;
+        ret->limits.pids_max = req->limits->pids_max;
+    }
+}
+
 void codec_job_from_info(const store_job_info *info, Jobworker__V1__Job *job,
                          Jobworker__V1__ResourceLimits *limits, Jobworker__V1__ResourceUsage *usage)
 {

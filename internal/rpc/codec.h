@@ -3,6 +3,7 @@
 #define JW_RPC_CODEC_H
 
 #include "jobworker/v1/jobworker.pb-c.h"
+#include "job/job.h"
 #include "store/store.h"
 #include "util/error.h"
 
@@ -19,6 +20,10 @@ grpc_byte_buffer *codec_pack(const ProtobufCMessage *msg);
 /* Walks the wire form of a CreateJobReq and rejects a NUL byte inside command or any arg, which
  * protobuf-c would otherwise silently truncate at. Pure function over bytes (fuzzable). */
 int codec_check_create_strings(const uint8_t *buf, size_t len, jw_error *err);
+
+/* The job module's view of a decoded CreateJobReq; strings borrow from req. (codec_unpack has
+ * already refused NUL bytes, so strlen is the wire length.) */
+void codec_job_request_from_pb(const Jobworker__V1__CreateJobReq *req, job_request *ret);
 
 /* Fills a Job message from a snapshot. Pointers borrow from info and from *limits / *usage,
  * which the caller provides and keeps alive while the message is used. */

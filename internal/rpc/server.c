@@ -206,21 +206,8 @@ static int handle_create(rpc_server *srv, rpc_incoming *in, char *job_id, jw_err
     if (r < 0)
         return r;
     Jobworker__V1__CreateJobReq *req = (Jobworker__V1__CreateJobReq *)m;
-    job_request jr = {
-        .command = req->command,
-        .command_len = strlen(req->command),
-        .args = (const char *const *)req->args,
-        .nargs = req->n_args,
-        .timeout_seconds = req->timeout_seconds,
-        .network = (int)req->network,
-    };
-    if (req->limits) {
-        jr.limits.cpu_percent = req->limits->cpu_percent;
-        jr.limits.memory_bytes = req->limits->memory_bytes;
-        jr.limits.io_bps = req->limits->io_bps;
-        jr.limits.memory_high_bytes = req->limits->memory_high_bytes;
-        jr.limits.pids_max = req->limits->pids_max;
-    }
+    job_request jr;
+    codec_job_request_from_pb(req, &jr);
     r = job_request_validate(&jr, &srv->cfg.host, err);
     if (r < 0)
         goto out;

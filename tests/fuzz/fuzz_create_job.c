@@ -136,21 +136,8 @@ static void check_cgroup_files(const job_limits *eff)
 static void run_validation(const Jobworker__V1__CreateJobReq *req, const job_host *host)
 {
     /* Exactly as handle_create builds it. */
-    job_request jr = {
-        .command = req->command,
-        .command_len = strlen(req->command),
-        .args = (const char *const *)req->args,
-        .nargs = req->n_args,
-        .timeout_seconds = req->timeout_seconds,
-        .network = (int)req->network,
-    };
-    if (req->limits) {
-        jr.limits.cpu_percent = req->limits->cpu_percent;
-        jr.limits.memory_bytes = req->limits->memory_bytes;
-        jr.limits.io_bps = req->limits->io_bps;
-        jr.limits.memory_high_bytes = req->limits->memory_high_bytes;
-        jr.limits.pids_max = req->limits->pids_max;
-    }
+    job_request jr;
+    codec_job_request_from_pb(req, &jr);
     jw_error err = JW_ERROR_INIT;
     int r = job_request_validate(&jr, host, &err);
     if (r < 0) {
