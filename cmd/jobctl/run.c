@@ -55,9 +55,7 @@ static int wait_final(jw_client *c, const char *id, jw_error *err)
         int r = jw_client_get_job(c, id, &j, err);
         if (r < 0)
             return r;
-        if (j->status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_COMPLETED ||
-            j->status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_FAILED ||
-            j->status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_STOPPED)
+        if (jw_fmt_status_is_final(j->status))
             return 0;
         if (jobctl_interrupted())
             return -EINTR;

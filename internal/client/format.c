@@ -354,7 +354,7 @@ void jw_fmt_time_iso_s(char *buf, size_t size, int64_t unix_ns)
     fmt_time(buf, size, unix_ns, false);
 }
 
-static bool status_is_final(int status)
+bool jw_fmt_status_is_final(int status)
 {
     return status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_COMPLETED ||
            status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_FAILED ||
@@ -459,7 +459,7 @@ int jw_fmt_job_human(FILE *out, const Jobworker__V1__Job *job, int64_t now_ns)
         !__builtin_sub_overflow(job->end_time_unix_ns, job->start_time_unix_ns, &d)) {
         jw_fmt_duration_ns(b, sizeof(b), d);
         fprintf(out, "%s\n", b);
-    } else if (job->start_time_unix_ns != 0 && !status_is_final(job->status) &&
+    } else if (job->start_time_unix_ns != 0 && !jw_fmt_status_is_final(job->status) &&
                !__builtin_sub_overflow(now_ns, job->start_time_unix_ns, &d)) {
         jw_fmt_duration_ns(b, sizeof(b), d);
         fprintf(out, "%s (running)\n", b);

@@ -24,6 +24,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdbool.h>
 #include <stdio.h>
 
 /* "RUNNING", "OOM_KILLED", ...; for a value outside the enum, NULL. */
@@ -31,6 +32,8 @@ const char *jw_fmt_status_name(int status);
 const char *jw_fmt_reason_name(int reason);
 /* "HOST", "NONE", "UNSPECIFIED" (NETWORK_MODE_ stripped). */
 const char *jw_fmt_network_name(int network);
+/* COMPLETED, FAILED or STOPPED: the job will not change any more. */
+bool jw_fmt_status_is_final(int status);
 
 /* JSON. */
 int jw_fmt_json_string(FILE *out, const char *s, size_t len);

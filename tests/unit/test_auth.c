@@ -16,6 +16,8 @@
 #include "auth/auth.h"
 #include "util/cleanup.h"
 
+#include "certfix.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -40,78 +42,20 @@ static EVP_PKEY *g_key; /* signs the certificates made in memory */
 
 /* ---- fixtures ---- */
 
-static bool has_script(const char *root)
-{
-    char p[PATH_MAX];
-    int n = snprintf(p, sizeof(p), "%s/scripts/gen-certs.sh", root);
-    return n > 0 && (size_t)n < sizeof(p) && access(p, R_OK) == 0;
-}
-
-static void find_repo_root(void)
-{
-    const char *env = getenv("JW_REPO_ROOT");
-    if (env && has_script(env)) {
-        snprintf(g_root, sizeof(g_root), "%s", env);
-        return;
-    }
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        for (char *slash; (slash = strrchr(exe, '/')) && slash != exe;) {
-            *slash = '\0';
-            if (has_script(exe)) {
-                snprintf(g_root, sizeof(g_root), "%s", exe);
-                return;
-            }
-        }
-    }
-    if (!getcwd(g_root, sizeof(g_root)))
-        snprintf(g_root, sizeof(g_root), ".");
-}
-
-static int run_gen_certs(void)
-{
-    char script[PATH_MAX + 32];
-    snprintf(script, sizeof(script), "%s/scripts/gen-certs.sh", g_root);
-    char *argv[] = {"bash", script, g_dir, NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-    pid_t pid;
-    int r = posix_spawnp(&pid, "bash", &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (r != 0) {
-        fprintf(stderr, "spawn bash %s: %s\n", script, strerror(r));
-        return -1;
-    }
-    int status;
-    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "%s %s failed (status 0x%x)\n", script, g_dir, status);
-        return -1;
-    }
-    return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
 static int group_teardown(void **state)
 {
     EVP_PKEY_free(g_key);
     g_key = NULL;
     if (g_dir[0])
-        nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+        certfix_rm_rf(g_dir);
     g_dir[0] = '\0';
     return 0;
 }
 
 static int group_setup(void **state)
 {
-    find_repo_root();
-    if (!has_script(g_root)) {
+    certfix_find_repo_root(g_root, sizeof(g_root));
+    if (!certfix_has_script(g_root)) {
         fprintf(stderr,
                 "no scripts/gen-certs.sh under '%s': run from the repository root or set "
                 "JW_REPO_ROOT\n",
@@ -126,7 +70,7 @@ static int group_setup(void **state)
         return -1;
     }
     g_key = EVP_EC_gen("P-256");
-    if (!g_key || run_gen_certs() < 0) {
+    if (!g_key || certfix_gen_certs(g_root, g_dir) < 0) {
         /* cmocka skips the group teardown when the setup fails. */
         group_teardown(state);
         return -1;

@@ -15,6 +15,8 @@
 #include "auth/auth.h"
 #include "util/cleanup.h"
 
+#include "certfix.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -36,82 +38,18 @@ static char g_dir[512]; /* short, so that paths built under it fit PATH_MAX */
 
 /* ---- fixtures ---- */
 
-static bool has_script(const char *root)
-{
-    char p[PATH_MAX];
-    int n = snprintf(p, sizeof(p), "%s/scripts/gen-certs.sh", root);
-    return n > 0 && (size_t)n < sizeof(p) && access(p, R_OK) == 0;
-}
-
-static void find_repo_root(void)
-{
-    const char *env = getenv("JW_REPO_ROOT");
-    if (env && has_script(env)) {
-        snprintf(g_root, sizeof(g_root), "%s", env);
-        return;
-    }
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n > 0) {
-        exe[n] = '\0';
-        for (char *slash; (slash = strrchr(exe, '/')) && slash != exe;) {
-            *slash = '\0';
-            if (has_script(exe)) {
-                snprintf(g_root, sizeof(g_root), "%s", exe);
-                return;
-            }
-        }
-    }
-    if (!getcwd(g_root, sizeof(g_root)))
-        snprintf(g_root, sizeof(g_root), ".");
-}
-
-static int run_gen_certs(void)
-{
-    char script[PATH_MAX + 32], certs[PATH_MAX + 8];
-    snprintf(script, sizeof(script), "%s/scripts/gen-certs.sh", g_root);
-    snprintf(certs, sizeof(certs), "%s/certs", g_dir);
-    char *argv[] = {"bash", script, certs, NULL};
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, "/dev/null", O_WRONLY, 0);
-    pid_t pid;
-    int r = posix_spawnp(&pid, "bash", &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (r != 0) {
-        fprintf(stderr, "spawn bash %s: %s\n", script, strerror(r));
-        return -1;
-    }
-    int status;
-    if (waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        fprintf(stderr, "%s %s failed (status 0x%x)\n", script, certs, status);
-        return -1;
-    }
-    return 0;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static void rm_rf(const char *path)
-{
-    nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static int group_teardown(void **state)
 {
     if (g_dir[0])
-        rm_rf(g_dir);
+        certfix_rm_rf(g_dir);
     g_dir[0] = '\0';
     return 0;
 }
 
 static int group_setup(void **state)
 {
-    find_repo_root();
-    if (!has_script(g_root)) {
+    certfix_find_repo_root(g_root, sizeof(g_root));
+    if (!certfix_has_script(g_root)) {
         fprintf(stderr,
                 "no scripts/gen-certs.sh under '%s': run from the repository root or set "
                 "JW_REPO_ROOT\n",
@@ -125,7 +63,9 @@ static int group_setup(void **state)
         g_dir[0] = '\0';
         return -1;
     }
-    if (run_gen_certs() < 0) {
+    char certs[PATH_MAX + 8];
+    snprintf(certs, sizeof(certs), "%s/certs", g_dir);
+    if (certfix_gen_certs(g_root, certs) < 0) {
         group_teardown(state);
         return -1;
     }
