@@ -46,6 +46,22 @@ typedef struct jw_error {
 int jw_error_set(jw_error *err, jw_code code, int ret, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
+/* Sets err from a failed system call: the code comes from jw_code_from_errno(errnum) and the
+ * formatted message gets ": <errno text>" appended (strerror_r, so it is thread-safe). errnum
+ * may be given as errno or as a negative errno; returns the negative errno. */
+int jw_error_errno(jw_error *err, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* The same with an explicit code, where the caller knows better than the errno mapping. */
+int jw_error_errno_code(jw_error *err, jw_code code, int errnum, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The one place errno values map to status codes: resource shortages (ENOMEM, EMFILE, ENFILE,
+ * ENOSPC, EDQUOT, EAGAIN, E2BIG) are RESOURCE_EXHAUSTED, ESHUTDOWN is UNAVAILABLE, ECANCELED
+ * is CANCELLED, ETIMEDOUT is UNAVAILABLE; everything else is the server's own failure, INTERNAL.
+ * A server-side EACCES or ENOENT is not the client's PERMISSION_DENIED or NOT_FOUND. */
+jw_code jw_code_from_errno(int errnum);
+/* strerror_r into buf; always returns a usable string. */
+const char *jw_strerror(int errnum, char *buf, size_t size);
+
 /* Prefixes context to an error that is already set: "context: old message". Returns `ret`. */
 int jw_error_wrap(jw_error *err, int ret, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
