@@ -287,6 +287,8 @@ static int handle_stop(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error
     if (r < 0)
         return r;
     r = supervisor_stop_job(srv->cfg.sv, job, JOB_REASON_STOPPED, err);
+    if (r == 0 && store_job_wait_final(job, 30000) < 0)
+        r = jw_error_set(err, JW_INTERNAL, -ETIMEDOUT, "job '%s' did not stop", job_id);
     if (r == 0)
         reply_job(srv, in->call, &jobworker__v1__stop_job_res__descriptor, job);
     store_job_unref(job);

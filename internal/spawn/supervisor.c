@@ -692,12 +692,15 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
 
     e->pid = pid;
     store_job_set_running(job, pid, now_realtime_ns());
+    job_reason asked = store_job_stop_reason(job); /* a stop that came while starting */
     struct epoll_event ev_out = {.events = EPOLLIN, .data.ptr = &e->w_out};
     struct epoll_event ev_pid = {.events = EPOLLIN, .data.ptr = &e->w_pid};
     pthread_mutex_lock(&sv->lock);
     if (info.timeout_seconds > 0)
         e->timeout_at_ns = now_monotonic_ns() + (int64_t)info.timeout_seconds * 1000000000;
     e->started = true;
+    if (e->stop_reason == JOB_REASON_UNSPECIFIED)
+        e->stop_reason = asked;
     /* Registration happens under the lock so the thread never sees a half-registered entry;
      * epoll_ctl itself is thread-safe. */
     epoll_ctl(sv->epfd, EPOLL_CTL_ADD, e->out_fd, &ev_out);
@@ -738,27 +741,12 @@ static bool mark_stop(supervisor *sv, store_job *job, job_reason reason)
 
 int supervisor_stop_job(supervisor *sv, store_job *job, job_reason reason, jw_error *err)
 {
-    int timeout = (int)sv->cfg.stop_grace_ms + EMPTY_TIMEOUT_MS + START_TIMEOUT_MS;
-    /* Without an entry the job is either final, about to be (its entry is unlinked just before
-     * its end is recorded), or not linked yet (CreateJob put it in the store and is about to
-     * start it). Poll briefly until one of those resolves, so a stop is never lost. */
-    bool found = mark_stop(sv, job, reason);
-    for (int waited = 0; !found && waited < timeout; waited += 2) {
-        if (job_status_is_final(store_job_status(job)))
-            break;
-        store_job *still = store_lookup(sv->st, store_job_id(job));
-        store_job_unref(still);
-        if (!still)
-            return jw_error_set(err, JW_NOT_FOUND, -ENOENT, "job '%s' was removed while starting",
-                                store_job_id(job));
-        usleep(2000);
-        found = mark_stop(sv, job, reason);
-    }
-    if (found)
+    /* The stop is recorded on the job first, then on its entry. A job whose entry is not linked
+     * yet reads the record when its start completes (supervisor_start_job links the entry
+     * before it starts anything), so a stop is never lost and nobody polls. */
+    if (!store_job_request_stop(job, reason))
+        return 0;
+    if (mark_stop(sv, job, reason))
         sv_wake(sv);
-    int r = store_job_wait_final(job, timeout);
-    if (r < 0)
-        return jw_error_set(err, JW_INTERNAL, r, "job '%s' did not stop within %d ms",
-                            store_job_id(job), timeout);
     return 0;
 }

@@ -44,9 +44,10 @@ void supervisor_free(supervisor *sv);
  * caller removes it from the store. */
 int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err);
 
-/* Asks a job to stop with `reason` (STOPPED, TIMED_OUT, SERVER_SHUTDOWN) and waits until it is
- * final, up to the grace period plus a few seconds. A job that is already final is left alone
- * (0); an INITIALIZING job is stopped as soon as it started. */
+/* Asks a job to stop with `reason` (STOPPED, TIMED_OUT, SERVER_SHUTDOWN) and returns at once:
+ * the supervisor's loop sends SIGTERM, waits the grace period, then kills. Whoever needs the end
+ * waits for it with store_job_on_final() (or store_job_wait_final() in tests). A job that is
+ * already final is left alone; an INITIALIZING job is stopped as soon as it started. */
 int supervisor_stop_job(supervisor *sv, store_job *job, job_reason reason, jw_error *err);
 
 /* Number of jobs the supervisor currently owns (starting or running). */

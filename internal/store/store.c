@@ -25,6 +25,12 @@ struct store_sub {
     store_sub *prev, *next;
 };
 
+typedef struct final_waiter {
+    store_final_fn fn;
+    void *userdata;
+    struct final_waiter *next;
+} final_waiter;
+
 struct store_job {
     atomic_int refs;
     store *owner_store;
@@ -58,7 +64,13 @@ struct store_job {
     int out_fd; /* write end of the output file while the job may produce output */
     store_sub *subs;
     size_t n_subs;
+    job_reason stop_reason; /* the first stop asked for; UNSPECIFIED = none */
+    final_waiter *waiters;  /* one-shot callbacks for the end, see store_job_on_final */
+    size_t n_waiters;
 };
+
+static final_waiter *take_waiters_if_done(store_job *job, bool removing);
+static void call_waiters(store_job *job, final_waiter *w);
 
 struct store {
     pthread_mutex_t lock;
@@ -132,6 +144,10 @@ static void job_free(store_job *job)
     free(job->owner);
     free(job->user);
     free(job->error);
+    for (final_waiter *w = job->waiters, *next; w; w = next) {
+        next = w->next;
+        free(w);
+    }
     pthread_mutex_destroy(&job->lock);
     pthread_cond_destroy(&job->cond);
     free(job);
@@ -298,6 +314,11 @@ void store_job_remove(store *s, store_job *job)
     char path[PATH_MAX];
     output_path(s, job->id, path, sizeof(path));
     unlink(path);
+    /* Whoever waits for this job's end learns that it will not come: the job is not final. */
+    pthread_mutex_lock(&job->lock);
+    final_waiter *w = take_waiters_if_done(job, true);
+    pthread_mutex_unlock(&job->lock);
+    call_waiters(job, w);
     if (found)
         store_job_unref(job);
 }
@@ -359,6 +380,72 @@ int store_job_set_running(store_job *job, pid_t pid, int64_t start_time_ns)
     return 0;
 }
 
+/* Called with job->lock held: the waiters to call now that the job is final and its output
+ * closed (or it is being removed), detached from the job. */
+static final_waiter *take_waiters_if_done(store_job *job, bool removing)
+{
+    if (!removing && !(job_status_is_final(job->status) && job->output_closed))
+        return NULL;
+    final_waiter *w = job->waiters;
+    job->waiters = NULL;
+    job->n_waiters = 0;
+    return w;
+}
+
+/* Calls and frees detached waiters; no lock is held. */
+static void call_waiters(store_job *job, final_waiter *w)
+{
+    while (w) {
+        final_waiter *next = w->next;
+        w->fn(job, w->userdata);
+        free(w);
+        w = next;
+    }
+}
+
+int store_job_on_final(store_job *job, store_final_fn fn, void *userdata)
+{
+    final_waiter *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    w->fn = fn;
+    w->userdata = userdata;
+    pthread_mutex_lock(&job->lock);
+    int r = 0;
+    if (job_status_is_final(job->status) && job->output_closed)
+        r = 1;
+    else if (job->n_waiters >= STORE_MAX_FINAL_WAITERS)
+        r = -EBUSY;
+    if (r != 0) {
+        pthread_mutex_unlock(&job->lock);
+        free(w);
+        return r;
+    }
+    w->next = job->waiters;
+    job->waiters = w;
+    job->n_waiters++;
+    pthread_mutex_unlock(&job->lock);
+    return 0;
+}
+
+bool store_job_request_stop(store_job *job, job_reason reason)
+{
+    pthread_mutex_lock(&job->lock);
+    bool live = !job_status_is_final(job->status);
+    if (live && job->stop_reason == JOB_REASON_UNSPECIFIED)
+        job->stop_reason = reason;
+    pthread_mutex_unlock(&job->lock);
+    return live;
+}
+
+job_reason store_job_stop_reason(store_job *job)
+{
+    pthread_mutex_lock(&job->lock);
+    job_reason r = job->stop_reason;
+    pthread_mutex_unlock(&job->lock);
+    return r;
+}
+
 int store_job_finish(store_job *job, job_reason reason, int exit_code, int sig, const char *error,
                      const job_usage *usage, int64_t end_time_ns)
 {
@@ -382,7 +469,9 @@ int store_job_finish(store_job *job, job_reason reason, int exit_code, int sig, 
     if (!job->start_time_ns)
         job->start_time_ns = end_time_ns;
     pthread_cond_broadcast(&job->cond);
+    final_waiter *w = take_waiters_if_done(job, false);
     pthread_mutex_unlock(&job->lock);
+    call_waiters(job, w);
     return 0;
 }
 
@@ -496,7 +585,9 @@ void store_job_close_output(store_job *job)
     job->output_closed = true;
     wake_subs(job);
     pthread_cond_broadcast(&job->cond);
+    final_waiter *w = take_waiters_if_done(job, false);
     pthread_mutex_unlock(&job->lock);
+    call_waiters(job, w);
 }
 
 int store_job_open_output(store_job *job)

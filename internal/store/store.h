@@ -8,7 +8,7 @@
  * Subscribers are offsets held by their readers, never queues: store_sub_arm() asks to be woken
  * once when bytes beyond an offset, or the end, exist. A slow reader costs nothing here.
  *
- * The store knows no process, cgroup or network (DESIGN.md section 3).
+ * The store knows no process, cgroup or network (docs/ARCHITECTURE.md, the layering rule).
  */
 #ifndef JW_STORE_STORE_H
 #define JW_STORE_STORE_H
@@ -100,6 +100,24 @@ job_status store_job_status(store_job *job);
 /* Waits until the job is in a final state and its output is closed; -ETIMEDOUT after timeout_ms
  * (negative = forever). */
 int store_job_wait_final(store_job *job, int timeout_ms);
+
+/* Records that a stop was asked for with `reason`: the first reason wins. Returns false (and
+ * records nothing) when the job is already final. The supervisor reads it when it takes over a
+ * job, so a stop that arrives while the job is still being started is never lost. */
+bool store_job_request_stop(store_job *job, job_reason reason);
+/* The first stop reason asked for, or JOB_REASON_UNSPECIFIED. */
+job_reason store_job_stop_reason(store_job *job);
+
+/* One-shot notification of a job's end, instead of a thread blocked in store_job_wait_final.
+ * Returns 1 when the job is already final with its output closed (fn is not called), 0 when fn
+ * was registered, -EBUSY past STORE_MAX_FINAL_WAITERS pending callbacks on the job, -ENOMEM.
+ * fn runs exactly once, with no store lock held, on the thread that completes the job (the
+ * supervisor's, or one of its cleanup workers): after the final state is recorded and the output
+ * closed, or from store_job_remove() when a job that never started is removed (then the job is
+ * not final). fn must be quick: it may snapshot the job, not wait. */
+#define STORE_MAX_FINAL_WAITERS 1024
+typedef void (*store_final_fn)(store_job *job, void *userdata);
+int store_job_on_final(store_job *job, store_final_fn fn, void *userdata);
 
 /* ---- Output log ---- */
 

@@ -255,9 +255,9 @@ static void test_stop_ignoring_sigterm(void **state)
     int64_t t0 = now_monotonic_ns();
     jw_error err = JW_ERROR_INIT;
     assert_int_equal(supervisor_stop_job(f->sv, job, JOB_REASON_STOPPED, &err), 0);
-    int64_t ms = (now_monotonic_ns() - t0) / 1000000;
     store_job_info info;
     finish(job, &info);
+    int64_t ms = (now_monotonic_ns() - t0) / 1000000;
     assert_int_equal(info.status, JOB_STATUS_STOPPED);
     assert_int_equal(info.reason, JOB_REASON_STOPPED);
     assert_int_equal(info.signal, 9); /* it survived SIGTERM and was killed */

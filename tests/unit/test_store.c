@@ -148,6 +148,58 @@ static void test_state_changes(void **state)
     store_job_unref(job);
 }
 
+typedef struct final_seen {
+    int calls;
+    job_status status;
+} final_seen;
+
+static void on_final(store_job *job, void *userdata)
+{
+    final_seen *fs = userdata;
+    fs->calls++;
+    fs->status = store_job_status(job); /* no store lock is held: this must not deadlock */
+}
+
+/* The end of a job is an event: callbacks fire once, only when the job is final and its output
+ * closed, and a removed job tells its waiters that no end will come. */
+static void test_final_callbacks_and_stop_requests(void **state)
+{
+    fixture *f = *state;
+    store_job *job = new_job(f->st, "x");
+    final_seen a = {0}, b = {0};
+    assert_int_equal(store_job_stop_reason(job), JOB_REASON_UNSPECIFIED);
+    assert_true(store_job_request_stop(job, JOB_REASON_STOPPED));
+    assert_true(store_job_request_stop(job, JOB_REASON_TIMED_OUT)); /* the first reason wins */
+    assert_int_equal(store_job_stop_reason(job), JOB_REASON_STOPPED);
+    assert_int_equal(store_job_on_final(job, on_final, &a), 0);
+    assert_int_equal(store_job_on_final(job, on_final, &b), 0);
+    assert_int_equal(store_job_set_running(job, 42, 1000), 0);
+    assert_int_equal(store_job_finish(job, JOB_REASON_STOPPED, 0, 9, NULL, NULL, 2000), 0);
+    assert_int_equal(a.calls, 0); /* final, but the output is still open */
+    store_job_close_output(job);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(b.calls, 1);
+    assert_int_equal(a.status, JOB_STATUS_STOPPED);
+    store_job_close_output(job); /* idempotent: no second call */
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(store_job_on_final(job, on_final, &a), 1); /* already final: not called */
+    assert_int_equal(a.calls, 1);
+    assert_false(store_job_request_stop(job, JOB_REASON_STOPPED));
+    store_job_unref(job);
+
+    /* The cap on pending callbacks. */
+    store_job *busy = new_job(f->st, "y");
+    final_seen many = {0};
+    for (int i = 0; i < STORE_MAX_FINAL_WAITERS; i++)
+        assert_int_equal(store_job_on_final(busy, on_final, &many), 0);
+    assert_int_equal(store_job_on_final(busy, on_final, &many), -EBUSY);
+    /* Removal of a job that never started calls every waiter with the job not final. */
+    store_job_remove(f->st, busy);
+    assert_int_equal(many.calls, STORE_MAX_FINAL_WAITERS);
+    assert_int_equal(many.status, JOB_STATUS_INITIALIZING);
+    store_job_unref(busy);
+}
+
 static void test_output_roundtrip(void **state)
 {
     fixture *f = *state;
@@ -343,6 +395,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_lookup_list, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_jobs, setup, teardown),
         cmocka_unit_test_setup_teardown(test_state_changes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_final_callbacks_and_stop_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_output_roundtrip, setup, teardown),
         cmocka_unit_test_setup_teardown(test_output_cap, setup_capped, teardown),
         cmocka_unit_test_setup_teardown(test_subscriber_arm, setup, teardown),
