@@ -51,6 +51,10 @@ typedef struct auth_identity {
  * Thread-safe. `ret` is written only on success (role NONE is a success). */
 int auth_identity_from_pem(const char *pem, size_t len, auth_identity *ret, jw_error *err);
 
+/* auth_identity_from_pem() behind a small cache of the last identities seen, keyed by the exact
+ * certificate bytes (only for certificates the TLS layer verified). Thread-safe. */
+int auth_identity_from_pem_cached(const char *pem, size_t len, auth_identity *ret, jw_error *err);
+
 /* admin: every method; viewer: GET_JOB, GET_JOBS, GET_JOBS_STREAM; NONE: nothing. */
 bool auth_role_allows(auth_role role, auth_method method);
 const char *auth_role_name(auth_role role);  /* "admin", "viewer", "none" */

@@ -1,7 +1,9 @@
 #include "rpc/rpc-internal.h"
 
+#include "rpc/audit.h"
 #include "rpc/codec.h"
 #include "util/cleanup.h"
+#include "util/defaults.h"
 #include "util/log.h"
 #include "util/misc.h"
 
@@ -15,6 +17,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+enum { TAG_NEW_CALL = 1, TAG_UNARY_DONE, TAG_SHUTDOWN };
 
 static const char *const method_paths[] = {
     [AUTH_METHOD_CREATE_JOB] = "/jobworker.v1.JobService/CreateJob",
@@ -46,48 +50,8 @@ typedef struct unary_call {
     int cancelled;
 } unary_call;
 
-/* Parsing the peer's certificate costs ~100 us per RPC; a client sends the same certificate on
- * every call, so the last few identities are kept, keyed by the exact PEM bytes (the certificate
- * was verified by the handshake of the connection the call came on, so the bytes alone decide). */
-#define IDENTITY_CACHE   16
-#define IDENTITY_PEM_MAX 8192
-static struct {
-    pthread_mutex_t lock;
-    struct {
-        size_t len;
-        char pem[IDENTITY_PEM_MAX];
-        auth_identity id;
-    } e[IDENTITY_CACHE];
-    unsigned next;
-} id_cache = {.lock = PTHREAD_MUTEX_INITIALIZER};
-
-static bool identity_cached(const char *pem, size_t len, auth_identity *ret)
-{
-    bool hit = false;
-    pthread_mutex_lock(&id_cache.lock);
-    for (unsigned i = 0; i < IDENTITY_CACHE && !hit; i++) {
-        if (id_cache.e[i].len == len && memcmp(id_cache.e[i].pem, pem, len) == 0) {
-            *ret = id_cache.e[i].id;
-            hit = true;
-        }
-    }
-    pthread_mutex_unlock(&id_cache.lock);
-    return hit;
-}
-
-static void identity_remember(const char *pem, size_t len, const auth_identity *id)
-{
-    if (len == 0 || len > IDENTITY_PEM_MAX)
-        return;
-    pthread_mutex_lock(&id_cache.lock);
-    unsigned i = id_cache.next++ % IDENTITY_CACHE;
-    memcpy(id_cache.e[i].pem, pem, len);
-    id_cache.e[i].len = len;
-    id_cache.e[i].id = *id;
-    pthread_mutex_unlock(&id_cache.lock);
-}
-
-bool rpc_peer_identity(grpc_call *call, auth_identity *ret)
+/* The identity of the verified peer certificate; false when it cannot be read. */
+static bool peer_identity(grpc_call *call, auth_identity *ret)
 {
     grpc_auth_context *ctx = grpc_call_auth_context(call);
     if (!ctx)
@@ -96,44 +60,18 @@ bool rpc_peer_identity(grpc_call *call, auth_identity *ret)
     grpc_auth_property_iterator it =
         grpc_auth_context_find_properties_by_name(ctx, GRPC_X509_PEM_CERT_PROPERTY_NAME);
     const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
-    if (p && p->value && p->value_length > 0) {
-        ok = identity_cached(p->value, p->value_length, ret);
-        if (!ok) {
-            ok = auth_identity_from_pem(p->value, p->value_length, ret, NULL) == 0;
-            if (ok)
-                identity_remember(p->value, p->value_length, ret);
-        }
-    }
+    if (p && p->value && p->value_length > 0)
+        ok = auth_identity_from_pem_cached(p->value, p->value_length, ret, NULL) == 0;
     grpc_auth_context_release(ctx);
     return ok;
 }
 
-void rpc_audit(rpc_server *srv, const auth_identity *id, auth_method m, const char *job_id,
-               jw_code code, const char *msg)
-{
-    char line[1024];
-    snprintf(line, sizeof(line), "audit cn=\"%s\" role=%s method=%s job=%s outcome=%s%s%.300s%s",
-             id ? id->cn : "", id ? auth_role_name(id->role) : "none", auth_method_name(m),
-             job_id && *job_id ? job_id : "-", jw_code_name(code), msg && *msg ? " msg=\"" : "",
-             msg && *msg ? msg : "", msg && *msg ? "\"" : "");
-    if (srv->cfg.audit) {
-        char ts[64];
-        int64_t now = now_realtime_ns();
-        time_t sec = (time_t)(now / 1000000000);
-        struct tm tm;
-        gmtime_r(&sec, &tm);
-        strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-        fprintf(srv->cfg.audit, "%s.%03dZ %s\n", ts, (int)(now / 1000000 % 1000), line);
-        fflush(srv->cfg.audit);
-    } else {
-        log_info("%s", line);
-    }
-}
-
 /* ---- Unary calls ---- */
 
-void rpc_unary_finish(rpc_server *srv, grpc_call *call, jw_code code, const char *msg,
-                      const ProtobufCMessage *resp)
+/* Answers a call on the shared queue: initial metadata, the message when code is OK, status.
+ * Thread-safe for one call at a time (a StopJob is answered from the supervisor's thread). */
+static void unary_finish(grpc_call *call, jw_code code, const char *msg,
+                         const ProtobufCMessage *resp)
 {
     unary_call *u = calloc(1, sizeof(*u));
     if (!u) {
@@ -182,8 +120,7 @@ static void unary_done(unary_call *u)
     free(u);
 }
 
-static void reply_job(rpc_server *srv, grpc_call *call, const ProtobufCMessageDescriptor *desc,
-                      store_job *job)
+static void reply_job(grpc_call *call, const ProtobufCMessageDescriptor *desc, store_job *job)
 {
     store_job_info info;
     Jobworker__V1__Job jm;
@@ -196,8 +133,15 @@ static void reply_job(rpc_server *srv, grpc_call *call, const ProtobufCMessageDe
     jobworker__v1__get_job_res__init(&res);
     res.base.descriptor = desc;
     res.job = &jm;
-    rpc_unary_finish(srv, call, JW_OK, NULL, &res.base);
+    unary_finish(call, JW_OK, NULL, &res.base);
 }
+
+/* A call as it arrived, handed from the worker to its handler. */
+typedef struct rpc_incoming {
+    grpc_call *call;
+    grpc_byte_buffer *payload;
+    const auth_identity *caller; /* NULL: the certificate could not be read */
+} rpc_incoming;
 
 static int handle_create(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error *err)
 {
@@ -205,116 +149,148 @@ static int handle_create(rpc_server *srv, rpc_incoming *in, char *job_id, jw_err
     int r = codec_unpack(&jobworker__v1__create_job_req__descriptor, in->payload, &m, err);
     if (r < 0)
         return r;
-    Jobworker__V1__CreateJobReq *req = (Jobworker__V1__CreateJobReq *)m;
     job_request jr;
-    codec_job_request_from_pb(req, &jr);
-    r = job_request_validate(&jr, &srv->cfg.host, err);
-    if (r < 0)
-        goto out;
-    job_limits eff = {0};
-    if (srv->cfg.host.cgroups) {
-        eff = jr.limits;
-        job_limits_resolve(&eff, &srv->cfg.defaults);
-    }
+    codec_job_request_from_pb((Jobworker__V1__CreateJobReq *)m, &jr);
     store_job *job = NULL;
-    store_job_spec spec = {
-        .command = jr.command,
-        .args = jr.args,
-        .nargs = jr.nargs,
-        .limits = eff,
-        .limits_enforced = srv->cfg.host.cgroups,
-        .timeout_seconds = (int32_t)jr.timeout_seconds,
-        .owner = in->id.cn,
-        .network =
-            jr.network != JOB_NETWORK_DEFAULT ? (job_network)jr.network : srv->cfg.default_network,
-        .user = srv->cfg.job_user_display,
-    };
-    r = store_job_new(srv->cfg.st, &spec, &job, err);
-    if (r < 0)
-        goto out;
-    snprintf(job_id, UUID_STR_LEN, "%s", store_job_id(job));
-    r = supervisor_start_job(srv->cfg.sv, job, err);
-    if (r < 0) {
-        store_job_remove(srv->cfg.st, job);
+    r = service_create_job(srv->cfg.svc, in->caller, &jr, &job, err);
+    if (r == 0) {
+        snprintf(job_id, UUID_STR_LEN, "%s", store_job_id(job));
+        reply_job(in->call, &jobworker__v1__create_job_res__descriptor, job);
         store_job_unref(job);
-        job_id[0] = '\0';
-        goto out;
     }
-    reply_job(srv, in->call, &jobworker__v1__create_job_res__descriptor, job);
-    store_job_unref(job);
-out:
     protobuf_c_message_free_unpacked(m, NULL);
     return r;
 }
 
-/* Decodes a request whose only field is `string id = 1` and finds the job. */
-static int lookup_job(rpc_server *srv, rpc_incoming *in, const ProtobufCMessageDescriptor *desc,
-                      char *job_id, store_job **ret, jw_error *err)
+/* Decodes a request whose only field is `string id = 1` (GetJobReq, StopJobReq). */
+static int decode_id(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *payload,
+                     char *ret_id, size_t size, jw_error *err)
 {
     ProtobufCMessage *m = NULL;
-    int r = codec_unpack(desc, in->payload, &m, err);
+    int r = codec_unpack(desc, payload, &m, err);
     if (r < 0)
         return r;
     const char *id = ((Jobworker__V1__GetJobReq *)m)->id; /* same layout for StopJobReq */
-    if (!*id)
-        r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "id is empty");
-    else if (!uuid_is_valid(id))
-        r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "id '%.64s' is not a job id (a UUID)",
-                         id);
-    else if (!(*ret = store_lookup(srv->cfg.st, id)))
-        r = jw_error_set(err, JW_NOT_FOUND, -ENOENT, "job '%s' not found", id);
-    if (r == 0)
-        snprintf(job_id, UUID_STR_LEN, "%s", id);
+    /* Longer than any job id: kept long enough to be refused with its own text. */
+    snprintf(ret_id, size, "%s", id);
     protobuf_c_message_free_unpacked(m, NULL);
-    return r;
+    return 0;
 }
+
+#define ID_ARG_MAX 128
 
 static int handle_get(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error *err)
 {
+    char id[ID_ARG_MAX];
+    int r = service_authorize(in->caller, AUTH_METHOD_GET_JOB, err);
+    if (r == 0)
+        r = decode_id(&jobworker__v1__get_job_req__descriptor, in->payload, id, sizeof(id), err);
     store_job *job = NULL;
-    int r = lookup_job(srv, in, &jobworker__v1__get_job_req__descriptor, job_id, &job, err);
+    if (r == 0)
+        r = service_get_job(srv->cfg.svc, in->caller, id, &job, err);
     if (r < 0)
         return r;
-    reply_job(srv, in->call, &jobworker__v1__get_job_res__descriptor, job);
+    snprintf(job_id, UUID_STR_LEN, "%.36s", id);
+    reply_job(in->call, &jobworker__v1__get_job_res__descriptor, job);
     store_job_unref(job);
     return 0;
 }
 
+/* A StopJob that waits for its job's end without holding a thread. */
+typedef struct pending_stop {
+    rpc_server *srv;
+    grpc_call *call;
+    store_job *job;
+    auth_identity caller;
+} pending_stop;
+
+static void stop_answer(rpc_server *srv, grpc_call *call, const auth_identity *caller,
+                        store_job *job)
+{
+    jw_error err = JW_ERROR_INIT;
+    int r = service_stop_result(job, &err);
+    audit_write(srv->cfg.audit, caller, AUTH_METHOD_STOP_JOB, store_job_id(job),
+                r < 0 ? err.code : JW_OK, r < 0 ? err.msg : NULL);
+    if (r < 0)
+        unary_finish(call, err.code, err.msg, NULL);
+    else
+        reply_job(call, &jobworker__v1__stop_job_res__descriptor, job);
+}
+
+/* store_final_fn: runs once on the thread that completed the job. */
+static void stop_done(store_job *job, void *userdata)
+{
+    pending_stop *ps = userdata;
+    rpc_server *srv = ps->srv;
+    stop_answer(srv, ps->call, &ps->caller, job);
+    store_job_unref(ps->job);
+    free(ps);
+    pthread_mutex_lock(&srv->lock);
+    srv->pending_stops--;
+    pthread_cond_broadcast(&srv->cond);
+    pthread_mutex_unlock(&srv->lock);
+}
+
+/* Returns 1 when the answer was handed to stop_done (or already sent), <0 on error. */
 static int handle_stop(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error *err)
 {
-    store_job *job = NULL;
-    int r = lookup_job(srv, in, &jobworker__v1__stop_job_req__descriptor, job_id, &job, err);
+    char id[ID_ARG_MAX];
+    int r = service_authorize(in->caller, AUTH_METHOD_STOP_JOB, err);
+    if (r == 0)
+        r = decode_id(&jobworker__v1__stop_job_req__descriptor, in->payload, id, sizeof(id), err);
     if (r < 0)
         return r;
-    r = supervisor_stop_job(srv->cfg.sv, job, JOB_REASON_STOPPED, err);
-    if (r == 0 && store_job_wait_final(job, 30000) < 0)
-        r = jw_error_set(err, JW_INTERNAL, -ETIMEDOUT, "job '%s' did not stop", job_id);
-    if (r == 0)
-        reply_job(srv, in->call, &jobworker__v1__stop_job_res__descriptor, job);
+    pending_stop *ps = calloc(1, sizeof(*ps));
+    if (!ps)
+        return jw_error_errno(err, ENOMEM, "stop job '%s'", id);
+    ps->srv = srv;
+    ps->call = in->call;
+    ps->caller = *in->caller;
+    pthread_mutex_lock(&srv->lock);
+    srv->pending_stops++;
+    pthread_mutex_unlock(&srv->lock);
+    store_job *job = NULL;
+    r = service_stop_job(srv->cfg.svc, in->caller, id, stop_done, ps, &job, err);
+    if (r == 1) {
+        ps->job = job; /* stop_done answers, audits and frees */
+        return 1;
+    }
+    pthread_mutex_lock(&srv->lock);
+    srv->pending_stops--;
+    pthread_cond_broadcast(&srv->cond);
+    pthread_mutex_unlock(&srv->lock);
+    free(ps);
+    if (r < 0)
+        return r;
+    snprintf(job_id, UUID_STR_LEN, "%.36s", id);
+    stop_answer(srv, in->call, in->caller, job); /* final already */
     store_job_unref(job);
-    return r;
+    return 1;
 }
 
 static int handle_list(rpc_server *srv, rpc_incoming *in, jw_error *err)
 {
+    int r = service_authorize(in->caller, AUTH_METHOD_GET_JOBS, err);
+    if (r < 0)
+        return r;
     ProtobufCMessage *m = NULL;
-    int r = codec_unpack(&jobworker__v1__empty_request__descriptor, in->payload, &m, err);
+    r = codec_unpack(&jobworker__v1__empty_request__descriptor, in->payload, &m, err);
     if (r < 0)
         return r;
     protobuf_c_message_free_unpacked(m, NULL);
 
     store_job **jobs = NULL;
     size_t n = 0;
-    r = store_list(srv->cfg.st, &jobs, &n);
+    r = service_list_jobs(srv->cfg.svc, in->caller, &jobs, &n, err);
     if (r < 0)
-        return jw_error_set(err, JW_INTERNAL, r, "list jobs: out of memory");
+        return r;
     store_job_info *infos = calloc(n ? n : 1, sizeof(*infos));
     Jobworker__V1__Job *jm = calloc(n ? n : 1, sizeof(*jm));
     Jobworker__V1__Job **jp = calloc(n ? n : 1, sizeof(*jp));
     Jobworker__V1__ResourceLimits *lm = calloc(n ? n : 1, sizeof(*lm));
     Jobworker__V1__ResourceUsage *um = calloc(n ? n : 1, sizeof(*um));
     if (!infos || !jm || !jp || !lm || !um) {
-        r = jw_error_set(err, JW_INTERNAL, -ENOMEM, "list jobs: out of memory");
+        r = jw_error_errno_code(err, JW_INTERNAL, ENOMEM, "list jobs");
     } else {
         for (size_t i = 0; i < n; i++) {
             store_job_snapshot(jobs[i], &infos[i]);
@@ -325,7 +301,7 @@ static int handle_list(rpc_server *srv, rpc_incoming *in, jw_error *err)
         jobworker__v1__jobs__init(&res);
         res.n_jobs = n;
         res.jobs = jp;
-        rpc_unary_finish(srv, in->call, JW_OK, NULL, &res.base);
+        unary_finish(in->call, JW_OK, NULL, &res.base);
     }
     for (size_t i = 0; i < n; i++)
         store_job_unref(jobs[i]);
@@ -338,40 +314,28 @@ static int handle_list(rpc_server *srv, rpc_incoming *in, jw_error *err)
     return r;
 }
 
-int rpc_authorize(const rpc_incoming *in, auth_method method, jw_error *err)
-{
-    if (!in->id_ok) /* mutual TLS verified a certificate, yet it could not be parsed */
-        return jw_error_set(err, JW_UNAUTHENTICATED, -EACCES, "no usable client certificate");
-    if (auth_role_allows(in->id.role, method))
-        return 0;
-    if (in->id.role == AUTH_ROLE_NONE)
-        return jw_error_set(err, JW_PERMISSION_DENIED, -EACCES,
-                            "certificate '%s' grants no role: %s", in->id.cn, in->id.why);
-    return jw_error_set(err, JW_PERMISSION_DENIED, -EACCES, "role %s may not call %s",
-                        auth_role_name(in->id.role), auth_method_name(method));
-}
-
-/* Runs one unary call to completion: authorize, handle, audit, answer. */
+/* Runs one unary call: decode, call the service, audit, answer. Authorization comes first, in
+ * each handler, before anything is decoded. */
 static void dispatch(rpc_server *srv, auth_method method, rpc_incoming *in)
 {
     jw_error err = JW_ERROR_INIT;
     char job_id[UUID_STR_LEN] = "";
-    int r = rpc_authorize(in, method, &err);
-    if (r == 0) {
-        switch (method) {
-        case AUTH_METHOD_CREATE_JOB: r = handle_create(srv, in, job_id, &err); break;
-        case AUTH_METHOD_GET_JOB: r = handle_get(srv, in, job_id, &err); break;
-        case AUTH_METHOD_STOP_JOB: r = handle_stop(srv, in, job_id, &err); break;
-        case AUTH_METHOD_GET_JOBS: r = handle_list(srv, in, &err); break;
-        default: r = jw_error_set(&err, JW_UNIMPLEMENTED, -ENOSYS, "unknown method"); break;
-        }
+    int r;
+    switch (method) {
+    case AUTH_METHOD_CREATE_JOB: r = handle_create(srv, in, job_id, &err); break;
+    case AUTH_METHOD_GET_JOB: r = handle_get(srv, in, job_id, &err); break;
+    case AUTH_METHOD_STOP_JOB: r = handle_stop(srv, in, job_id, &err); break;
+    case AUTH_METHOD_GET_JOBS: r = handle_list(srv, in, &err); break;
+    default: r = jw_error_set(&err, JW_UNIMPLEMENTED, -ENOSYS, "unknown method"); break;
     }
+    if (r == 1)
+        return; /* answered and audited on its own (StopJob) */
     if (r < 0 && err.code == JW_OK)
-        jw_error_set(&err, JW_INTERNAL, r, "%s", strerror(-r));
-    rpc_audit(srv, in->id_ok ? &in->id : NULL, method, job_id, r < 0 ? err.code : JW_OK,
-              r < 0 ? err.msg : NULL);
+        jw_error_errno_code(&err, JW_INTERNAL, r, "%s", auth_method_name(method));
+    audit_write(srv->cfg.audit, in->caller, method, job_id, r < 0 ? err.code : JW_OK,
+                r < 0 ? err.msg : NULL);
     if (r < 0)
-        rpc_unary_finish(srv, in->call, err.code, err.msg, NULL);
+        unary_finish(in->call, err.code, err.msg, NULL);
 }
 
 /* ---- New calls ---- */
@@ -412,14 +376,16 @@ static void drain_destroy_cq(grpc_completion_queue *cq)
 static void handle_new_call(rpc_slot *slot, bool ok)
 {
     rpc_server *srv = slot->srv;
-    rpc_incoming in = {.call = slot->call, .payload = slot->payload, .bound_cq = slot->bound_cq};
+    grpc_call *call = slot->call;
+    grpc_byte_buffer *payload = slot->payload;
+    grpc_completion_queue *bound_cq = slot->bound_cq;
     grpc_call_details details = slot->details;
     grpc_metadata_array_destroy(&slot->md);
     slot->bound_cq = NULL;
     if (!ok) {
         /* The server is shutting down and failed this request. */
-        if (in.bound_cq)
-            drain_destroy_cq(in.bound_cq);
+        if (bound_cq)
+            drain_destroy_cq(bound_cq);
         if (slot->method == SLOT_UNKNOWN)
             grpc_call_details_destroy(&details);
         return;
@@ -438,18 +404,20 @@ static void handle_new_call(rpc_slot *slot, bool ok)
         grpc_call_details_destroy(&details);
         char msg[300];
         snprintf(msg, sizeof(msg), "method '%s' is not implemented", path);
-        rpc_unary_finish(srv, in.call, JW_UNIMPLEMENTED, msg, NULL);
+        unary_finish(call, JW_UNIMPLEMENTED, msg, NULL);
         return;
     }
-    in.id_ok = rpc_peer_identity(in.call, &in.id);
+    auth_identity id;
+    bool id_ok = peer_identity(call, &id);
     int method = slot->method;
     if (method == AUTH_METHOD_GET_JOBS_STREAM) {
-        /* Streams answer on their own queue, even refusals. */
-        rpc_stream_start(srv, &in);
+        /* Streams answer on their own queue, even refusals; the registry owns call and queue. */
+        stream_registry_take(srv->streams, call, bound_cq, payload, id_ok ? &id : NULL);
     } else {
+        rpc_incoming in = {.call = call, .payload = payload, .caller = id_ok ? &id : NULL};
         dispatch(srv, (auth_method)method, &in);
-        if (in.payload)
-            grpc_byte_buffer_destroy(in.payload);
+        if (payload)
+            grpc_byte_buffer_destroy(payload);
     }
 }
 
@@ -507,9 +475,11 @@ static int probe_bind(const char *addr, jw_error *err)
             continue;
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        char ebuf[128];
         if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(fd, 1) < 0)
             r = jw_error_set(err, JW_UNAVAILABLE, -errno, "listen on '%s': %s", addr,
-                             errno == EADDRINUSE ? "address already in use" : strerror(errno));
+                             errno == EADDRINUSE ? "address already in use"
+                                                 : jw_strerror(errno, ebuf, sizeof(ebuf)));
     }
     freeaddrinfo(res);
     return r;
@@ -526,16 +496,21 @@ int rpc_server_start(const rpc_server_config *cfg, rpc_server **ret, jw_error *e
         return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
     srv->cfg = *cfg;
     if (srv->cfg.workers <= 0)
-        srv->cfg.workers = 4;
-    if (srv->cfg.max_streams <= 0)
-        srv->cfg.max_streams = 1024;
-    if (srv->cfg.max_streams_per_job <= 0)
-        srv->cfg.max_streams_per_job = 256;
-    if (srv->cfg.chunk_size == 0)
-        srv->cfg.chunk_size = 128 * 1024;
+        srv->cfg.workers = JW_DEFAULT_WORKERS;
     srv->tag_shutdown = TAG_SHUTDOWN;
     pthread_mutex_init(&srv->lock, NULL);
     pthread_cond_init(&srv->cond, NULL);
+    stream_registry_config src = {.svc = cfg->svc,
+                                  .max_streams = cfg->max_streams,
+                                  .chunk_size = cfg->chunk_size,
+                                  .audit = cfg->audit};
+    r = stream_registry_new(&src, &srv->streams, err);
+    if (r < 0) {
+        pthread_mutex_destroy(&srv->lock);
+        pthread_cond_destroy(&srv->cond);
+        free(srv);
+        return r;
+    }
 
     grpc_init();
     grpc_arg args[] = {
@@ -590,7 +565,7 @@ int rpc_server_start(const rpc_server_config *cfg, rpc_server **ret, jw_error *e
     for (int i = 0; i < srv->cfg.workers; i++) {
         r = -pthread_create(&srv->workers[i], NULL, worker, srv);
         if (r < 0) {
-            jw_error_set(err, JW_INTERNAL, r, "start worker thread: %s", strerror(-r));
+            jw_error_errno_code(err, JW_INTERNAL, r, "start worker thread");
             goto fail_started;
         }
         srv->n_workers++;
@@ -616,6 +591,7 @@ fail:
         drain_destroy_cq(srv->cq);
     grpc_shutdown();
     rpc_creds_free(srv);
+    stream_registry_free(srv->streams);
     free(srv->slots);
     free(srv->workers);
     pthread_mutex_destroy(&srv->lock);
@@ -639,7 +615,7 @@ void rpc_server_begin_shutdown(rpc_server *srv)
     srv->shutting_down = true;
     grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->tag_shutdown);
     pthread_mutex_unlock(&srv->lock);
-    rpc_streams_wake_all(srv);
+    stream_registry_shutdown(srv->streams);
 }
 
 void rpc_server_free(rpc_server *srv)
@@ -648,18 +624,15 @@ void rpc_server_free(rpc_server *srv)
         return;
     rpc_server_begin_shutdown(srv);
     /* Give streams a moment to send their UNAVAILABLE status, then cut what remains. */
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += 2;
-    pthread_mutex_lock(&srv->lock);
-    while (srv->n_streams > 0 &&
-           pthread_cond_timedwait(&srv->cond, &srv->lock, &deadline) != ETIMEDOUT)
-        ;
-    pthread_mutex_unlock(&srv->lock);
-    log_debug("rpc: %d stream(s) left; cancelling all calls", srv->n_streams);
+    if (!stream_registry_wait_empty(srv->streams, 2000))
+        log_debug("rpc: %d stream(s) left; cancelling all calls",
+                  stream_registry_count(srv->streams));
     grpc_server_cancel_all_calls(srv->server);
+    stream_registry_wait_empty(srv->streams, -1);
+    /* A StopJob still waiting is answered when its job ends, which the caller made happen
+     * (supervisor_shutdown) before this; its answer must be on the queue before it shuts. */
     pthread_mutex_lock(&srv->lock);
-    while (srv->n_streams > 0 || !srv->shutdown_notified)
+    while (srv->pending_stops > 0 || !srv->shutdown_notified)
         pthread_cond_wait(&srv->cond, &srv->lock);
     pthread_mutex_unlock(&srv->lock);
     log_debug("rpc: all calls done; destroying the server");
@@ -674,6 +647,7 @@ void rpc_server_free(rpc_server *srv)
     log_debug("rpc: queues drained; grpc_shutdown");
     grpc_shutdown();
     rpc_creds_free(srv);
+    stream_registry_free(srv->streams);
     free(srv->slots);
     free(srv->workers);
     pthread_mutex_destroy(&srv->lock);

@@ -1,5 +1,6 @@
-/* The gRPC JobService server: listening, mutual TLS, per-call authorization, dispatch of the
- * five RPCs onto the store and the supervisor, output streaming, audit log, shutdown.
+/* The gRPC JobService transport: listening, mutual TLS, the caller's identity, decoding, calling
+ * the service layer (service/service.h, where every decision is made), encoding, the audit line,
+ * output streaming (rpc/stream.h), shutdown.
  *
  * Threading: a few worker threads share one completion queue for new calls and unary calls;
  * every GetJobsStream call gets its own thread and completion queue, woken by the store (an
@@ -9,9 +10,7 @@
 #define JW_RPC_SERVER_H
 
 #include "auth/auth.h"
-#include "job/job.h"
-#include "spawn/supervisor.h"
-#include "store/store.h"
+#include "service/service.h"
 #include "util/error.h"
 
 #include <stdio.h>
@@ -23,17 +22,11 @@ typedef struct rpc_server_config {
     auth_tls_paths tls;        /* server certificate, key, client CA and optional CRL files */
     const char *tls_state_dir; /* private directory for the checked copy of those files that
                                 * gRPC reads (created 0700, removed by rpc_server_free) */
-    store *st;
-    supervisor *sv;
-    job_host host;
-    job_limits defaults;          /* effective limits for fields a request leaves at 0 */
-    int workers;                  /* threads on the shared queue; 0 = 4 */
-    int max_streams;              /* concurrent GetJobsStream calls; 0 = 1024 */
-    int max_streams_per_job;      /* 0 = 256 */
-    size_t chunk_size;            /* output bytes per DataChunk; 0 = 128 KiB */
-    FILE *audit;                  /* audit lines; NULL = stderr through the log */
-    job_network default_network;  /* HOST or NONE, for requests that leave it unspecified */
-    const char *job_user_display; /* "nobody (65534:65534)", reported in Job.user */
+    service *svc;              /* what every call does; rpc only decodes, calls, encodes */
+    int workers;               /* threads on the shared queue; 0 = 4 */
+    int max_streams;           /* concurrent GetJobsStream calls; 0 = 1024 */
+    size_t chunk_size;         /* output bytes per DataChunk; 0 = 128 KiB */
+    FILE *audit;               /* audit lines; NULL = stderr through the log */
 } rpc_server_config;
 
 /* Creates the server, binds the port (a busy port fails with "address already in use") and

@@ -1,40 +1,45 @@
-/* GetJobsStream: one thread and one completion queue per call.
- *
- * The thread reads the job's output file by offset and sends one DataChunk at a time; the
- * completion of a write is gRPC's flow control, so a slow reader only ever has one chunk in
- * flight and costs an offset, never a queue. When it has caught up it arms its store subscriber
- * and sleeps in grpc_completion_queue_next(); the store wakes it with an empty batch on the call
- * (the only cross-thread wake-up gRPC's C API offers).
- */
-#include "rpc/rpc-internal.h"
+#include "rpc/stream.h"
 
+#include "rpc/audit.h"
 #include "rpc/codec.h"
-#include "util/cleanup.h"
+#include "util/defaults.h"
 #include "util/log.h"
 #include "util/misc.h"
 
 #include <errno.h>
 #include <grpc/support/time.h>
-#include <inttypes.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <time.h>
+
+#define DEFAULT_MAX_STREAMS JW_DEFAULT_MAX_STREAMS
+#define DEFAULT_CHUNK_SIZE  JW_DEFAULT_CHUNK_BYTES
+#define REFUSE_TIMEOUT_MS   2000
+
+typedef struct rpc_stream rpc_stream;
+
+struct stream_registry {
+    stream_registry_config cfg;
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* broadcast when a stream ends */
+    bool shutting_down;
+    int n_streams;
+    rpc_stream *streams; /* live streams, for shutdown */
+};
 
 struct rpc_stream {
-    rpc_server *srv;
+    stream_registry *reg;
     grpc_call *call;
     grpc_completion_queue *cq;
+    grpc_byte_buffer *payload;
+    auth_identity caller;
+    bool caller_ok;
     pthread_mutex_t call_lock; /* serialises grpc_call_start_batch on this call */
-    rpc_incoming in;
-    rpc_stream *prev, *next; /* srv->streams, under srv->lock */
+    rpc_stream *prev, *next;   /* reg->streams, under reg->lock */
 
-    store_job *job;
-    store_sub *sub;
-    int fd;
-    int64_t offset;
-    bool follow;
+    service_stream *out;
     char job_id[UUID_STR_LEN];
-    bool over_cap;
 
     bool no_more_wakes; /* under call_lock */
     int wakes_posted;   /* under call_lock */
@@ -48,6 +53,110 @@ struct rpc_stream {
     grpc_slice details;
 };
 
+int stream_registry_new(const stream_registry_config *cfg, stream_registry **ret, jw_error *err)
+{
+    stream_registry *reg = calloc(1, sizeof(*reg));
+    if (!reg)
+        return jw_error_errno(err, ENOMEM, "create stream registry");
+    reg->cfg = *cfg;
+    if (reg->cfg.max_streams <= 0)
+        reg->cfg.max_streams = DEFAULT_MAX_STREAMS;
+    if (reg->cfg.chunk_size == 0)
+        reg->cfg.chunk_size = DEFAULT_CHUNK_SIZE;
+    pthread_mutex_init(&reg->lock, NULL);
+    pthread_cond_init(&reg->cond, NULL);
+    *ret = reg;
+    return 0;
+}
+
+void stream_registry_free(stream_registry *reg)
+{
+    if (!reg)
+        return;
+    pthread_mutex_destroy(&reg->lock);
+    pthread_cond_destroy(&reg->cond);
+    free(reg);
+}
+
+int stream_registry_count(stream_registry *reg)
+{
+    pthread_mutex_lock(&reg->lock);
+    int n = reg->n_streams;
+    pthread_mutex_unlock(&reg->lock);
+    return n;
+}
+
+bool stream_registry_wait_empty(stream_registry *reg, int timeout_ms)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    if (timeout_ms >= 0) {
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+        if (deadline.tv_nsec >= 1000000000) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000;
+        }
+    }
+    pthread_mutex_lock(&reg->lock);
+    while (reg->n_streams > 0) {
+        int e = timeout_ms < 0 ? pthread_cond_wait(&reg->cond, &reg->lock)
+                               : pthread_cond_timedwait(&reg->cond, &reg->lock, &deadline);
+        if (e == ETIMEDOUT)
+            break;
+    }
+    bool empty = reg->n_streams == 0;
+    pthread_mutex_unlock(&reg->lock);
+    return empty;
+}
+
+static void drain_destroy_cq(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(cq);
+}
+
+/* Answers a refused call on its own queue, from the worker that took it: no thread. The client
+ * half-closed after its one request, so the batch completes at once; a peer that does not is
+ * cancelled after a short bound. */
+static void refuse(stream_registry *reg, grpc_call *call, grpc_completion_queue *cq,
+                   const auth_identity *caller, const char *job_id, jw_code code, const char *msg)
+{
+    grpc_slice details = grpc_slice_from_copied_string(msg);
+    int cancelled = 0;
+    grpc_op ops[3];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+    ops[1].data.send_status_from_server.status = (grpc_status_code)code;
+    ops[1].data.send_status_from_server.status_details = &details;
+    ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+    ops[2].data.recv_close_on_server.cancelled = &cancelled;
+    char tag;
+    if (grpc_call_start_batch(call, ops, 3, &tag, NULL) == GRPC_CALL_OK) {
+        gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                             gpr_time_from_millis(REFUSE_TIMEOUT_MS, GPR_TIMESPAN));
+        /* Skip a shutdown wake that may have been posted while the stream was registered. */
+        for (;;) {
+            grpc_event ev = grpc_completion_queue_next(cq, deadline, NULL);
+            if (ev.type == GRPC_QUEUE_TIMEOUT) {
+                grpc_call_cancel(call, NULL);
+                deadline = gpr_inf_future(GPR_CLOCK_REALTIME);
+                continue;
+            }
+            if (ev.type != GRPC_OP_COMPLETE || ev.tag == &tag)
+                break;
+        }
+    }
+    grpc_call_unref(call);
+    grpc_slice_unref(details);
+    drain_destroy_cq(cq);
+    audit_write(reg->cfg.audit, caller, AUTH_METHOD_GET_JOBS_STREAM, job_id, code, msg);
+}
+
 static void stream_wake(void *userdata)
 {
     rpc_stream *s = userdata;
@@ -58,12 +167,13 @@ static void stream_wake(void *userdata)
     pthread_mutex_unlock(&s->call_lock);
 }
 
-void rpc_streams_wake_all(rpc_server *srv)
+void stream_registry_shutdown(stream_registry *reg)
 {
-    pthread_mutex_lock(&srv->lock);
-    for (rpc_stream *s = srv->streams; s; s = s->next)
+    pthread_mutex_lock(&reg->lock);
+    reg->shutting_down = true;
+    for (rpc_stream *s = reg->streams; s; s = s->next)
         stream_wake(s);
-    pthread_mutex_unlock(&srv->lock);
+    pthread_mutex_unlock(&reg->lock);
 }
 
 static grpc_call_error start_batch(rpc_stream *s, const grpc_op *ops, size_t n, void *tag)
@@ -77,8 +187,7 @@ static grpc_call_error start_batch(rpc_stream *s, const grpc_op *ops, size_t n, 
 /* Stops wake-ups for good: after this, wakes_posted no longer changes. */
 static void stop_wakes(rpc_stream *s)
 {
-    store_sub_free(s->sub);
-    s->sub = NULL;
+    service_stream_stop_wakes(s->out);
     pthread_mutex_lock(&s->call_lock);
     s->no_more_wakes = true;
     pthread_mutex_unlock(&s->call_lock);
@@ -98,21 +207,20 @@ static void send_status(rpc_stream *s, jw_code code, const char *msg)
         s->status_pending = true;
 }
 
-static int send_chunk(rpc_stream *s, int64_t size)
+/* The DataChunk's wire form is written by hand around the bytes, which are pread straight into
+ * the slice: one copy from the page cache to the socket's buffer. */
+static int send_chunk(rpc_stream *s, size_t n)
 {
-    size_t n = (size_t)(size - s->offset);
-    if (n > s->srv->cfg.chunk_size)
-        n = s->srv->cfg.chunk_size;
     uint8_t hdr[16], trl[16];
     size_t hl = codec_chunk_header(hdr, n);
-    size_t tl = codec_chunk_trailer(trl, s->offset);
+    size_t tl = codec_chunk_trailer(trl, service_stream_offset(s->out));
     grpc_slice slice = grpc_slice_malloc(hl + n + tl);
     uint8_t *p = GRPC_SLICE_START_PTR(slice);
     memcpy(p, hdr, hl);
-    ssize_t got = pread(s->fd, p + hl, n, s->offset);
-    if (got != (ssize_t)n) {
+    int r = service_stream_read(s->out, p + hl, n);
+    if (r < 0) {
         grpc_slice_unref(slice);
-        return got < 0 ? -errno : -EIO;
+        return r;
     }
     memcpy(p + hl + n, trl, tl);
     s->out_bb = grpc_raw_byte_buffer_create(&slice, 1);
@@ -127,104 +235,40 @@ static int send_chunk(rpc_stream *s, int64_t size)
         return -EIO;
     }
     s->write_pending = true;
-    s->offset += (int64_t)n;
-    return 0;
-}
-
-/* Checks the request and sets the stream up; on error fills err. */
-static int stream_open(rpc_stream *s, jw_error *err)
-{
-    rpc_server *srv = s->srv;
-    int r = rpc_authorize(&s->in, AUTH_METHOD_GET_JOBS_STREAM, err);
-    if (r < 0)
-        return r;
-    if (s->over_cap)
-        return jw_error_set(err, JW_RESOURCE_EXHAUSTED, -EBUSY,
-                            "the server already serves %d streams, its limit (--max-streams)",
-                            srv->cfg.max_streams);
-    ProtobufCMessage *m = NULL;
-    r = codec_unpack(&jobworker__v1__get_jobs_stream_req__descriptor, s->in.payload, &m, err);
-    if (r < 0)
-        return r;
-    Jobworker__V1__GetJobsStreamReq *req = (Jobworker__V1__GetJobsStreamReq *)m;
-    s->follow = req->follow;
-    s->offset = req->offset;
-    if (!*req->id)
-        r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "id is empty");
-    else if (!uuid_is_valid(req->id))
-        r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "id '%.64s' is not a job id (a UUID)",
-                         req->id);
-    else if (req->offset < 0)
-        r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "offset %" PRId64 " is negative",
-                         req->offset);
-    else if (!(s->job = store_lookup(srv->cfg.st, req->id)))
-        r = jw_error_set(err, JW_NOT_FOUND, -ENOENT, "job '%s' not found", req->id);
-    if (s->job)
-        snprintf(s->job_id, sizeof(s->job_id), "%s", req->id);
-    protobuf_c_message_free_unpacked(m, NULL);
-    if (r < 0)
-        return r;
-
-    int64_t size;
-    bool closed;
-    store_job_output_state(s->job, &size, &closed);
-    if (closed && s->offset > size)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
-                            "offset %" PRId64 " is beyond the end of the output (%" PRId64
-                            " bytes)",
-                            s->offset, size);
-    if (store_job_n_subs(s->job) >= (size_t)srv->cfg.max_streams_per_job)
-        return jw_error_set(err, JW_RESOURCE_EXHAUSTED, -EBUSY,
-                            "job '%s' already has %d streams, the limit per job", s->job_id,
-                            srv->cfg.max_streams_per_job);
-    s->fd = store_job_open_output(s->job);
-    if (s->fd < 0)
-        return jw_error_set(err, JW_INTERNAL, s->fd, "open output of job '%s': %s", s->job_id,
-                            strerror(-s->fd));
-    r = store_sub_new(s->job, stream_wake, s, &s->sub);
-    if (r < 0)
-        return jw_error_set(err, JW_INTERNAL, r, "out of memory");
     return 0;
 }
 
 static void stream_free(rpc_stream *s)
 {
-    rpc_server *srv = s->srv;
-    store_sub_free(s->sub);
-    if (s->fd >= 0)
-        close(s->fd);
-    store_job_unref(s->job);
-    if (s->in.payload)
-        grpc_byte_buffer_destroy(s->in.payload);
+    stream_registry *reg = s->reg;
+    service_stream_free(s->out);
+    if (s->payload)
+        grpc_byte_buffer_destroy(s->payload);
     if (s->out_bb)
         grpc_byte_buffer_destroy(s->out_bb);
     if (s->status_sent)
         grpc_slice_unref(s->details);
     grpc_call_unref(s->call);
-    grpc_completion_queue_shutdown(s->cq);
-    while (grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN)
-        ;
-    grpc_completion_queue_destroy(s->cq);
+    drain_destroy_cq(s->cq);
     pthread_mutex_destroy(&s->call_lock);
 
-    pthread_mutex_lock(&srv->lock);
+    pthread_mutex_lock(&reg->lock);
     if (s->prev)
         s->prev->next = s->next;
-    else if (srv->streams == s)
-        srv->streams = s->next;
+    else if (reg->streams == s)
+        reg->streams = s->next;
     if (s->next)
         s->next->prev = s->prev;
-    srv->n_streams--;
-    pthread_cond_broadcast(&srv->cond);
-    pthread_mutex_unlock(&srv->lock);
+    reg->n_streams--;
+    pthread_cond_broadcast(&reg->cond);
+    pthread_mutex_unlock(&reg->lock);
     free(s);
 }
 
 static void *stream_thread(void *arg)
 {
     rpc_stream *s = arg;
-    rpc_server *srv = s->srv;
+    stream_registry *reg = s->reg;
     jw_error err = JW_ERROR_INIT;
     pthread_setname_np(pthread_self(), "jw-stream");
 
@@ -237,20 +281,13 @@ static void *stream_thread(void *arg)
     ops[0].data.recv_close_on_server.cancelled = &s->cancelled;
     s->close_pending = start_batch(s, ops, 1, &s->tag_close) == GRPC_CALL_OK;
 
-    int r = stream_open(s, &err);
     jw_code outcome = JW_OK;
-    if (r < 0) {
-        outcome = err.code;
-        send_status(s, err.code, err.msg);
-    }
-
     bool client_gone = false;
     for (;;) {
         if (!s->status_sent) {
-            bool shutting;
-            pthread_mutex_lock(&srv->lock);
-            shutting = srv->shutting_down;
-            pthread_mutex_unlock(&srv->lock);
+            pthread_mutex_lock(&reg->lock);
+            bool shutting = reg->shutting_down;
+            pthread_mutex_unlock(&reg->lock);
             if (client_gone) {
                 outcome = JW_CANCELLED;
                 stop_wakes(s);
@@ -260,34 +297,20 @@ static void *stream_thread(void *arg)
                 outcome = JW_UNAVAILABLE;
                 send_status(s, JW_UNAVAILABLE, "the server is shutting down");
             } else if (!s->write_pending) {
-                int64_t size;
-                bool closed;
-                store_job_output_state(s->job, &size, &closed);
-                if (s->offset < size) {
-                    r = send_chunk(s, size);
-                    if (r < 0) {
+                size_t n = 0;
+                service_stream_step step =
+                    service_stream_next(s->out, reg->cfg.chunk_size, &n, &err);
+                if (step == SERVICE_STREAM_SEND) {
+                    if (send_chunk(s, n) < 0) {
                         outcome = JW_INTERNAL;
-                        send_status(s, JW_INTERNAL, "reading the job's output failed");
+                        snprintf(err.msg, sizeof(err.msg), "reading the job's output failed");
+                        send_status(s, JW_INTERNAL, err.msg);
                     }
                     continue;
                 }
-                store_job_info info;
-                store_job_snapshot(s->job, &info);
-                if (info.output_dropped > 0) {
-                    /* Nothing past the cap is kept: say so instead of ending as if complete. */
-                    char msg[256];
-                    snprintf(msg, sizeof(msg),
-                             "output of job %s reached the server's cap of %" PRId64
-                             " bytes (--max-output); %" PRId64 " bytes after it were not kept%s",
-                             s->job_id, size, info.output_dropped,
-                             closed ? "" : " (the job is still running)");
-                    outcome = JW_RESOURCE_EXHAUSTED;
-                    snprintf(err.msg, sizeof(err.msg), "%s", msg);
-                    send_status(s, JW_RESOURCE_EXHAUSTED, msg);
-                } else if (closed || !s->follow) {
-                    send_status(s, JW_OK, NULL);
-                } else if (store_sub_arm(s->sub, s->offset) == 1) {
-                    continue;
+                if (step == SERVICE_STREAM_END) {
+                    outcome = err.code;
+                    send_status(s, err.code, err.msg);
                 }
             }
         }
@@ -316,56 +339,135 @@ static void *stream_thread(void *arg)
             s->wakes_seen++;
         }
     }
-    rpc_audit(srv, s->in.id_ok ? &s->in.id : NULL, AUTH_METHOD_GET_JOBS_STREAM, s->job_id, outcome,
-              outcome == JW_OK ? NULL
-              : err.msg[0]     ? err.msg
-                               : jw_code_name(outcome));
+    audit_write(reg->cfg.audit, s->caller_ok ? &s->caller : NULL, AUTH_METHOD_GET_JOBS_STREAM,
+                s->job_id, outcome,
+                outcome == JW_OK ? NULL
+                : err.msg[0]     ? err.msg
+                                 : jw_code_name(outcome));
     stream_free(s);
     return NULL;
 }
 
-void rpc_stream_start(rpc_server *srv, rpc_incoming *in)
+/* Decodes and checks the request and opens the job's output; fills err on failure. */
+static int stream_open(stream_registry *reg, rpc_stream *s, jw_error *err)
 {
-    rpc_stream *s = calloc(1, sizeof(*s));
-    if (!s) {
-        grpc_call_cancel(in->call, NULL);
-        grpc_call_unref(in->call);
-        if (in->payload)
-            grpc_byte_buffer_destroy(in->payload);
-        grpc_completion_queue_shutdown(in->bound_cq);
-        while (grpc_completion_queue_next(in->bound_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL)
-                   .type != GRPC_QUEUE_SHUTDOWN)
-            ;
-        grpc_completion_queue_destroy(in->bound_cq);
-        return;
+    ProtobufCMessage *m = NULL;
+    int r = codec_unpack(&jobworker__v1__get_jobs_stream_req__descriptor, s->payload, &m, err);
+    if (r < 0)
+        return r;
+    Jobworker__V1__GetJobsStreamReq *req = (Jobworker__V1__GetJobsStreamReq *)m;
+    service_stream_req sr = {.id = req->id, .offset = req->offset, .follow = req->follow};
+    r = service_stream_open(reg->cfg.svc, s->caller_ok ? &s->caller : NULL, &sr, stream_wake, s,
+                            &s->out, s->job_id, err);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return r;
+}
+
+/* Links a new stream into the registry, or says why not (shutting down, over the cap). */
+static int registry_add(stream_registry *reg, rpc_stream *s, jw_error *err)
+{
+    int r = 0;
+    pthread_mutex_lock(&reg->lock);
+    if (reg->shutting_down) {
+        r = jw_error_set(err, JW_UNAVAILABLE, -ESHUTDOWN, "the server is shutting down");
+    } else if (reg->n_streams >= reg->cfg.max_streams) {
+        r = jw_error_set(err, JW_RESOURCE_EXHAUSTED, -EBUSY,
+                         "the server already serves %d streams, its limit (--max-streams)",
+                         reg->cfg.max_streams);
+    } else {
+        s->next = reg->streams;
+        if (reg->streams)
+            reg->streams->prev = s;
+        reg->streams = s;
+        reg->n_streams++;
     }
-    s->srv = srv;
-    s->call = in->call;
-    s->cq = in->bound_cq;
-    s->in = *in;
-    s->fd = -1;
-    pthread_mutex_init(&s->call_lock, NULL);
+    pthread_mutex_unlock(&reg->lock);
+    return r;
+}
 
-    pthread_mutex_lock(&srv->lock);
-    bool over = srv->n_streams >= srv->cfg.max_streams;
-    s->next = srv->streams;
-    if (srv->streams)
-        srv->streams->prev = s;
-    srv->streams = s;
-    srv->n_streams++;
-    pthread_mutex_unlock(&srv->lock);
-    s->over_cap = over; /* the thread itself refuses the call, on its own queue */
+/* Frees a stream whose thread never started; its call and queue were handed to refuse(). */
+static void discard_unstarted(rpc_stream *s)
+{
+    stream_registry *reg = s->reg;
+    service_stream_free(s->out);
+    pthread_mutex_lock(&reg->lock);
+    if (s->prev)
+        s->prev->next = s->next;
+    else if (reg->streams == s)
+        reg->streams = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    reg->n_streams--;
+    pthread_cond_broadcast(&reg->cond);
+    pthread_mutex_unlock(&reg->lock);
+    pthread_mutex_destroy(&s->call_lock);
+    free(s);
+}
 
+static int start_thread(rpc_stream *s, jw_error *err)
+{
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 256 * 1024);
     pthread_t t;
-    int r = pthread_create(&t, &attr, stream_thread, s);
+    int e = pthread_create(&t, &attr, stream_thread, s);
     pthread_attr_destroy(&attr);
-    if (r != 0) {
-        log_error("start stream thread: %s", strerror(r));
-        grpc_call_cancel(s->call, NULL);
-        stream_free(s);
+    if (e != 0) {
+        jw_error_errno(err, e, "start stream thread");
+        log_error("%s", err->msg);
+        return -e;
+    }
+    return 0;
+}
+
+void stream_registry_take(stream_registry *reg, grpc_call *call, grpc_completion_queue *cq,
+                          grpc_byte_buffer *payload, const auth_identity *caller)
+{
+    jw_error err = JW_ERROR_INIT;
+    int r = service_authorize(caller, AUTH_METHOD_GET_JOBS_STREAM, &err);
+    if (r < 0) {
+        if (payload)
+            grpc_byte_buffer_destroy(payload);
+        refuse(reg, call, cq, caller, "", err.code, err.msg);
+        return;
+    }
+    rpc_stream *s = calloc(1, sizeof(*s));
+    if (!s) {
+        if (payload)
+            grpc_byte_buffer_destroy(payload);
+        jw_error_errno(&err, ENOMEM, "start stream");
+        refuse(reg, call, cq, caller, "", err.code, err.msg);
+        return;
+    }
+    s->reg = reg;
+    s->call = call;
+    s->cq = cq;
+    s->caller = *caller;
+    s->caller_ok = true;
+    pthread_mutex_init(&s->call_lock, NULL);
+    r = registry_add(reg, s, &err);
+    if (r < 0) {
+        pthread_mutex_destroy(&s->call_lock);
+        free(s);
+        if (payload)
+            grpc_byte_buffer_destroy(payload);
+        refuse(reg, call, cq, caller, "", err.code, err.msg);
+        return;
+    }
+    /* Request errors (bad id, unknown job, offset) are answered here too, without a thread. */
+    s->payload = payload;
+    r = stream_open(reg, s, &err);
+    if (s->payload) {
+        grpc_byte_buffer_destroy(s->payload);
+        s->payload = NULL;
+    }
+    if (r == 0)
+        r = start_thread(s, &err);
+    if (r < 0) {
+        char job_id[UUID_STR_LEN];
+        memcpy(job_id, s->job_id, sizeof(job_id));
+        discard_unstarted(s);
+        refuse(reg, call, cq, caller, job_id, err.code, err.msg);
     }
 }

@@ -1,0 +1,397 @@
+#include "daemon/daemon.h"
+
+#include "auth/auth.h"
+#include "rpc/server.h"
+#include "service/service.h"
+#include "spawn/supervisor.h"
+#include "store/store.h"
+#include "util/defaults.h"
+#include "util/log.h"
+#include "util/rmtree.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+void daemon_config_init(daemon_config *cfg)
+{
+    *cfg = (daemon_config){
+        .listen = JW_DEFAULT_LISTEN,
+        .cert = JW_DEFAULT_CERT,
+        .key = JW_DEFAULT_KEY,
+        .ca = JW_DEFAULT_CA,
+        .data_dir = JW_DEFAULT_DATA_DIR,
+        .defaults = {.cpu_percent = JW_DEFAULT_CPU_PERCENT,
+                     .memory_bytes = JW_DEFAULT_MEMORY_BYTES},
+        .stop_grace_ms = JW_DEFAULT_STOP_GRACE_MS,
+        .max_jobs = JW_DEFAULT_MAX_JOBS,
+        .max_streams = JW_DEFAULT_MAX_STREAMS,
+        .max_streams_per_job = JW_DEFAULT_MAX_STREAMS_PER_JOB,
+        .max_output = JW_DEFAULT_MAX_OUTPUT_BYTES,
+        .workers = JW_DEFAULT_WORKERS,
+        .job_user = JW_DEFAULT_JOB_USER,
+        .default_network = JW_DEFAULT_NETWORK,
+    };
+}
+
+/* Everything the daemon started; teardown() releases whatever is set, in reverse order. */
+typedef struct server_state {
+    const daemon_config *cfg;
+    char job_init[PATH_MAX];
+    long job_uid, job_gid;
+    char job_user_display[256];
+    job_host host;
+    cgroup_manager *cgm;
+    auth_tls_paths tls;
+    char tls_state_dir[PATH_MAX];
+    char work_root[PATH_MAX];
+    store *st;
+    supervisor *sv;
+    service *svc;
+    FILE *audit;
+    rpc_server *srv;
+} server_state;
+
+static void teardown(server_state *d)
+{
+    if (d->srv) {
+        rpc_server_begin_shutdown(d->srv);
+        size_t n_active = d->sv ? supervisor_n_active(d->sv) : 0;
+        log_debug("stopping %zu job(s)", n_active);
+        supervisor_shutdown(d->sv); /* stops every job: SERVER_SHUTDOWN */
+        log_debug("jobs stopped; closing the gRPC server");
+        rpc_server_free(d->srv); /* joins the workers: no handler uses the service after this */
+        log_debug("gRPC server closed");
+        log_info("stopped %zu running job(s); bye", n_active);
+    }
+    service_free(d->svc);
+    supervisor_free(d->sv);
+    store_free(d->st);
+    cgroup_manager_free(d->cgm);
+    if (d->audit)
+        fclose(d->audit);
+}
+
+static int default_job_init(char *buf, size_t size)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n < 0)
+        return -errno;
+    self[n] = '\0';
+    snprintf(buf, size, "%s/job-init", dirname(self));
+    return 0;
+}
+
+static int find_job_init(server_state *d)
+{
+    if (d->cfg->job_init)
+        snprintf(d->job_init, sizeof(d->job_init), "%s", d->cfg->job_init);
+    else if (default_job_init(d->job_init, sizeof(d->job_init)) < 0)
+        snprintf(d->job_init, sizeof(d->job_init), "job-init");
+    if (access(d->job_init, X_OK) < 0) {
+        log_error("job-init helper '%s' is not executable: %m (pass --job-init)", d->job_init);
+        return 1;
+    }
+    return 0;
+}
+
+/* Jobs run as an unprivileged user; root needs an explicit opt-in. */
+static int resolve_job_user(server_state *d)
+{
+    const char *user = d->cfg->job_user;
+    struct passwd *pw = getpwnam(user);
+    if (!pw) {
+        log_error("--job-user '%s' is not a user on this host", user);
+        return 2;
+    }
+    if (pw->pw_uid == 0 && !d->cfg->allow_root_jobs) {
+        log_error("--job-user '%s' is root: jobs would run with every privilege; pass "
+                  "--allow-root-jobs to accept that",
+                  user);
+        return 2;
+    }
+    d->job_uid = (long)pw->pw_uid;
+    d->job_gid = (long)pw->pw_gid;
+    snprintf(d->job_user_display, sizeof(d->job_user_display), "%s (%ld:%ld)", user, d->job_uid,
+             d->job_gid);
+    if (d->job_uid == 0)
+        log_warning("jobs run as root (--allow-root-jobs): they keep every capability");
+    return 0;
+}
+
+static int setup_cgroups(server_state *d)
+{
+    const daemon_config *o = d->cfg;
+    jw_error err = JW_ERROR_INIT;
+    if (job_host_probe(&d->host) < 0) {
+        log_error("cannot read the host's CPU count and memory: %m");
+        return 1;
+    }
+    if (o->no_cgroups) {
+        log_warning("--no-cgroups: jobs run WITHOUT resource limits (limits_enforced=false); "
+                    "requests that name limits are refused");
+        return 0;
+    }
+    cgroup_config cc = {
+        .root = o->cgroup_root,
+        .parent = o->cgroup_parent,
+        .io_devices = o->n_io_devices ? o->io_devices : NULL,
+        .n_io_devices = o->n_io_devices,
+        .move_self = true,
+    };
+    if (cgroup_manager_new(&cc, &d->cgm, &err) < 0) {
+        log_error("%s", err.msg);
+        return 1;
+    }
+    d->host.cgroups = true;
+    d->host.io_controller = (cgroup_manager_controllers(d->cgm) & CGROUP_CTRL_IO) &&
+                            cgroup_manager_n_io_devices(d->cgm) > 0;
+    int r = cgroup_manager_remove_stale(d->cgm, &err);
+    if (r > 0)
+        log_info("removed %d job cgroup(s) left behind by an earlier run", r);
+    else if (r < 0)
+        log_warning("removing leftover job cgroups: %s, ignoring", err.msg);
+    if (job_limits_validate(&o->defaults, &d->host, &err) < 0) {
+        log_error("default %s", err.msg);
+        return 2;
+    }
+    if (o->defaults.io_bps && !d->host.io_controller) {
+        log_error("--default-iobps needs the io controller and a whole-disk device, and "
+                  "this host has none usable (see --io-device)");
+        return 2;
+    }
+    log_info("cgroup v2: jobs under '%s' (io limits %s)", cgroup_manager_parent_path(d->cgm),
+             d->host.io_controller ? "available" : "not available");
+    return 0;
+}
+
+/* Whether uid:gid may traverse every directory from / down to path; on failure names the
+ * directory that stops it. */
+static bool user_can_reach(const char *path, uid_t uid, gid_t gid, char *ret_blocker, size_t size)
+{
+    char buf[PATH_MAX];
+    snprintf(buf, sizeof(buf), "%s", path);
+    for (char *p = buf;; p++) {
+        if (*p != '/' && *p != '\0')
+            continue;
+        char saved = *p;
+        *p = '\0';
+        struct stat st;
+        const char *dir = buf[0] ? buf : "/";
+        if (stat(dir, &st) == 0) {
+            mode_t need = st.st_uid == uid ? S_IXUSR : st.st_gid == gid ? S_IXGRP : S_IXOTH;
+            if (uid != 0 && !(st.st_mode & need)) {
+                snprintf(ret_blocker, size, "%s (mode %04o)", dir, st.st_mode & 07777);
+                return false;
+            }
+        }
+        *p = saved;
+        if (saved == '\0')
+            return true;
+    }
+}
+
+/* Working directories belong to jobs of this process only: leftovers of an earlier run go. */
+static void remove_stale_workdirs(const char *work_root)
+{
+    int dfd = open(work_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    DIR *dir = fdopendir(dfd);
+    if (!dir) {
+        close(dfd);
+        return;
+    }
+    for (struct dirent *de; (de = readdir(dir));)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            rm_tree_at(dirfd(dir), de->d_name);
+    closedir(dir);
+}
+
+/* <data-dir> and <data-dir>/work are traversable (0711) so that a job user reaches its own
+ * working directory, but can list nothing; output/ stays 0700. */
+static int prepare_work_root(server_state *d)
+{
+    const char *data_dir = d->cfg->data_dir;
+    snprintf(d->work_root, sizeof(d->work_root), "%s/work", data_dir);
+    if (chmod(data_dir, 0711) < 0 || (mkdir(d->work_root, 0711) < 0 && errno != EEXIST) ||
+        chmod(d->work_root, 0711) < 0) {
+        log_error("prepare '%s': %m", d->work_root);
+        return 1;
+    }
+    char blocker[PATH_MAX + 32];
+    if (!user_can_reach(d->work_root, (uid_t)d->job_uid, (gid_t)d->job_gid, blocker,
+                        sizeof(blocker))) {
+        log_error("jobs run as '%s' but cannot reach their working directories under '%s': "
+                  "'%s' is not traversable by that user; choose a --data-dir whose parent "
+                  "directories are (e.g. chmod o+x)",
+                  d->cfg->job_user, d->work_root, blocker);
+        return 1;
+    }
+    remove_stale_workdirs(d->work_root);
+    return 0;
+}
+
+static void log_tls_summary(const char *what, const auth_tls_paths *p, const auth_tls_summary *s)
+{
+    char next[64] = "";
+    if (s->next_update > 0) {
+        time_t t = (time_t)s->next_update;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(next, sizeof(next), ", next CRL update due %Y-%m-%dT%H:%M:%SZ", &tm);
+    }
+    if (p->crl)
+        log_info("%s: generation %u, certificate '%s', %d client CA certificate(s) from '%s', "
+                 "%d CRL(s) from '%s' revoking %d certificate(s)%s",
+                 what, s->generation, p->cert, s->n_ca, p->ca, s->n_crl, p->crl, s->n_revoked,
+                 next);
+    else
+        log_info("%s: generation %u, certificate '%s', %d client CA certificate(s) from '%s', "
+                 "no CRL (--crl not given)",
+                 what, s->generation, p->cert, s->n_ca, p->ca);
+}
+
+/* Store, supervisor, service, audit log and the gRPC server, in dependency order. */
+static int start_serving(server_state *d)
+{
+    const daemon_config *o = d->cfg;
+    jw_error err = JW_ERROR_INIT;
+    store_config sc = {.data_dir = o->data_dir,
+                       .max_jobs = (size_t)o->max_jobs,
+                       .max_output_bytes = o->max_output};
+    if (store_new(&sc, &d->st, &err) < 0) {
+        log_error("%s", err.msg);
+        return 1;
+    }
+    int r = prepare_work_root(d);
+    if (r != 0)
+        return r;
+    supervisor_config svc = {.job_init_path = d->job_init,
+                             .cgroups = d->cgm,
+                             .stop_grace_ms = o->stop_grace_ms,
+                             .job_uid = d->job_uid,
+                             .job_gid = d->job_gid,
+                             .work_root = d->work_root};
+    if (supervisor_new(&svc, d->st, &d->sv, &err) < 0) {
+        log_error("%s", err.msg);
+        return 1;
+    }
+    service_config sec = {
+        .st = d->st,
+        .sv = d->sv,
+        .host = d->host,
+        .defaults = o->defaults,
+        .default_network =
+            strcmp(o->default_network, "none") == 0 ? JOB_NETWORK_NONE : JOB_NETWORK_HOST,
+        .job_user_display = d->job_user_display,
+        .max_streams_per_job = (int)o->max_streams_per_job,
+    };
+    if (service_new(&sec, &d->svc, &err) < 0) {
+        log_error("%s", err.msg);
+        return 1;
+    }
+    if (auth_tls13_only_init(&err) < 0) {
+        log_error("%s", err.msg);
+        return 1;
+    }
+    if (o->audit_log) {
+        d->audit = fopen(o->audit_log, "ae");
+        if (!d->audit) {
+            log_error("open audit log '%s': %m", o->audit_log);
+            return 1;
+        }
+    }
+    rpc_server_config rc = {
+        .listen_addr = o->listen,
+        .tls = d->tls,
+        .tls_state_dir = d->tls_state_dir,
+        .svc = d->svc,
+        .workers = (int)o->workers,
+        .max_streams = (int)o->max_streams,
+        .audit = d->audit,
+    };
+    if (rpc_server_start(&rc, &d->srv, &err) < 0) {
+        log_error("%s", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+/* Serves until SIGTERM/SIGINT; SIGHUP reloads the TLS files. */
+static void serve(server_state *d, const sigset_t *sigs)
+{
+    jw_error err = JW_ERROR_INIT;
+    log_info("jobworker-server listening on %s (port %d, TLS 1.3, mutual authentication)",
+             d->cfg->listen, rpc_server_port(d->srv));
+    auth_tls_summary ts;
+    rpc_server_tls_summary(d->srv, &ts);
+    log_tls_summary("TLS configuration", &d->tls, &ts);
+    for (;;) {
+        int sig = sigwaitinfo(sigs, NULL);
+        if (sig == SIGHUP) {
+            /* Jobs, calls and streams are untouched; only new handshakes see the change. */
+            if (rpc_server_reload_tls(d->srv, &ts, &err) < 0)
+                log_error("SIGHUP: TLS reload failed, the previous configuration stays in force: "
+                          "%s",
+                          err.msg);
+            else
+                log_tls_summary("SIGHUP: reloaded the TLS configuration, new connections use it "
+                                "within 1 s",
+                                &d->tls, &ts);
+            continue;
+        }
+        if (sig > 0) {
+            log_info("received %s, shutting down", strsignal(sig));
+            return;
+        }
+    }
+}
+
+int daemon_run(const daemon_config *cfg)
+{
+    /* Signals are taken synchronously by this thread; every thread started from here on
+     * (gRPC's included) inherits the mask. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    server_state d = {.cfg = cfg};
+    int r = find_job_init(&d);
+    if (r == 0)
+        r = resolve_job_user(&d);
+    if (r == 0)
+        r = setup_cgroups(&d);
+    if (r == 0) {
+        /* The TLS files are checked here for an early, clear error; rpc_server_start() reads
+         * them again into the copy gRPC watches, and SIGHUP re-reads them. */
+        jw_error err = JW_ERROR_INIT;
+        d.tls =
+            (auth_tls_paths){.cert = cfg->cert, .key = cfg->key, .ca = cfg->ca, .crl = cfg->crl};
+        snprintf(d.tls_state_dir, sizeof(d.tls_state_dir), "%s/tls", cfg->data_dir);
+        if (auth_tls_check_files(&d.tls, NULL, &err) < 0) {
+            log_error("%s (generate development certificates with scripts/gen-certs.sh)", err.msg);
+            r = 1;
+        }
+    }
+    if (r == 0)
+        r = start_serving(&d);
+    if (r == 0)
+        serve(&d, &sigs);
+    teardown(&d);
+    return r;
+}

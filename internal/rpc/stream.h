@@ -1,0 +1,45 @@
+/* GetJobsStream transport: the registry of live streams and one thread per stream.
+ *
+ * The registry owns its lock, its cap (--max-streams) and the list of live streams. A call that
+ * is refused (no role, over the cap, shutting down) is answered on its own completion queue by
+ * the worker that took it, without a thread. An accepted call gets a thread and its own queue:
+ * it reads the job's output by offset (service_stream_*) and sends one DataChunk at a time; the
+ * completion of a write is gRPC's flow control, so a slow reader only ever has one chunk in
+ * flight. When it has caught up it sleeps in grpc_completion_queue_next(); the store wakes it
+ * with an empty batch on the call (the only cross-thread wake-up gRPC's C API offers).
+ */
+#ifndef JW_RPC_STREAM_H
+#define JW_RPC_STREAM_H
+
+#include "auth/auth.h"
+#include "service/service.h"
+
+#include <grpc/grpc.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+typedef struct stream_registry stream_registry;
+
+typedef struct stream_registry_config {
+    service *svc;
+    int max_streams;   /* concurrent streams; 0 = 1024 */
+    size_t chunk_size; /* output bytes per DataChunk; 0 = 128 KiB */
+    FILE *audit;       /* audit lines; NULL = the log */
+} stream_registry_config;
+
+int stream_registry_new(const stream_registry_config *cfg, stream_registry **ret, jw_error *err);
+/* Frees; every stream must have ended (stream_registry_wait_empty). NULL is a no-op. */
+void stream_registry_free(stream_registry *reg);
+
+/* Takes over an incoming GetJobsStream call bound to `cq` (its own queue): the call, payload and
+ * queue are the registry's from here on, whatever happens. `caller` NULL = unusable certificate. */
+void stream_registry_take(stream_registry *reg, grpc_call *call, grpc_completion_queue *cq,
+                          grpc_byte_buffer *payload, const auth_identity *caller);
+/* No new streams from now on; every live stream ends with UNAVAILABLE as soon as its write in
+ * flight completes. */
+void stream_registry_shutdown(stream_registry *reg);
+/* Waits until no stream is left; false after timeout_ms (negative = forever). */
+bool stream_registry_wait_empty(stream_registry *reg, int timeout_ms);
+int stream_registry_count(stream_registry *reg);
+
+#endif

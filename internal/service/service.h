@@ -1,0 +1,104 @@
+/* The application logic of the JobService, without gRPC.
+ *
+ * Every RPC is one call here: authorize the caller's role, validate the request, resolve
+ * defaults, then act on the store and the supervisor; the rpc module only decodes, calls in,
+ * encodes and answers. Nothing here includes a gRPC header, so every decision (role x request x
+ * job state) is unit-tested directly (tests/unit/test_service.c).
+ *
+ * `caller` is the identity read from the verified peer certificate; NULL means that mutual TLS
+ * verified a certificate which could not be parsed (UNAUTHENTICATED). Functions that can fail
+ * return a negative errno and fill `err` with the status the client gets.
+ */
+#ifndef JW_SERVICE_SERVICE_H
+#define JW_SERVICE_SERVICE_H
+
+#include "auth/auth.h"
+#include "job/job.h"
+#include "spawn/supervisor.h"
+#include "store/store.h"
+#include "util/error.h"
+#include "util/misc.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct service service;
+
+typedef struct service_config {
+    store *st;
+    supervisor *sv;
+    job_host host;                /* what the host can enforce; host.cgroups = limits enforced */
+    job_limits defaults;          /* effective limits for fields a request leaves at 0 */
+    job_network default_network;  /* HOST or NONE, for requests that leave it unspecified */
+    const char *job_user_display; /* "nobody (65534:65534)", reported in Job.user */
+    int max_streams_per_job;      /* concurrent GetJobsStream calls on one job; 0 = default */
+} service_config;
+
+int service_new(const service_config *cfg, service **ret, jw_error *err);
+void service_free(service *svc); /* NULL is a no-op; the store and supervisor are not freed */
+
+/* PERMISSION_DENIED or UNAUTHENTICATED when the caller may not call `method`. */
+int service_authorize(const auth_identity *caller, auth_method method, jw_error *err);
+
+/* Validates (every rule names the field and value), resolves the limits against the defaults,
+ * records the job and starts it. On success *ret is a new reference to a job that is RUNNING
+ * or already FAILED/START_FAILED; on failure nothing of the job remains. */
+int service_create_job(service *svc, const auth_identity *caller, const job_request *req,
+                       store_job **ret, jw_error *err);
+
+/* INVALID_ARGUMENT for an empty or malformed id, NOT_FOUND for an unknown one. */
+int service_get_job(service *svc, const auth_identity *caller, const char *id, store_job **ret,
+                    jw_error *err);
+
+/* Asks the job to stop (SIGTERM, the grace period, then kill) without waiting for it.
+ * Returns 0 with *ret when the job is already final: answer now. Returns 1 with *ret when the
+ * answer waits for the end: `done(job, userdata)` is then called exactly once, from the thread
+ * that completes the job, and the caller answers with service_stop_result(). Either way the
+ * caller owns the reference in *ret (keep it until `done` ran). No thread waits meanwhile. */
+int service_stop_job(service *svc, const auth_identity *caller, const char *id, store_final_fn done,
+                     void *userdata, store_job **ret, jw_error *err);
+/* The outcome of a stop whose end arrived: 0 when the job is final, NOT_FOUND when it was
+ * removed because it could not be started. */
+int service_stop_result(store_job *job, jw_error *err);
+
+/* New references to every job, oldest first; the caller unrefs each and frees the array. */
+int service_list_jobs(service *svc, const auth_identity *caller, store_job ***ret, size_t *ret_n,
+                      jw_error *err);
+
+/* ---- GetJobsStream bookkeeping: a reader of one job's output at an offset ---- */
+
+typedef struct service_stream service_stream;
+
+typedef struct service_stream_req {
+    const char *id;
+    int64_t offset;
+    bool follow;
+} service_stream_req;
+
+/* Checks the request (id, offset against a finished output, the per-job stream cap), opens the
+ * output and registers `wake` as the job's subscriber (see store_sub_new: it is called from the
+ * writer's thread and must be quick). ret_job_id gets the id once it is a valid job id, also on
+ * some failures, for the audit line. */
+int service_stream_open(service *svc, const auth_identity *caller, const service_stream_req *req,
+                        store_wake_fn wake, void *userdata, service_stream **ret,
+                        char ret_job_id[UUID_STR_LEN], jw_error *err);
+/* Unregisters (no wake runs after it returns) and frees. NULL is a no-op. */
+void service_stream_free(service_stream *s);
+/* Stops wake-ups for good without freeing (the transport's last word on a stream). */
+void service_stream_stop_wakes(service_stream *s);
+
+typedef enum {
+    SERVICE_STREAM_SEND, /* *ret_n > 0 bytes are ready at service_stream_offset() */
+    SERVICE_STREAM_WAIT, /* caught up; `wake` fires once when that changes */
+    SERVICE_STREAM_END,  /* finished: err says OK, or RESOURCE_EXHAUSTED past the output cap */
+} service_stream_step;
+
+/* What the stream does next, reading at most `max` bytes per chunk. */
+service_stream_step service_stream_next(service_stream *s, size_t max, size_t *ret_n,
+                                        jw_error *err);
+int64_t service_stream_offset(const service_stream *s);
+/* Reads exactly n bytes at the current offset into buf and advances; -EIO on a short read. */
+int service_stream_read(service_stream *s, void *buf, size_t n);
+
+#endif

@@ -1,0 +1,447 @@
+/* The service layer's decision tables, without gRPC: role x method, request x validation,
+ * job state x StopJob, and stream bookkeeping, over a real store, supervisor and job-init
+ * (no cgroups on this host: limits are the vm tier's). */
+#include "service/service.h"
+#include "util/misc.h"
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef struct fixture {
+    char dir[64];
+    store *st;
+    supervisor *sv;
+    service *svc;
+} fixture;
+
+static const auth_identity admin = {.cn = "alice", .role = AUTH_ROLE_ADMIN};
+static const auth_identity viewer = {.cn = "victor", .role = AUTH_ROLE_VIEWER};
+static const auth_identity nobody = {.cn = "mallory", .role = AUTH_ROLE_NONE, .why = "no OU"};
+
+static int setup_with(void **state, bool cgroups, int64_t grace_ms, int streams_per_job)
+{
+    fixture *f = calloc(1, sizeof(*f));
+    snprintf(f->dir, sizeof(f->dir), "/tmp/jw-service-XXXXXX");
+    assert_non_null(mkdtemp(f->dir));
+    jw_error err = JW_ERROR_INIT;
+    store_config sc = {.data_dir = f->dir, .max_jobs = 1000};
+    assert_int_equal(store_new(&sc, &f->st, &err), 0);
+    const char *ji = getenv("JW_JOB_INIT");
+    supervisor_config svc = {.job_init_path = ji ? ji : "build/release/bin/job-init",
+                             .stop_grace_ms = grace_ms,
+                             .job_uid = -1,
+                             .job_gid = -1};
+    assert_int_equal(supervisor_new(&svc, f->st, &f->sv, &err), 0);
+    service_config cfg = {.st = f->st,
+                          .sv = f->sv,
+                          .defaults = {.cpu_percent = 100, .memory_bytes = 512LL << 20},
+                          .default_network = JOB_NETWORK_NONE,
+                          .job_user_display = "nobody (65534:65534)",
+                          .max_streams_per_job = streams_per_job};
+    assert_int_equal(job_host_probe(&cfg.host), 0);
+    cfg.host.cgroups = cgroups;
+    assert_int_equal(service_new(&cfg, &f->svc, &err), 0);
+    *state = f;
+    return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with(state, false, 100, 2);
+}
+
+/* Limits are resolved as on a host with cgroups; the supervisor runs without them here. */
+static int setup_cgroups(void **state)
+{
+    return setup_with(state, true, 100, 2);
+}
+
+static int setup_long_grace(void **state)
+{
+    return setup_with(state, false, 2000, 2);
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    service_free(f->svc);
+    supervisor_free(f->sv);
+    store_free(f->st);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
+    assert_int_equal(system(cmd), 0);
+    free(f);
+    return 0;
+}
+
+static store_job *create(fixture *f, const char *script)
+{
+    const char *args[] = {"-c", script};
+    job_request req = {.command = "sh", .command_len = 2, .args = args, .nargs = 2};
+    store_job *job = NULL;
+    jw_error err = JW_ERROR_INIT;
+    if (service_create_job(f->svc, &admin, &req, &job, &err) < 0)
+        fail_msg("create: %s", err.msg);
+    return job;
+}
+
+static void wait_final(store_job *job)
+{
+    assert_int_equal(store_job_wait_final(job, 30000), 0);
+}
+
+/* Written on the supervisor's thread, read here: calls is the release/acquire point. */
+typedef struct stop_seen {
+    atomic_int calls;
+    int result;
+    jw_code code;
+    job_status status;
+} stop_seen;
+
+static void on_stopped(store_job *job, void *userdata)
+{
+    stop_seen *s = userdata;
+    jw_error err = JW_ERROR_INIT;
+    s->result = service_stop_result(job, &err);
+    s->code = err.code;
+    s->status = store_job_status(job);
+    atomic_fetch_add(&s->calls, 1);
+}
+
+/* Role x method: who may call what, and the code of a refusal. Every refused call changes
+ * nothing: no job is created, none is stopped. */
+static void test_roles_by_method(void **state)
+{
+    fixture *f = *state;
+    store_job *job = create(f, "sleep 30");
+    const char *id = store_job_id(job);
+    const auth_identity *callers[] = {NULL, &nobody, &viewer, &admin};
+    /* Expected codes per caller, for CreateJob, GetJob, StopJob, GetJobs, GetJobsStream. */
+    const jw_code want[4][5] = {
+        {JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED,
+         JW_UNAUTHENTICATED},
+        {JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED,
+         JW_PERMISSION_DENIED},
+        {JW_PERMISSION_DENIED, JW_OK, JW_PERMISSION_DENIED, JW_OK, JW_OK},
+        {JW_OK, JW_OK, JW_OK, JW_OK, JW_OK},
+    };
+    for (int c = 0; c < 4; c++) {
+        for (int m = 0; m <= AUTH_METHOD_GET_JOBS_STREAM; m++) {
+            jw_error err = JW_ERROR_INIT;
+            int r = service_authorize(callers[c], (auth_method)m, &err);
+            assert_int_equal(r < 0 ? err.code : JW_OK, want[c][m]);
+            if (r < 0)
+                assert_true(strlen(err.msg) > 0);
+        }
+        size_t before = store_count(f->st);
+        const char *args[] = {"-c", "true"};
+        job_request req = {.command = "sh", .command_len = 2, .args = args, .nargs = 2};
+        jw_error err = JW_ERROR_INIT;
+        store_job *got = NULL;
+        int r = service_create_job(f->svc, callers[c], &req, &got, &err);
+        assert_int_equal(r < 0 ? err.code : JW_OK, want[c][AUTH_METHOD_CREATE_JOB]);
+        if (r == 0) {
+            wait_final(got);
+            store_job_unref(got);
+        } else {
+            assert_int_equal(store_count(f->st), before);
+        }
+        r = service_get_job(f->svc, callers[c], id, &got, &err);
+        assert_int_equal(r < 0 ? err.code : JW_OK, want[c][AUTH_METHOD_GET_JOB]);
+        if (r == 0)
+            store_job_unref(got);
+        store_job **jobs = NULL;
+        size_t n = 0;
+        r = service_list_jobs(f->svc, callers[c], &jobs, &n, &err);
+        assert_int_equal(r < 0 ? err.code : JW_OK, want[c][AUTH_METHOD_GET_JOBS]);
+        for (size_t i = 0; r == 0 && i < n; i++)
+            store_job_unref(jobs[i]);
+        free(jobs);
+        if (want[c][AUTH_METHOD_STOP_JOB] != JW_OK) {
+            r = service_stop_job(f->svc, callers[c], id, NULL, NULL, &got, &err);
+            assert_int_equal(err.code, want[c][AUTH_METHOD_STOP_JOB]);
+            assert_true(r < 0);
+            assert_int_equal(store_job_status(job), JOB_STATUS_RUNNING);
+            assert_int_equal(store_job_stop_reason(job), JOB_REASON_UNSPECIFIED);
+        }
+    }
+    store_job *stopped = NULL;
+    jw_error err = JW_ERROR_INIT;
+    stop_seen seen = {0};
+    assert_int_equal(service_stop_job(f->svc, &admin, id, on_stopped, &seen, &stopped, &err), 1);
+    wait_final(job);
+    for (int i = 0; i < 500 && seen.calls == 0; i++)
+        usleep(2000);
+    assert_int_equal(seen.calls, 1);
+    store_job_unref(stopped);
+    store_job_unref(job);
+}
+
+/* Request x validation: the service validates before anything is created and resolves what the
+ * request leaves out. */
+static void test_create_rules(void **state)
+{
+    fixture *f = *state;
+    jw_error err = JW_ERROR_INIT;
+    store_job *job = NULL;
+    job_request empty = {.command = "", .command_len = 0};
+    assert_true(service_create_job(f->svc, &admin, &empty, &job, &err) < 0);
+    assert_int_equal(err.code, JW_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.msg, "command"));
+    /* Without cgroups a request that names a limit is refused: nothing would enforce it. */
+    job_request lim = {.command = "true", .command_len = 4, .limits = {.memory_bytes = 64 << 20}};
+    assert_true(service_create_job(f->svc, &admin, &lim, &job, &err) < 0);
+    assert_int_equal(err.code, JW_FAILED_PRECONDITION);
+    job_request badnet = {.command = "true", .command_len = 4, .network = 7};
+    assert_true(service_create_job(f->svc, &admin, &badnet, &job, &err) < 0);
+    assert_int_equal(err.code, JW_INVALID_ARGUMENT);
+    assert_int_equal(store_count(f->st), 0);
+
+    /* A valid request: owner from the certificate, defaults resolved, nothing pretended. */
+    job_request ok = {.command = "true", .command_len = 4};
+    assert_int_equal(service_create_job(f->svc, &admin, &ok, &job, &err), 0);
+    wait_final(job);
+    store_job_info info;
+    store_job_snapshot(job, &info);
+    assert_string_equal(info.owner, "alice");
+    assert_int_equal(info.network, JOB_NETWORK_NONE);
+    assert_false(info.limits_enforced);
+    assert_int_equal(info.limits.memory_bytes, 0);
+    assert_string_equal(info.user, "nobody (65534:65534)");
+    assert_int_equal(info.status, JOB_STATUS_COMPLETED);
+    store_job_unref(job);
+
+    /* A command that does not exist is the job's own failure: the call succeeds, the job says. */
+    job_request missing = {.command = "/nonexistent/cmd", .command_len = 16};
+    assert_int_equal(service_create_job(f->svc, &admin, &missing, &job, &err), 0);
+    wait_final(job);
+    store_job_snapshot(job, &info);
+    assert_int_equal(info.status, JOB_STATUS_FAILED);
+    assert_int_equal(info.reason, JOB_REASON_START_FAILED);
+    assert_non_null(strstr(info.error, "/nonexistent/cmd"));
+    store_job_unref(job);
+}
+
+static void test_create_resolves_defaults(void **state)
+{
+    fixture *f = *state;
+    jw_error err = JW_ERROR_INIT;
+    store_job *job = NULL;
+    job_request req = {.command = "true",
+                       .command_len = 4,
+                       .limits = {.memory_bytes = 64 << 20},
+                       .network = JOB_NETWORK_HOST};
+    assert_int_equal(service_create_job(f->svc, &admin, &req, &job, &err), 0);
+    wait_final(job);
+    store_job_info info;
+    store_job_snapshot(job, &info);
+    assert_true(info.limits_enforced);
+    assert_int_equal(info.limits.memory_bytes, 64 << 20);
+    assert_int_equal(info.limits.cpu_percent, 100); /* the default fills what was left out */
+    assert_int_equal(info.network, JOB_NETWORK_HOST);
+    store_job_unref(job);
+}
+
+static void test_get_ids(void **state)
+{
+    fixture *f = *state;
+    jw_error err = JW_ERROR_INIT;
+    store_job *job = NULL;
+    assert_int_equal(service_get_job(f->svc, &viewer, "", &job, &err), -EINVAL);
+    assert_int_equal(err.code, JW_INVALID_ARGUMENT);
+    assert_string_equal(err.msg, "id is empty");
+    assert_int_equal(service_get_job(f->svc, &viewer, "x'y", &job, &err), -EINVAL);
+    assert_int_equal(err.code, JW_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.msg, "'x'y'"));
+    const char *unknown = "0b7f2c1e-1111-4222-8333-444455556666";
+    assert_int_equal(service_get_job(f->svc, &viewer, unknown, &job, &err), -ENOENT);
+    assert_int_equal(err.code, JW_NOT_FOUND);
+    assert_non_null(strstr(err.msg, unknown));
+}
+
+/* StopJob x job state: a running job is answered when it is final, through the callback, and no
+ * thread waits; a final job is answered at once; an unknown one is NOT_FOUND. */
+static void test_stop_by_state(void **state)
+{
+    fixture *f = *state;
+    store_job *job = create(f, "sleep 30");
+    stop_seen seen = {0};
+    store_job *ref = NULL;
+    jw_error err = JW_ERROR_INIT;
+    int64_t t0 = now_monotonic_ns();
+    assert_int_equal(
+        service_stop_job(f->svc, &admin, store_job_id(job), on_stopped, &seen, &ref, &err), 1);
+    assert_true((now_monotonic_ns() - t0) / 1000000 < 1000);
+    wait_final(job);
+    for (int i = 0; i < 500 && seen.calls == 0; i++)
+        usleep(2000);
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(seen.result, 0);
+    assert_int_equal(seen.status, JOB_STATUS_STOPPED);
+    store_job_unref(ref);
+
+    /* Final already: 0, and the callback is not called. */
+    stop_seen again = {0};
+    assert_int_equal(
+        service_stop_job(f->svc, &admin, store_job_id(job), on_stopped, &again, &ref, &err), 0);
+    assert_int_equal(again.calls, 0);
+    assert_int_equal(service_stop_result(ref, &err), 0);
+    store_job_unref(ref);
+    store_job_unref(job);
+
+    const char *unknown = "0b7f2c1e-1111-4222-8333-444455556666";
+    assert_int_equal(service_stop_job(f->svc, &admin, unknown, on_stopped, &again, &ref, &err),
+                     -ENOENT);
+    assert_int_equal(err.code, JW_NOT_FOUND);
+    assert_int_equal(again.calls, 0);
+}
+
+/* The bug of issue 9: stops of jobs that ignore SIGTERM cost their callers nothing. Eight stops
+ * return at once; the jobs end after the grace period (2 s here), killed. */
+static void test_stop_storm_does_not_block(void **state)
+{
+    fixture *f = *state;
+    enum { N = 8 };
+    store_job *jobs[N], *refs[N];
+    stop_seen seen[N];
+    memset(seen, 0, sizeof(seen));
+    for (int i = 0; i < N; i++)
+        jobs[i] = create(f, "trap '' TERM; echo ready; sleep 100");
+    for (int i = 0; i < N; i++) {
+        for (int k = 0; k < 1000; k++) {
+            int64_t size;
+            store_job_output_state(jobs[i], &size, NULL);
+            if (size > 0)
+                break;
+            usleep(5000);
+        }
+    }
+    int64_t t0 = now_monotonic_ns();
+    for (int i = 0; i < N; i++) {
+        jw_error err = JW_ERROR_INIT;
+        assert_int_equal(service_stop_job(f->svc, &admin, store_job_id(jobs[i]), on_stopped,
+                                          &seen[i], &refs[i], &err),
+                         1);
+    }
+    int64_t ms = (now_monotonic_ns() - t0) / 1000000;
+    assert_true(ms < 500); /* today's blocking stop took the grace period per call */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(seen[i].calls, 0);
+    for (int i = 0; i < N; i++)
+        wait_final(jobs[i]);
+    assert_true((now_monotonic_ns() - t0) / 1000000 >= 2000); /* the grace was honoured */
+    for (int i = 0; i < N; i++) {
+        for (int k = 0; k < 500 && seen[i].calls == 0; k++)
+            usleep(2000);
+        assert_int_equal(seen[i].calls, 1);
+        assert_int_equal(seen[i].status, JOB_STATUS_STOPPED);
+        store_job_info info;
+        store_job_snapshot(jobs[i], &info);
+        assert_int_equal(info.signal, 9);
+        store_job_unref(refs[i]);
+        store_job_unref(jobs[i]);
+    }
+}
+
+static void wake_count(void *userdata)
+{
+    atomic_fetch_add((atomic_int *)userdata, 1);
+}
+
+static void test_stream_bookkeeping(void **state)
+{
+    fixture *f = *state;
+    store_job *done = create(f, "printf hello");
+    wait_final(done);
+    const char *id = store_job_id(done);
+    char job_id[UUID_STR_LEN] = "";
+    jw_error err = JW_ERROR_INIT;
+    service_stream *s = NULL;
+    atomic_int wakes = 0;
+
+    service_stream_req neg = {.id = id, .offset = -1};
+    assert_int_equal(
+        service_stream_open(f->svc, &viewer, &neg, wake_count, &wakes, &s, job_id, &err), -EINVAL);
+    assert_int_equal(err.code, JW_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.msg, "-1"));
+    service_stream_req past = {.id = id, .offset = 6};
+    assert_int_equal(
+        service_stream_open(f->svc, &viewer, &past, wake_count, &wakes, &s, job_id, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "beyond the end"));
+    assert_string_equal(job_id, id);
+    service_stream_req none = {.id = id, .offset = 0};
+    assert_int_equal(
+        service_stream_open(f->svc, &nobody, &none, wake_count, &wakes, &s, job_id, &err), -EACCES);
+    assert_int_equal(err.code, JW_PERMISSION_DENIED);
+
+    /* A finished job: its bytes in chunks of at most `max`, then the end. */
+    service_stream_req from1 = {.id = id, .offset = 1, .follow = true};
+    assert_int_equal(
+        service_stream_open(f->svc, &viewer, &from1, wake_count, &wakes, &s, job_id, &err), 0);
+    size_t n = 0;
+    char buf[8];
+    assert_int_equal(service_stream_next(s, 3, &n, &err), SERVICE_STREAM_SEND);
+    assert_int_equal(n, 3);
+    assert_int_equal(service_stream_offset(s), 1);
+    assert_int_equal(service_stream_read(s, buf, n), 0);
+    assert_memory_equal(buf, "ell", 3);
+    assert_int_equal(service_stream_next(s, 3, &n, &err), SERVICE_STREAM_SEND);
+    assert_int_equal(n, 1);
+    assert_int_equal(service_stream_read(s, buf, n), 0);
+    assert_int_equal(service_stream_next(s, 3, &n, &err), SERVICE_STREAM_END);
+    assert_int_equal(err.code, JW_OK);
+
+    /* The per-job cap (2 here) counts open streams of the job. */
+    service_stream *s2 = NULL, *s3 = NULL;
+    assert_int_equal(
+        service_stream_open(f->svc, &viewer, &none, wake_count, &wakes, &s2, job_id, &err), 0);
+    assert_int_equal(
+        service_stream_open(f->svc, &viewer, &none, wake_count, &wakes, &s3, job_id, &err), -EBUSY);
+    assert_int_equal(err.code, JW_RESOURCE_EXHAUSTED);
+    service_stream_free(s2);
+    service_stream_free(s);
+    store_job_unref(done);
+
+    /* A running job: caught up means WAIT, and the subscriber is woken when output arrives. */
+    store_job *live = create(f, "read x; echo $x");
+    service_stream_req follow = {.id = store_job_id(live), .offset = 0, .follow = true};
+    assert_int_equal(
+        service_stream_open(f->svc, &admin, &follow, wake_count, &wakes, &s, job_id, &err), 0);
+    assert_int_equal(service_stream_next(s, 64, &n, &err), SERVICE_STREAM_WAIT);
+    service_stream_req nofollow = {.id = store_job_id(live), .offset = 0};
+    assert_int_equal(
+        service_stream_open(f->svc, &admin, &nofollow, wake_count, &wakes, &s2, job_id, &err), 0);
+    assert_int_equal(service_stream_next(s2, 64, &n, &err), SERVICE_STREAM_END);
+    service_stream_free(s2);
+    /* stdin is /dev/null: read fails, echo prints an empty line, the job ends, we are woken. */
+    wait_final(live);
+    assert_true(wakes >= 1);
+    assert_int_equal(service_stream_next(s, 64, &n, &err), SERVICE_STREAM_SEND);
+    assert_int_equal(n, 1);
+    service_stream_free(s);
+    store_job_unref(live);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_roles_by_method, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_resolves_defaults, setup_cgroups, teardown),
+        cmocka_unit_test_setup_teardown(test_get_ids, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_by_state, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_storm_does_not_block, setup_long_grace, teardown),
+        cmocka_unit_test_setup_teardown(test_stream_bookkeeping, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
