@@ -224,15 +224,16 @@ static int cmd_wait_final(const conn *cn, long n, long timeout_s)
 /* posix_spawn + wait of argv; returns the wall time in ns; dies unless it exits 0. */
 static int64_t spawn_wait(char *const *argv, const posix_spawn_file_actions_t *fa)
 {
+    char ebuf[128];
     int64_t t0 = now_ns();
     pid_t pid;
     int r = posix_spawnp(&pid, argv[0], fa, NULL, argv, environ);
     if (r != 0)
-        die("spawn '%s': %s", argv[0], strerror(r));
+        die("spawn '%s': %s", argv[0], jw_strerror(r, ebuf, sizeof(ebuf)));
     int st;
     while (waitpid(pid, &st, 0) < 0) {
         if (errno != EINTR)
-            die("waitpid: %s", strerror(errno));
+            die("waitpid: %s", jw_strerror(errno, ebuf, sizeof(ebuf)));
     }
     int64_t dt = now_ns() - t0;
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)

@@ -103,6 +103,7 @@ int jobctl_global_option(jobctl_ctx *ctx, const char *cmd, const char *usage, in
 
 int jobctl_report(int r, const jw_error *err)
 {
+    char ebuf[128];
     if (r == -EINTR || jobctl_interrupted())
         return EXIT_INTERRUPTED;
     if (r == -EREMOTEIO)
@@ -110,14 +111,15 @@ int jobctl_report(int r, const jw_error *err)
     else if (err->msg[0])
         fprintf(stderr, "jobctl: %s\n", err->msg);
     else
-        fprintf(stderr, "jobctl: %s\n", strerror(-r));
+        fprintf(stderr, "jobctl: %s\n", jw_strerror(r, ebuf, sizeof(ebuf)));
     return 1;
 }
 
 int jobctl_flush_stdout(void)
 {
     if (fflush(stdout) != 0 || ferror(stdout)) {
-        fprintf(stderr, "jobctl: write stdout: %s\n", strerror(errno));
+        char ebuf[128];
+        fprintf(stderr, "jobctl: write stdout: %s\n", jw_strerror(errno, ebuf, sizeof(ebuf)));
         return 1;
     }
     return 0;
@@ -236,7 +238,7 @@ int jobctl_write_output(void *userdata, const uint8_t *data, size_t len, jw_erro
 {
     int r = write_full(STDOUT_FILENO, data, len);
     if (r < 0)
-        return jw_error_set(err, JW_INTERNAL, r, "write stdout: %s", strerror(-r));
+        return jw_error_errno_code(err, JW_INTERNAL, r, "write stdout");
     return 0;
 }
 

@@ -10,44 +10,26 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
-/* Scope-bound cleanup for OpenSSL objects, in the style of util/cleanup.h. Every *_free here
- * accepts NULL. */
-static inline void auth_bio_freep(BIO **p)
-{
-    BIO_free(*p);
-}
-static inline void auth_x509_freep(X509 **p)
-{
-    X509_free(*p);
-}
-static inline void auth_pkey_freep(EVP_PKEY **p)
-{
-    EVP_PKEY_free(*p);
-}
-static inline void auth_ssl_ctx_freep(SSL_CTX **p)
-{
-    SSL_CTX_free(*p);
-}
-static inline void auth_ssl_freep(SSL **p)
-{
-    SSL_free(*p);
-}
-static inline void auth_conf_freep(CONF **p)
-{
-    NCONF_free(*p);
-}
-static inline void auth_ossl_freep(unsigned char **p)
-{
-    OPENSSL_free(*p);
-}
+#include "util/cleanup.h"
 
-#define _cleanup_bio_      __attribute__((cleanup(auth_bio_freep)))
-#define _cleanup_x509_     __attribute__((cleanup(auth_x509_freep)))
-#define _cleanup_pkey_     __attribute__((cleanup(auth_pkey_freep)))
-#define _cleanup_ssl_ctx_  __attribute__((cleanup(auth_ssl_ctx_freep)))
-#define _cleanup_ssl_      __attribute__((cleanup(auth_ssl_freep)))
-#define _cleanup_conf_     __attribute__((cleanup(auth_conf_freep)))
-#define _cleanup_ossl_str_ __attribute__((cleanup(auth_ossl_freep)))
+/* Scope-bound cleanup for OpenSSL objects (util/cleanup.h). */
+JW_DEFINE_POINTER_CLEANUP(BIO, BIO_free)
+JW_DEFINE_POINTER_CLEANUP(X509, X509_free)
+JW_DEFINE_POINTER_CLEANUP(X509_CRL, X509_CRL_free)
+JW_DEFINE_POINTER_CLEANUP(EVP_PKEY, EVP_PKEY_free)
+JW_DEFINE_POINTER_CLEANUP(SSL_CTX, SSL_CTX_free)
+JW_DEFINE_POINTER_CLEANUP(SSL, SSL_free)
+JW_DEFINE_POINTER_CLEANUP(CONF, NCONF_free)
+JW_DEFINE_POINTER_CLEANUP(unsigned char, OPENSSL_free)
+
+#define _cleanup_bio_      _cleanup_(BIO_freep)
+#define _cleanup_x509_     _cleanup_(X509_freep)
+#define _cleanup_crl_      _cleanup_(X509_CRL_freep)
+#define _cleanup_pkey_     _cleanup_(EVP_PKEY_freep)
+#define _cleanup_ssl_ctx_  _cleanup_(SSL_CTX_freep)
+#define _cleanup_ssl_      _cleanup_(SSL_freep)
+#define _cleanup_conf_     _cleanup_(NCONF_freep)
+#define _cleanup_ossl_str_ _cleanup_(OPENSSL_freep)
 
 /* OpenSSL reports failures on a per-thread error queue that gRPC's TLS code also reads (via
  * SSL_get_error) on the same threads, so each public function brackets its OpenSSL calls with

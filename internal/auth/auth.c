@@ -209,46 +209,22 @@ const char *auth_method_name(auth_method m)
 
 int auth_read_pem_file(const char *path, char **ret, jw_error *err)
 {
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) {
-        int r = -errno;
-        return jw_error_set(err, JW_INVALID_ARGUMENT, r, "open pem file '%s': %s", path,
-                            strerror(-r));
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0) {
-        int r = -errno;
-        return jw_error_set(err, JW_INVALID_ARGUMENT, r, "stat pem file '%s': %s", path,
-                            strerror(-r));
-    }
-    if (S_ISREG(st.st_mode) && st.st_size > AUTH_PEM_MAX)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -EFBIG,
-                            "pem file '%s' has %lld bytes, more than the limit of %d", path,
-                            (long long)st.st_size, AUTH_PEM_MAX);
-
-    /* Read one byte past the cap so that a file that is too large (or a pipe or device that
-     * does not say its size) is noticed rather than cut. */
-    _cleanup_free_ char *buf = malloc(AUTH_PEM_MAX + 2);
-    if (!buf)
-        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "read pem file '%s': out of memory", path);
-    ssize_t n = read_full(fd, buf, AUTH_PEM_MAX + 1);
-    if (n < 0)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, (int)n, "read pem file '%s': %s", path,
-                            strerror((int)-n));
-    if (n > AUTH_PEM_MAX)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -EFBIG,
+    /* Erase mode: the file may be a private key. */
+    _cleanup_erase_ char *buf = NULL;
+    size_t n = 0;
+    int r = read_file_alloc_at(AT_FDCWD, path, AUTH_PEM_MAX, READ_FILE_ERASE, &buf, &n);
+    if (r == -EFBIG)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, r,
                             "pem file '%s' is larger than the limit of %d bytes", path,
                             AUTH_PEM_MAX);
+    if (r < 0)
+        return jw_error_errno_code(err, r == -ENOMEM ? JW_INTERNAL : JW_INVALID_ARGUMENT, r,
+                                   "read pem file '%s'", path);
     if (n == 0)
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "pem file '%s' is empty", path);
-    buf[n] = '\0';
-    if (!memmem(buf, (size_t)n, "-----BEGIN ", strlen("-----BEGIN ")))
+    if (!memmem(buf, n, "-----BEGIN ", strlen("-----BEGIN ")))
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
                             "pem file '%s' holds no PEM block (no '-----BEGIN ' line)", path);
-
-    char *shrunk = realloc(buf, (size_t)n + 1);
-    if (shrunk)
-        buf = shrunk;
     *ret = TAKE_PTR(buf);
     return 0;
 }

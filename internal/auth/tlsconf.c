@@ -27,18 +27,9 @@ static void x509_stack_freep(STACK_OF(X509) * *p)
 {
     sk_X509_pop_free(*p, X509_free);
 }
-static void crl_freep(X509_CRL **p)
-{
-    X509_CRL_free(*p);
-}
-static void dir_closep(DIR **p)
-{
-    if (*p)
-        closedir(*p);
-}
-#define _cleanup_x509_stack_ __attribute__((cleanup(x509_stack_freep)))
-#define _cleanup_crl_        __attribute__((cleanup(crl_freep)))
-#define _cleanup_dir_        __attribute__((cleanup(dir_closep)))
+JW_DEFINE_POINTER_CLEANUP(DIR, closedir)
+#define _cleanup_x509_stack_ _cleanup_(x509_stack_freep)
+#define _cleanup_dir_        _cleanup_(closedirp)
 
 /* Everything one generation is made of, checked. */
 typedef struct tls_material {
@@ -50,7 +41,7 @@ typedef struct tls_material {
 static void material_release(tls_material *m)
 {
     free(m->cert);
-    free(m->key);
+    erase_free(m->key); /* the private key */
     free(m->ca);
     sk_X509_CRL_pop_free(m->crls, X509_CRL_free);
     *m = (tls_material){0};
@@ -211,30 +202,18 @@ static int parse_crls(crl_ctx *c, const char *path, const char *pem, size_t len,
 static int read_dir_entry(int dfd, const char *name, const char *shown, char **ret, size_t *ret_len,
                           jw_error *err)
 {
-    _cleanup_close_ int fd = openat(dfd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-    struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) {
-        int r = -errno;
-        return jw_error_set(err, JW_INVALID_ARGUMENT, r, "open '%s': %s", shown, strerror(-r));
-    }
     *ret = NULL;
     *ret_len = 0;
-    if (!S_ISREG(st.st_mode))
+    int r = read_file_alloc_at(dfd, name, AUTH_PEM_MAX, READ_FILE_REGULAR, ret, ret_len);
+    if (r == -EBADFD)
         return 0;
-    if (st.st_size > AUTH_PEM_MAX)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -EFBIG,
-                            "'%s' in the CRL directory has %lld bytes, more than the limit of %d",
-                            shown, (long long)st.st_size, AUTH_PEM_MAX);
-    _cleanup_free_ char *buf = malloc((size_t)st.st_size + 1);
-    if (!buf)
-        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "read '%s': out of memory", shown);
-    ssize_t n = read_full(fd, buf, (size_t)st.st_size);
-    if (n < 0)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, (int)n, "read '%s': %s", shown,
-                            strerror((int)-n));
-    buf[n] = '\0';
-    *ret_len = (size_t)n;
-    *ret = TAKE_PTR(buf);
+    if (r == -EFBIG)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, r,
+                            "'%s' in the CRL directory is larger than the limit of %d bytes", shown,
+                            AUTH_PEM_MAX);
+    if (r < 0)
+        return jw_error_errno_code(err, r == -ENOMEM ? JW_INTERNAL : JW_INVALID_ARGUMENT, r,
+                                   "read '%s'", shown);
     return 0;
 }
 
@@ -243,16 +222,14 @@ static int load_crl_dir(crl_ctx *c, const char *path, jw_error *err)
     _cleanup_close_ int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) {
         int r = -errno;
-        return jw_error_set(err, JW_INVALID_ARGUMENT, r, "open CRL directory '%s': %s", path,
-                            strerror(-r));
+        return jw_error_errno_code(err, JW_INVALID_ARGUMENT, r, "open CRL directory '%s'", path);
     }
     struct dirent **names = NULL;
     /* Sorted, so that which of two CRLs with one issuer gets which file name is reproducible. */
     int n = scandir(path, &names, NULL, alphasort);
     if (n < 0) {
         int r = -errno;
-        return jw_error_set(err, JW_INVALID_ARGUMENT, r, "read CRL directory '%s': %s", path,
-                            strerror(-r));
+        return jw_error_errno_code(err, JW_INVALID_ARGUMENT, r, "read CRL directory '%s'", path);
     }
     int r = 0;
     for (int i = 0; i < n; i++) {
@@ -320,7 +297,7 @@ static int load_material(const auth_tls_paths *p, tls_material *ret, jw_error *e
         struct stat st;
         if (stat(p->crl, &st) < 0) {
             r = -errno;
-            jw_error_set(err, JW_INVALID_ARGUMENT, r, "CRL path '%s': %s", p->crl, strerror(-r));
+            jw_error_errno_code(err, JW_INVALID_ARGUMENT, r, "CRL path '%s'", p->crl);
         } else if (S_ISDIR(st.st_mode)) {
             r = load_crl_dir(&c, p->crl, err);
         } else {
@@ -394,10 +371,10 @@ static int write_file(int dfd, const char *name, const char *const *parts, size_
 static int write_crls(int gfd, STACK_OF(X509_CRL) * crls, jw_error *err)
 {
     if (mkdirat(gfd, "crl", 0700) < 0)
-        return jw_error_set(err, JW_INTERNAL, -errno, "create staged CRL directory: %m");
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "create staged CRL directory");
     _cleanup_close_ int cfd = openat(gfd, "crl", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (cfd < 0)
-        return jw_error_set(err, JW_INTERNAL, -errno, "open staged CRL directory: %m");
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "open staged CRL directory");
     for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
         X509_CRL *crl = sk_X509_CRL_value(crls, i);
         int ok = 0;
@@ -422,8 +399,7 @@ static int write_crls(int gfd, STACK_OF(X509_CRL) * crls, jw_error *err)
         const char *parts[] = {data};
         int r = write_file(cfd, name, parts, 1);
         if (r < 0)
-            return jw_error_set(err, JW_INTERNAL, r, "write staged CRL '%s': %s", name,
-                                strerror(-r));
+            return jw_error_errno_code(err, JW_INTERNAL, r, "write staged CRL '%s'", name);
     }
     return 0;
 }
@@ -436,28 +412,26 @@ static int stage_generation(auth_tls_stage *s, const tls_material *m, unsigned g
     snprintf(marker, sizeof(marker), "# jobworker TLS configuration, generation %u\n", gen);
     remove_generation(s->dfd, gen); /* a leftover of the same number, if any */
     if (mkdirat(s->dfd, gname, 0700) < 0)
-        return jw_error_set(err, JW_INTERNAL, -errno, "create '%s/%s': %m", s->dir, gname);
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "create '%s/%s'", s->dir, gname);
     int r;
     {
         _cleanup_close_ int gfd =
             openat(s->dfd, gname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (gfd < 0) {
-            r = jw_error_set(err, JW_INTERNAL, -errno, "open '%s/%s': %m", s->dir, gname);
+            r = jw_error_errno_code(err, JW_INTERNAL, errno, "open '%s/%s'", s->dir, gname);
             goto fail;
         }
         size_t kl = strlen(m->key);
         const char *identity[] = {m->key, kl && m->key[kl - 1] != '\n' ? "\n" : "", m->cert};
         r = write_file(gfd, "identity.pem", identity, ARRAY_SIZE(identity));
         if (r < 0) {
-            jw_error_set(err, JW_INTERNAL, r, "write '%s/%s/identity.pem': %s", s->dir, gname,
-                         strerror(-r));
+            jw_error_errno_code(err, JW_INTERNAL, r, "write '%s/%s/identity.pem'", s->dir, gname);
             goto fail;
         }
         const char *ca[] = {marker, m->ca};
         r = write_file(gfd, "ca.pem", ca, ARRAY_SIZE(ca));
         if (r < 0) {
-            jw_error_set(err, JW_INTERNAL, r, "write '%s/%s/ca.pem': %s", s->dir, gname,
-                         strerror(-r));
+            jw_error_errno_code(err, JW_INTERNAL, r, "write '%s/%s/ca.pem'", s->dir, gname);
             goto fail;
         }
         if (s->crl) {
@@ -471,8 +445,8 @@ static int stage_generation(auth_tls_stage *s, const tls_material *m, unsigned g
     unlinkat(s->dfd, "current.tmp", 0);
     if (symlinkat(gname, s->dfd, "current.tmp") < 0 ||
         renameat(s->dfd, "current.tmp", s->dfd, "current") < 0) {
-        r = jw_error_set(err, JW_INTERNAL, -errno, "switch '%s/current' to '%s': %m", s->dir,
-                         gname);
+        r = jw_error_errno_code(err, JW_INTERNAL, errno, "switch '%s/current' to '%s'", s->dir,
+                                gname);
         unlinkat(s->dfd, "current.tmp", 0);
         goto fail;
     }
@@ -486,13 +460,13 @@ fail:
 static int open_stage_dir(auth_tls_stage *s, const char *dir, jw_error *err)
 {
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
-        return jw_error_set(err, JW_INTERNAL, -errno, "create TLS stage directory '%s': %m", dir);
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "create TLS stage directory '%s'", dir);
     s->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (s->dfd < 0)
-        return jw_error_set(err, JW_INTERNAL, -errno, "open TLS stage directory '%s': %m", dir);
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "open TLS stage directory '%s'", dir);
     struct stat st;
     if (fstat(s->dfd, &st) < 0)
-        return jw_error_set(err, JW_INTERNAL, -errno, "stat '%s': %m", dir);
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "stat '%s'", dir);
     /* It will hold a copy of the private key: nobody else may own it or look into it. */
     if (st.st_uid != geteuid())
         return jw_error_set(err, JW_FAILED_PRECONDITION, -EPERM,
@@ -500,10 +474,10 @@ static int open_stage_dir(auth_tls_stage *s, const char *dir, jw_error *err)
                             "(uid %u); remove it",
                             dir, (unsigned)st.st_uid, (unsigned)geteuid());
     if ((st.st_mode & 07777) != 0700 && fchmod(s->dfd, 0700) < 0)
-        return jw_error_set(err, JW_INTERNAL, -errno, "chmod 0700 '%s': %m", dir);
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "chmod 0700 '%s'", dir);
     char abs[PATH_MAX];
     if (!realpath(dir, abs))
-        return jw_error_set(err, JW_INTERNAL, -errno, "resolve '%s': %m", dir);
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "resolve '%s'", dir);
     s->dir = strdup(abs);
     if (!s->dir)
         return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");

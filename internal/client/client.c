@@ -1,6 +1,7 @@
 #include "client/client.h"
 
 #include "util/cleanup.h"
+#include "util/fileio.h"
 
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
@@ -32,16 +33,6 @@ struct jw_client {
     grpc_call *call;
     bool cancelled;
 };
-
-/* Private keys are wiped before their memory goes back to the allocator. */
-static void erase_freep(char **p)
-{
-    if (*p) {
-        explicit_bzero(*p, strlen(*p));
-        free(*p);
-    }
-}
-#define _cleanup_erase_ __attribute__((cleanup(erase_freep)))
 
 static void drop_grpc_log(gpr_log_func_args *args) {}
 
@@ -76,60 +67,22 @@ int jw_client_read_pem(const char *path, const char *what, const char *hint, cha
 {
     if (!hint)
         hint = "";
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -errno, "cannot read %s '%s': %s%s", what,
-                            path, strerror(errno), hint);
-    struct stat st;
-    if (fstat(fd, &st) < 0)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -errno, "cannot read %s '%s': %s%s", what,
-                            path, strerror(errno), hint);
-    if (S_ISDIR(st.st_mode))
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -EISDIR, "cannot read %s '%s': %s%s", what,
-                            path, strerror(EISDIR), hint);
-
-    /* Grow as needed instead of trusting st_size, so pipes (<(...)) work too; stop at the cap
-     * so that a wrong path (a device, a huge file) cannot make us allocate without bound. */
-    size_t cap = 16384, len = 0;
-    _cleanup_erase_ char *buf = malloc(cap + 1);
-    if (!buf)
-        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "cannot read %s '%s': out of memory", what,
-                            path);
-    for (;;) {
-        if (len == cap) {
-            if (cap > JW_CLIENT_PEM_MAX)
-                return jw_error_set(err, JW_INVALID_ARGUMENT, -EFBIG,
-                                    "cannot read %s '%s': larger than %d MiB%s", what, path,
-                                    JW_CLIENT_PEM_MAX / (1024 * 1024), hint);
-            size_t ncap = cap * 2;
-            char *nbuf = malloc(ncap + 1);
-            if (!nbuf)
-                return jw_error_set(err, JW_INTERNAL, -ENOMEM, "cannot read %s '%s': out of memory",
-                                    what, path);
-            memcpy(nbuf, buf, len);
-            explicit_bzero(buf, len);
-            free(buf);
-            buf = nbuf;
-            cap = ncap;
-        }
-        ssize_t n = read(fd, buf + len, cap - len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            int r = -errno;
-            buf[len] = '\0';
-            return jw_error_set(err, JW_INVALID_ARGUMENT, r, "cannot read %s '%s': %s%s", what,
-                                path, strerror(-r), hint);
-        }
-        if (n == 0)
-            break;
-        len += (size_t)n;
-    }
-    buf[len] = '\0';
-    if (len > JW_CLIENT_PEM_MAX)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -EFBIG,
+    /* Erase mode: one of the files is the private key. The cap keeps a wrong path (a device, a
+     * huge file) from making us allocate without bound; pipes (<(...)) work too. */
+    _cleanup_erase_ char *buf = NULL;
+    size_t len = 0;
+    int r = read_file_alloc_at(AT_FDCWD, path, JW_CLIENT_PEM_MAX, READ_FILE_ERASE, &buf, &len);
+    if (r == -EFBIG)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, r,
                             "cannot read %s '%s': larger than %d MiB%s", what, path,
                             JW_CLIENT_PEM_MAX / (1024 * 1024), hint);
+    if (r == -ENOMEM)
+        return jw_error_set(err, JW_INTERNAL, r, "cannot read %s '%s': out of memory", what, path);
+    if (r < 0) {
+        char ebuf[128];
+        return jw_error_set(err, JW_INVALID_ARGUMENT, r, "cannot read %s '%s': %s%s", what, path,
+                            jw_strerror(r, ebuf, sizeof(ebuf)), hint);
+    }
     if (strlen(buf) != len || !strstr(buf, "-----BEGIN "))
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
                             "cannot read %s '%s': not a PEM file (no '-----BEGIN' line)%s", what,

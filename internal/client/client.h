@@ -18,6 +18,7 @@
 #define JW_CLIENT_CLIENT_H
 
 #include "jobworker/v1/jobworker.pb-c.h"
+#include "util/cleanup.h"
 #include "util/error.h"
 
 #include <stdbool.h>
@@ -113,15 +114,9 @@ int jw_client_read_pem(const char *path, const char *what, const char *hint, cha
 
 void jw_job_free(Jobworker__V1__Job *job);
 void jw_jobs_free(Jobworker__V1__Jobs *jobs);
-static inline void jw_job_freep(Jobworker__V1__Job **job)
-{
-    jw_job_free(*job);
-}
-static inline void jw_jobs_freep(Jobworker__V1__Jobs **jobs)
-{
-    jw_jobs_free(*jobs);
-}
-#define _cleanup_job_  __attribute__((cleanup(jw_job_freep)))
-#define _cleanup_jobs_ __attribute__((cleanup(jw_jobs_freep)))
+JW_DEFINE_POINTER_CLEANUP(Jobworker__V1__Job, jw_job_free)
+JW_DEFINE_POINTER_CLEANUP(Jobworker__V1__Jobs, jw_jobs_free)
+#define _cleanup_job_  _cleanup_(jw_job_freep)
+#define _cleanup_jobs_ _cleanup_(jw_jobs_freep)
 
 #endif

@@ -16,7 +16,7 @@ static int run_file(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "%s: %s\n", path, strerror(errno));
+        fprintf(stderr, "%s: %m\n", path);
         return -1;
     }
     size_t cap = 4096, len = 0;
@@ -49,7 +49,7 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         struct stat st;
         if (stat(argv[i], &st) < 0) {
-            fprintf(stderr, "%s: %s\n", argv[i], strerror(errno));
+            fprintf(stderr, "%s: %m\n", argv[i]);
             return 1;
         }
         if (!S_ISDIR(st.st_mode)) {
@@ -61,7 +61,7 @@ int main(int argc, char **argv)
         struct dirent **names;
         int n = scandir(argv[i], &names, NULL, alphasort);
         if (n < 0) {
-            fprintf(stderr, "%s: %s\n", argv[i], strerror(errno));
+            fprintf(stderr, "%s: %m\n", argv[i]);
             return 1;
         }
         for (int k = 0; k < n; k++) {

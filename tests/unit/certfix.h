@@ -3,8 +3,10 @@
 #ifndef JW_TESTS_CERTFIX_H
 #define JW_TESTS_CERTFIX_H
 
+#include "util/error.h"
+#include "util/rmtree.h"
+
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <spawn.h>
 #include <stdbool.h>
@@ -60,7 +62,8 @@ static inline int certfix_gen_certs(const char *root, const char *dir)
     int r = posix_spawnp(&pid, "bash", &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     if (r != 0) {
-        fprintf(stderr, "spawn bash %s: %s\n", script, strerror(r));
+        char ebuf[128];
+        fprintf(stderr, "spawn bash %s: %s\n", script, jw_strerror(r, ebuf, sizeof(ebuf)));
         return -1;
     }
     int status;
@@ -71,18 +74,9 @@ static inline int certfix_gen_certs(const char *root, const char *dir)
     return 0;
 }
 
-static inline int certfix_rm_entry(const char *path, const struct stat *st, int flag,
-                                   struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static inline void certfix_rm_rf(const char *path)
 {
-    nftw(path, certfix_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    (void)rm_tree_at(AT_FDCWD, path);
 }
 
 #endif

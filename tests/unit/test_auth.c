@@ -65,7 +65,8 @@ static int group_setup(void **state)
     const char *tmp = getenv("TMPDIR");
     snprintf(g_dir, sizeof(g_dir), "%s/jw-test-auth-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(g_dir)) {
-        fprintf(stderr, "mkdtemp %s: %s\n", g_dir, strerror(errno));
+        char ebuf[128];
+        fprintf(stderr, "mkdtemp %s: %s\n", g_dir, jw_strerror(errno, ebuf, sizeof(ebuf)));
         g_dir[0] = '\0';
         return -1;
     }
@@ -536,7 +537,7 @@ static void test_role_table(void **state)
     static const auth_method methods[] = {AUTH_METHOD_CREATE_JOB, AUTH_METHOD_GET_JOB,
                                           AUTH_METHOD_STOP_JOB, AUTH_METHOD_GET_JOBS,
                                           AUTH_METHOD_GET_JOBS_STREAM};
-    /* Rows: none, viewer, admin. Columns: the methods above, as in DESIGN.md section 2. */
+    /* Rows: none, viewer, admin. Columns: the methods above, as in docs/api.md, "The contract". */
     static const bool want[3][5] = {
         {false, false, false, false, false},
         {false, true, false, true, true},

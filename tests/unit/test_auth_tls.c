@@ -59,7 +59,8 @@ static int group_setup(void **state)
     const char *tmp = getenv("TMPDIR");
     snprintf(g_dir, sizeof(g_dir), "%s/jw-test-auth-tls-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (!mkdtemp(g_dir)) {
-        fprintf(stderr, "mkdtemp %s: %s\n", g_dir, strerror(errno));
+        char ebuf[128];
+        fprintf(stderr, "mkdtemp %s: %s\n", g_dir, jw_strerror(errno, ebuf, sizeof(ebuf)));
         g_dir[0] = '\0';
         return -1;
     }

@@ -3,6 +3,7 @@
 #include "client/client.h"
 #include "client/format.h"
 #include "client/options.h"
+#include "util/rmtree.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -426,9 +427,7 @@ static void test_read_pem(void **state)
     assert_string_equal(pem, ok);
     free(pem);
 
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-    assert_int_equal(system(cmd), 0);
+    assert_int_equal(rm_tree_at(AT_FDCWD, dir), 0);
 }
 
 static void test_code_names(void **state)
