@@ -472,8 +472,9 @@ static void test_resolve_io_device(void **state)
     char node[512];
     snprintf(node, sizeof(node), "%s/vda1", f->tmp);
     if (mknod(node, S_IFBLK | 0600, makedev(254, 1)) < 0) {
+        char ebuf[128];
         print_message("skipped: device-node part of test_resolve_io_device: mknod: %s\n",
-                      strerror(errno));
+                      jw_strerror(errno, ebuf, sizeof(ebuf)));
         return;
     }
     assert_int_equal(cgroup_resolve_io_device(f->sys, node, out, sizeof(out), &err), 0);
