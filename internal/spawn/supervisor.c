@@ -333,7 +333,13 @@ static void job_init_exited(supervisor *sv, sv_entry *e)
                                   "%d ms instead",
                                   id, cgroup_job_path(e->cg), (int)(EVENTS_TICK_NS / 1000000));
             /* Read after the registration: a change after this read raises an event. */
-            e->cg_empty = cgroup_events_populated(e->ev_fd) == 0;
+            r = cgroup_events_populated(e->ev_fd);
+            if (r < 0)
+                log_error_errno(r,
+                                "job %s: read '%s/cgroup.events': %m; not waiting for it to "
+                                "empty",
+                                id, cgroup_job_path(e->cg));
+            e->cg_empty = r <= 0;
         }
     }
     /* Without a cgroup, job-init's end took its PID namespace with it: nothing of the job is
