@@ -3,7 +3,9 @@
  * SIGTERM/SIGINT to it, reaps orphans, and reports the command's end to the server. See
  * internal/spawn/jobinit-proto.h for the protocol. It is single-threaded and small on purpose.
  */
+#include "cgroup/cgroup.h"
 #include "spawn/jobinit-proto.h"
+#include "util/fileio.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -59,11 +61,12 @@ static int write_str(const char *path, const char *s)
 }
 
 /* Joins the job's cgroup and verifies from /proc/self/cgroup that we are in it, so no user code
- * can run outside its limits. */
+ * can run outside its limits. The "0::" line is parsed by the server's own (fuzzed) parser. */
 static int join_cgroup(const char *dir, const char *rel)
 {
     char path[4096];
     char buf[8192];
+    char cur[4096];
     snprintf(path, sizeof(path), "%s/cgroup.procs", dir);
     int r = write_str(path, "0");
     if (r < 0)
@@ -71,16 +74,15 @@ static int join_cgroup(const char *dir, const char *rel)
     int fd = open("/proc/self/cgroup", O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    ssize_t n = read_full(fd, buf, sizeof(buf) - 1);
     close(fd);
     if (n <= 0)
-        return -EIO;
+        return n < 0 ? (int)n : -EIO;
     buf[n] = '\0';
-    for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
-        if (strncmp(line, "0::", 3) == 0)
-            return strcmp(line + 3, rel) == 0 ? 0 : -EPERM;
-    }
-    return -ENOENT;
+    r = cgroup_parse_proc_cgroup(buf, cur, sizeof(cur));
+    if (r < 0)
+        return r;
+    return strcmp(cur, rel) == 0 ? 0 : -EPERM;
 }
 
 /* Every disposition to default through the raw system call: glibc's signal() refuses its two

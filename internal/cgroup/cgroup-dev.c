@@ -48,8 +48,7 @@ int cgroup_resolve_io_device(const char *sys_root, const char *spec, char *ret_m
     if (spec[0] == '/') {
         struct stat st;
         if (stat(spec, &st) < 0)
-            return jw_error_set(err, JW_FAILED_PRECONDITION, -errno, "io device '%s': %s", spec,
-                                strerror(errno));
+            return jw_error_errno_code(err, JW_FAILED_PRECONDITION, errno, "io device '%s'", spec);
         if (!S_ISBLK(st.st_mode))
             return jw_error_set(err, JW_FAILED_PRECONDITION, -ENOTBLK,
                                 "io device '%s' is not a block device", spec);
@@ -62,26 +61,25 @@ int cgroup_resolve_io_device(const char *sys_root, const char *spec, char *ret_m
 
     _cleanup_close_ int sysfd = open(sys_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (sysfd < 0)
-        return jw_error_set(err, JW_FAILED_PRECONDITION, -errno, "open '%s': %s", sys_root,
-                            strerror(errno));
+        return jw_error_errno_code(err, JW_FAILED_PRECONDITION, errno, "open '%s'", sys_root);
     char rel[64];
     snprintf(rel, sizeof(rel), "dev/block/%u:%u", maj, min);
     /* Opening follows the symlink into /sys/devices, so ".." below is the real parent. */
     _cleanup_close_ int devfd = openat(sysfd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (devfd < 0) {
         int r = -errno;
-        return jw_error_set(err, JW_FAILED_PRECONDITION, r,
-                            "io device '%s' (%u:%u) is not a block device: '%s/%s': %s", spec, maj,
-                            min, sys_root, rel, strerror(-r));
+        return jw_error_errno_code(err, JW_FAILED_PRECONDITION, r,
+                                   "io device '%s' (%u:%u) is not a block device: '%s/%s'", spec,
+                                   maj, min, sys_root, rel);
     }
     bool partition = faccessat(devfd, "partition", F_OK, 0) == 0;
     unsigned dmaj, dmin;
     int r = read_dev_file(devfd, partition ? "../dev" : "dev", &dmaj, &dmin);
     if (r < 0)
-        return jw_error_set(err, JW_FAILED_PRECONDITION, r,
-                            "io device '%s': cannot read the %s's number under '%s/%s': %s", spec,
-                            partition ? "disk of the partition" : "device", sys_root, rel,
-                            strerror(-r));
+        return jw_error_errno_code(err, JW_FAILED_PRECONDITION, r,
+                                   "io device '%s': cannot read the %s's number under '%s/%s'",
+                                   spec, partition ? "disk of the partition" : "device", sys_root,
+                                   rel);
     int n = snprintf(ret_majmin, size, "%u:%u", dmaj, dmin);
     if (n < 0 || (size_t)n >= size)
         return jw_error_set(err, JW_INTERNAL, -ENOBUFS, "io device '%s': buffer too small", spec);
@@ -106,13 +104,12 @@ int cgroup_detect_io_devices(const char *sys_root, char (*ret)[CGROUP_MAJMIN_MAX
         return jw_error_set(err, JW_RESOURCE_EXHAUSTED, -ENOMEM, "out of memory");
     int fd = open(block, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        return jw_error_set(err, JW_FAILED_PRECONDITION, -errno, "open '%s': %s", block,
-                            strerror(errno));
+        return jw_error_errno_code(err, JW_FAILED_PRECONDITION, errno, "open '%s'", block);
     _cleanup_closedir_ DIR *d = fdopendir(fd);
     if (!d) {
         int r = -errno;
         close(fd);
-        return jw_error_set(err, JW_INTERNAL, r, "read '%s': %s", block, strerror(-r));
+        return jw_error_errno_code(err, JW_INTERNAL, r, "read '%s'", block);
     }
 
     /* Collected as numbers first so that the result does not depend on readdir order. */
@@ -141,8 +138,7 @@ int cgroup_detect_io_devices(const char *sys_root, char (*ret)[CGROUP_MAJMIN_MAX
         unsigned maj, min;
         int r = read_dev_file(dirfd(d), path, &maj, &min);
         if (r < 0)
-            return jw_error_set(err, JW_FAILED_PRECONDITION, r, "read '%s/%s': %s", block, path,
-                                strerror(-r));
+            return jw_error_errno_code(err, JW_FAILED_PRECONDITION, r, "read '%s/%s'", block, path);
         if (n >= cap)
             /* Silently limiting only some disks would pretend a limit that is not there. */
             return jw_error_set(err, JW_FAILED_PRECONDITION, -E2BIG,
@@ -154,7 +150,7 @@ int cgroup_detect_io_devices(const char *sys_root, char (*ret)[CGROUP_MAJMIN_MAX
         n++;
     }
     if (errno != 0)
-        return jw_error_set(err, JW_INTERNAL, -errno, "read '%s': %s", block, strerror(errno));
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "read '%s'", block);
     qsort(found, n, sizeof(found[0]), cmp_devnum);
     for (size_t i = 0; i < n; i++)
         snprintf(ret[i], CGROUP_MAJMIN_MAX, "%u:%u", found[i][0], found[i][1]);

@@ -384,7 +384,7 @@ static int check_cgroup2(int root_fd, const char *root, jw_error *err)
 {
     struct statfs sfs;
     if (fstatfs(root_fd, &sfs) < 0)
-        return jw_error_set(err, JW_INTERNAL, -errno, "statfs '%s': %s", root, strerror(errno));
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "statfs '%s'", root);
     if (sfs.f_type == CGROUP2_SUPER_MAGIC)
         return 0;
     /* systemd's legacy and hybrid layouts mount a tmpfs at /sys/fs/cgroup with one v1
@@ -418,14 +418,15 @@ static int prepare_grandparent(cgroup_manager *m, int root_fd, unsigned root_ava
 {
     unsigned wanted = CGROUP_CTRL_REQUIRED | (root_avail & CGROUP_CTRL_IO);
     const char *slash = strrchr(m->parent_rel, '/');
+    char ebuf[128];
     int r;
 
     if (slash == m->parent_rel) {
         unsigned enabled = 0;
         r = cg_read_controllers(root_fd, "cgroup.subtree_control", &enabled);
         if (r < 0)
-            return jw_error_set(err, code_for_errno(r), r, "read '%s/cgroup.subtree_control': %s",
-                                m->root, strerror(-r));
+            return jw_error_errno_code(err, code_for_errno(r), r,
+                                       "read '%s/cgroup.subtree_control'", m->root);
         unsigned missing = wanted & ~enabled;
         if (missing) {
             char value[64];
@@ -435,7 +436,7 @@ static int prepare_grandparent(cgroup_manager *m, int root_fd, unsigned root_ava
                 return jw_error_set(err, code_for_errno(r), r,
                                     "write '%s' to '%s/cgroup.subtree_control': %s; run the "
                                     "server as root, or " NO_CGROUPS_HINT,
-                                    value, m->root, strerror(-r));
+                                    value, m->root, jw_strerror(r, ebuf, sizeof(ebuf)));
         }
         *ret_avail = wanted;
         return 0;
@@ -447,15 +448,15 @@ static int prepare_grandparent(cgroup_manager *m, int root_fd, unsigned root_ava
     _cleanup_close_ int gp_fd = openat(root_fd, gp + 1, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (gp_fd < 0) {
         r = -errno;
-        return jw_error_set(err, code_for_errno(r), r,
-                            "cgroup parent '%s': its parent '%s%s' cannot be opened: %s",
-                            m->parent_rel, m->root, gp, strerror(-r));
+        return jw_error_errno_code(err, code_for_errno(r), r,
+                                   "cgroup parent '%s': its parent '%s%s' cannot be opened",
+                                   m->parent_rel, m->root, gp);
     }
     _cleanup_free_ char *text = NULL;
     r = cg_read(gp_fd, "cgroup.subtree_control", &text);
     if (r < 0)
-        return jw_error_set(err, code_for_errno(r), r, "read '%s%s/cgroup.subtree_control': %s",
-                            m->root, gp, strerror(-r));
+        return jw_error_errno_code(err, code_for_errno(r), r, "read '%s%s/cgroup.subtree_control'",
+                                   m->root, gp);
     unsigned enabled = 0;
     cgroup_parse_controllers(text, &enabled);
     if ((enabled & CGROUP_CTRL_REQUIRED) != CGROUP_CTRL_REQUIRED) {
@@ -512,14 +513,14 @@ static int read_self_parent(char *ret, size_t size, jw_error *err)
     _cleanup_free_ char *text = NULL;
     int r = cg_read(AT_FDCWD, "/proc/self/cgroup", &text);
     if (r < 0)
-        return jw_error_set(err, JW_INTERNAL, r, "read '/proc/self/cgroup': %s", strerror(-r));
+        return jw_error_errno_code(err, JW_INTERNAL, r, "read '/proc/self/cgroup'");
     r = cgroup_derive_parent(text, ret, size);
     if (r == -ENOENT)
         return jw_error_set(err, JW_FAILED_PRECONDITION, -EOPNOTSUPP,
                             "'/proc/self/cgroup' has no cgroup v2 entry; boot with "
                             "systemd.unified_cgroup_hierarchy=1, or " NO_CGROUPS_HINT);
     if (r < 0)
-        return jw_error_set(err, JW_INTERNAL, r, "parse '/proc/self/cgroup': %s", strerror(-r));
+        return jw_error_errno_code(err, JW_INTERNAL, r, "parse '/proc/self/cgroup'");
     return 0;
 }
 
@@ -559,7 +560,7 @@ int cgroup_manager_new(const cgroup_config *cfg, cgroup_manager **ret, jw_error 
                                 "cgroup v2 is not mounted at '%s' (no such directory); mount it "
                                 "(mount -t cgroup2 none '%s'), or " NO_CGROUPS_HINT,
                                 m->root, m->root);
-        return jw_error_set(err, code_for_errno(r), r, "open '%s': %s", m->root, strerror(-r));
+        return jw_error_errno_code(err, code_for_errno(r), r, "open '%s'", m->root);
     }
     int r;
     if (!cfg->skip_fs_check) {
@@ -569,12 +570,13 @@ int cgroup_manager_new(const cgroup_config *cfg, cgroup_manager **ret, jw_error 
     }
 
     _cleanup_free_ char *avail_text = NULL;
+    char ebuf[128];
     r = cg_read(root_fd, "cgroup.controllers", &avail_text);
     if (r < 0)
         return jw_error_set(
             err, JW_FAILED_PRECONDITION, r,
             "read '%s/cgroup.controllers': %s; '%s' is not a cgroup v2 root, or " NO_CGROUPS_HINT,
-            m->root, strerror(-r), m->root);
+            m->root, jw_strerror(r, ebuf, sizeof(ebuf)), m->root);
     unsigned root_avail = 0;
     cgroup_parse_controllers(avail_text, &root_avail);
     if ((root_avail & CGROUP_CTRL_REQUIRED) != CGROUP_CTRL_REQUIRED) {
@@ -620,13 +622,12 @@ int cgroup_manager_new(const cgroup_config *cfg, cgroup_manager **ret, jw_error 
     bool created = mkdirat(root_fd, parent + 1, 0755) == 0;
     if (!created && errno != EEXIST) {
         r = -errno;
-        return jw_error_set(err, code_for_errno(r), r, "create cgroup '%s': %s", m->parent_path,
-                            strerror(-r));
+        return jw_error_errno_code(err, code_for_errno(r), r, "create cgroup '%s'", m->parent_path);
     }
     m->parent_fd = openat(root_fd, parent + 1, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (m->parent_fd < 0) {
         r = -errno;
-        jw_error_set(err, code_for_errno(r), r, "open '%s': %s", m->parent_path, strerror(-r));
+        jw_error_errno_code(err, code_for_errno(r), r, "open '%s'", m->parent_path);
         goto undo;
     }
 
@@ -635,16 +636,15 @@ int cgroup_manager_new(const cgroup_config *cfg, cgroup_manager **ret, jw_error 
          * children it may hold no process itself, so the server moves into a leaf first. */
         if (mkdirat(m->parent_fd, CGROUP_SUPERVISOR_LEAF, 0755) < 0 && errno != EEXIST) {
             r = -errno;
-            jw_error_set(err, code_for_errno(r), r,
-                         "create cgroup '%s/" CGROUP_SUPERVISOR_LEAF "': %s", m->parent_path,
-                         strerror(-r));
+            jw_error_errno_code(err, code_for_errno(r), r,
+                                "create cgroup '%s/" CGROUP_SUPERVISOR_LEAF "'", m->parent_path);
             goto undo;
         }
         r = cg_write(m->parent_fd, CGROUP_SUPERVISOR_LEAF "/cgroup.procs", "0", m->fake_fs);
         if (r < 0) {
-            jw_error_set(err, code_for_errno(r), r,
-                         "move the server into '%s/" CGROUP_SUPERVISOR_LEAF "': %s", m->parent_path,
-                         strerror(-r));
+            jw_error_errno_code(err, code_for_errno(r), r,
+                                "move the server into '%s/" CGROUP_SUPERVISOR_LEAF "'",
+                                m->parent_path);
             goto undo;
         }
         /* From here on the server lives inside the parent, which therefore stays. */
@@ -660,10 +660,10 @@ int cgroup_manager_new(const cgroup_config *cfg, cgroup_manager **ret, jw_error 
                          "write '%s' to '%s/cgroup.subtree_control': %s; the cgroup still holds "
                          "processes (a cgroup that hands controllers to children may hold none): "
                          "choose a cgroup parent without processes, or " NO_CGROUPS_HINT,
-                         value, m->parent_path, strerror(-r));
+                         value, m->parent_path, jw_strerror(r, ebuf, sizeof(ebuf)));
         else
-            jw_error_set(err, code_for_errno(r), r, "write '%s' to '%s/cgroup.subtree_control': %s",
-                         value, m->parent_path, strerror(-r));
+            jw_error_errno_code(err, code_for_errno(r), r,
+                                "write '%s' to '%s/cgroup.subtree_control'", value, m->parent_path);
         goto undo;
     }
 
@@ -705,21 +705,20 @@ static int remove_one_stale(cgroup_manager *m, const char *name, jw_error *err)
         int r = -errno;
         if (r == -ENOENT)
             return 0;
-        return jw_error_set(err, code_for_errno(r), r, "open '%s/%s': %s", m->parent_path, name,
-                            strerror(-r));
+        return jw_error_errno_code(err, code_for_errno(r), r, "open '%s/%s'", m->parent_path, name);
     }
     int r = kill_dirfd(fd);
     if (r < 0)
-        return jw_error_set(err, code_for_errno(r), r, "kill the processes of '%s/%s': %s",
-                            m->parent_path, name, strerror(-r));
+        return jw_error_errno_code(err, code_for_errno(r), r, "kill the processes of '%s/%s'",
+                                   m->parent_path, name);
     r = wait_empty_dirfd(fd, STALE_WAIT_MS);
     if (r < 0)
-        return jw_error_set(err, code_for_errno(r), r, "wait for '%s/%s' to empty: %s",
-                            m->parent_path, name, strerror(-r));
+        return jw_error_errno_code(err, code_for_errno(r), r, "wait for '%s/%s' to empty",
+                                   m->parent_path, name);
     r = rm_tree(m->parent_fd, name, m->fake_fs, 0);
     if (r < 0)
-        return jw_error_set(err, code_for_errno(r), r, "remove '%s/%s': %s", m->parent_path, name,
-                            strerror(-r));
+        return jw_error_errno_code(err, code_for_errno(r), r, "remove '%s/%s'", m->parent_path,
+                                   name);
     return 1;
 }
 
@@ -738,14 +737,12 @@ int cgroup_manager_remove_stale(cgroup_manager *m, jw_error *err)
         return -EINVAL;
     int fd = openat(m->parent_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
-        return jw_error_set(err, code_for_errno(-errno), -errno, "open '%s': %s", m->parent_path,
-                            strerror(errno));
+        return jw_error_errno_code(err, code_for_errno(-errno), errno, "open '%s'", m->parent_path);
     DIR *d = fdopendir(fd);
     if (!d) {
         int r = -errno;
         close(fd);
-        return jw_error_set(err, code_for_errno(r), r, "read '%s': %s", m->parent_path,
-                            strerror(-r));
+        return jw_error_errno_code(err, code_for_errno(r), r, "read '%s'", m->parent_path);
     }
     /* The names are collected first: removing entries while readdir() walks them may skip some. */
     _cleanup_(free_names) char **names = NULL;
@@ -778,8 +775,7 @@ int cgroup_manager_remove_stale(cgroup_manager *m, jw_error *err)
     }
     closedir(d);
     if (r < 0)
-        return jw_error_set(err, code_for_errno(r), r, "read '%s': %s", m->parent_path,
-                            strerror(-r));
+        return jw_error_errno_code(err, code_for_errno(r), r, "read '%s'", m->parent_path);
 
     /* Every leftover is attempted even after one failed; the first failure is reported. */
     int removed = 0, first_err = 0;
@@ -894,8 +890,8 @@ int cgroup_job_create(cgroup_manager *m, const char *name, const cgroup_limits *
     size_t nw = 0;
     r = cgroup_format_cpu_max(lim->cpu_percent, w[nw].value, sizeof(w[nw].value));
     if (r < 0)
-        return jw_error_set(err, JW_INTERNAL, r, "format cpu.max for %" PRId32 " %%: %s",
-                            lim->cpu_percent, strerror(-r));
+        return jw_error_errno_code(err, JW_INTERNAL, r, "format cpu.max for %" PRId32 " %%",
+                                   lim->cpu_percent);
     w[nw++].file = "cpu.max";
     format_int_or_max(lim->memory_max, w[nw].value, sizeof(w[nw].value));
     w[nw++].file = "memory.max";
@@ -916,8 +912,8 @@ int cgroup_job_create(cgroup_manager *m, const char *name, const cgroup_limits *
     for (size_t i = 0; i < n_io; i++) {
         r = cgroup_format_io_max(m->io_devs[i], lim->io_bps, io_values[i], sizeof(io_values[i]));
         if (r < 0)
-            return jw_error_set(err, JW_INTERNAL, r, "format io.max for '%s': %s", m->io_devs[i],
-                                strerror(-r));
+            return jw_error_errno_code(err, JW_INTERNAL, r, "format io.max for '%s'",
+                                       m->io_devs[i]);
     }
 
     _cleanup_(job_freep) cgroup_job *cg = calloc(1, sizeof(*cg));
@@ -940,26 +936,25 @@ int cgroup_job_create(cgroup_manager *m, const char *name, const cgroup_limits *
     }
     cg->parent_fd = fcntl(m->parent_fd, F_DUPFD_CLOEXEC, 3);
     if (cg->parent_fd < 0)
-        return jw_error_set(err, code_for_errno(-errno), -errno, "dup: %s", strerror(errno));
+        return jw_error_errno_code(err, code_for_errno(-errno), errno, "dup");
 
     if (mkdirat(cg->parent_fd, cg->name, 0755) < 0) {
         /* An existing directory is somebody else's: it is not ours to remove. */
         r = -errno;
-        return jw_error_set(err, code_for_errno(r), r, "create cgroup '%s': %s", cg->path,
-                            strerror(-r));
+        return jw_error_errno_code(err, code_for_errno(r), r, "create cgroup '%s'", cg->path);
     }
     cg->dirfd = openat(cg->parent_fd, cg->name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (cg->dirfd < 0) {
         r = -errno;
-        jw_error_set(err, code_for_errno(r), r, "open '%s': %s", cg->path, strerror(-r));
+        jw_error_errno_code(err, code_for_errno(r), r, "open '%s'", cg->path);
         goto undo;
     }
 
     for (size_t i = 0; i < nw; i++) {
         r = cg_write(cg->dirfd, w[i].file, w[i].value, cg->fake_fs);
         if (r < 0) {
-            jw_error_set(err, code_for_errno(r), r, "write '%s' to '%s/%s': %s", w[i].value,
-                         cg->path, w[i].file, strerror(-r));
+            jw_error_errno_code(err, code_for_errno(r), r, "write '%s' to '%s/%s'", w[i].value,
+                                cg->path, w[i].file);
             goto undo;
         }
     }
@@ -968,8 +963,8 @@ int cgroup_job_create(cgroup_manager *m, const char *name, const cgroup_limits *
     if (lim->memory_max > 0 && !cg->fake_fs) {
         r = cg_write(cg->dirfd, "memory.swap.max", "0", false);
         if (r < 0 && r != -ENOENT) {
-            jw_error_set(err, code_for_errno(r), r, "write '0' to '%s/memory.swap.max': %s",
-                         cg->path, strerror(-r));
+            jw_error_errno_code(err, code_for_errno(r), r, "write '0' to '%s/memory.swap.max'",
+                                cg->path);
             goto undo;
         }
     }
@@ -978,14 +973,14 @@ int cgroup_job_create(cgroup_manager *m, const char *name, const cgroup_limits *
         _cleanup_close_ int fd = cg_open_write(cg->dirfd, "io.max", cg->fake_fs);
         if (fd < 0) {
             r = fd;
-            jw_error_set(err, code_for_errno(r), r, "open '%s/io.max': %s", cg->path, strerror(-r));
+            jw_error_errno_code(err, code_for_errno(r), r, "open '%s/io.max'", cg->path);
             goto undo;
         }
         for (size_t i = 0; i < n_io; i++) {
             r = cg_write_fd(fd, io_values[i]);
             if (r < 0) {
-                jw_error_set(err, code_for_errno(r), r, "write '%s' to '%s/io.max': %s",
-                             io_values[i], cg->path, strerror(-r));
+                jw_error_errno_code(err, code_for_errno(r), r, "write '%s' to '%s/io.max'",
+                                    io_values[i], cg->path);
                 goto undo;
             }
         }
@@ -1030,6 +1025,21 @@ int cgroup_job_populated(cgroup_job *cg)
     if (fd < 0)
         return -errno;
     return populated_fd(fd);
+}
+
+int cgroup_job_events_open(const cgroup_job *cg)
+{
+    if (!cg)
+        return -EINVAL;
+    int fd = openat(cg->dirfd, "cgroup.events", O_RDONLY | O_CLOEXEC);
+    return fd < 0 ? -errno : fd;
+}
+
+int cgroup_events_populated(int events_fd)
+{
+    if (events_fd < 0)
+        return -EBADF;
+    return populated_fd(events_fd);
 }
 
 int cgroup_job_wait_empty(cgroup_job *cg, int timeout_ms)

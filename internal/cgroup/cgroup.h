@@ -111,15 +111,25 @@ const char *cgroup_job_path(const cgroup_job *cg);
 /* The same path relative to the cgroup2 mount ("/jobworker/job-<name>"), as the job's
  * /proc/self/cgroup shows it on its "0::" line. */
 const char *cgroup_job_rel_path(const cgroup_job *cg);
-/* An O_DIRECTORY|O_CLOEXEC fd of the job's directory (for clone3 CLONE_INTO_CGROUP). */
+/* The job's O_DIRECTORY|O_CLOEXEC directory fd, owned by cg (valid until cgroup_job_destroy). */
 int cgroup_job_dirfd(const cgroup_job *cg);
 /* Writes "1" to cgroup.kill (kernel >= 5.14); falls back to SIGKILL for every pid in
  * cgroup.procs, repeated until empty, where cgroup.kill does not exist. */
 int cgroup_job_kill(cgroup_job *cg);
 /* 1 when cgroup.events says "populated 1", 0 when "populated 0". */
 int cgroup_job_populated(cgroup_job *cg);
-/* Polls cgroup.events until populated 0 or timeout_ms passed (-ETIMEDOUT). */
+/* Blocks, polling cgroup.events, until populated 0 or timeout_ms passed (-ETIMEDOUT). For
+ * start-up and tools; an event loop uses cgroup_job_events_open() instead. */
 int cgroup_job_wait_empty(cgroup_job *cg, int timeout_ms);
+/* A new O_RDONLY|O_CLOEXEC fd of the job's cgroup.events, for an event loop: on cgroupfs the file
+ * signals POLLPRI (EPOLLPRI, with POLLERR) each time it changes, so a loop registers it with
+ * EPOLLPRI and calls cgroup_events_populated() on it first and on every event. (A plain file, as
+ * in a fake tree, cannot be added to an epoll: epoll_ctl fails with EPERM.) The caller closes
+ * it. Returns the fd or a negative errno. */
+int cgroup_job_events_open(const cgroup_job *cg);
+/* Reads an fd from cgroup_job_events_open() again from its start, which also re-arms the
+ * notification: 1 for "populated 1", 0 for "populated 0", -EINVAL when malformed. Never blocks. */
+int cgroup_events_populated(int events_fd);
 /* Reads cpu.stat, memory.peak, io.stat and memory.events. Missing files leave zeros. */
 int cgroup_job_read_usage(cgroup_job *cg, cgroup_usage *ret);
 /* rmdir with bounded retries (EBUSY while the kernel finishes tearing down), then frees cg.

@@ -1,16 +1,28 @@
+/* The supervisor: entries for the jobs it owns, one epoll loop over their output pipes, pidfds and
+ * cgroup.events, stops and timeouts, and a cleanup thread for what is slow.
+ *
+ * A job goes through three hands:
+ *   1. the caller's (RPC) thread starts it (launch.c) and registers it with the loop;
+ *   2. the loop thread appends its output, carries out stops and timeouts, and when job-init
+ *      exits kills what is left of the job (cgroup.kill) and waits, as epoll events with a
+ *      deadline, for the cgroup to empty and the output pipe to reach EOF;
+ *   3. the cleanup thread reads the usage, removes the cgroup and the working directory (seconds
+ *      for a tree of 100,000s of files), closes the job's fds and only then records its end.
+ * The loop never blocks on anything but epoll_wait, so one job's end never stalls another job's
+ * output. sv->lock guards the entry list, the stop state and the cleanup queue; no file I/O and
+ * no signal is sent while it is held: actions are decided under the lock and carried out after.
+ */
 #include "spawn/supervisor.h"
 
 #include "spawn/jobinit-proto.h"
+#include "spawn/launch.h"
+#include "spawn/workdir.h"
 #include "util/cleanup.h"
-#include "util/fileio.h"
+#include "util/log.h"
 #include "util/misc.h"
-#include "util/rmtree.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
-#include <poll.h>
-#include <sched.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -18,9 +30,6 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -28,13 +37,17 @@
 #define P_PIDFD 3
 #endif
 
-#define OUTPUT_CHUNK     (256 * 1024)
-#define PIPE_SIZE        (1024 * 1024)
-#define START_TIMEOUT_MS 10000
-#define EMPTY_TIMEOUT_MS 5000
-#define CHILD_STACK      (64 * 1024)
+#define OUTPUT_CHUNK (256 * 1024)
+/* After job-init exited: how long the loop waits for the cgroup to empty and the output pipe to
+ * reach EOF before it gives up on them and ends the job anyway. */
+#define EMPTY_TIMEOUT_NS (5 * INT64_C(1000000000))
+/* Re-read interval of a cgroup.events file that could not be added to the epoll. */
+#define EVENTS_TICK_NS (50 * INT64_C(1000000))
+/* At hand-over, output still buffered in the pipe is read up to this many chunks. */
+#define FINAL_DRAIN_CHUNKS 8
 
-enum { WATCH_WAKE, WATCH_OUT, WATCH_PID };
+enum { WATCH_WAKE, WATCH_OUT, WATCH_PID, WATCH_EVENTS };
+enum { ACT_TERM = 1, ACT_KILL = 2 };
 
 typedef struct sv_entry sv_entry;
 
@@ -49,17 +62,36 @@ struct sv_entry {
     pid_t pid;
     int pidfd;
     int out_fd;
-    int st_fd;        /* job-init's status pipe: the EXITED record arrives here */
+    int st_fd; /* job-init's status pipe: the EXITED record arrives here */
+    int ev_fd; /* the cgroup's cgroup.events while the loop waits for it to empty; -1 otherwise */
     bool has_workdir; /* <work_root>/<id> exists and must be removed at the end */
-    bool started;
+
+    /* Guarded by sv->lock. */
+    bool started;           /* registered with the loop (or handed to cleanup directly) */
+    bool exited;            /* job-init was reaped: nothing left to signal */
     job_reason stop_reason; /* UNSPECIFIED = no stop asked */
     bool term_sent;
     bool killed;
     int64_t kill_at_ns;    /* monotonic; 0 = none */
     int64_t timeout_at_ns; /* monotonic; 0 = none */
-    sv_watch w_out, w_pid;
-    sv_entry *next;
+    sv_entry *next;        /* sv->entries */
+    sv_entry *cleanup_next;
+
+    /* The loop thread's until the hand-over to the cleanup thread, then the cleanup thread's. */
+    siginfo_t si;       /* job-init's own end */
+    bool out_eof;       /* the output pipe reached EOF (or failed) */
+    bool cg_empty;      /* the cgroup reads "populated 0" (or there is none) */
+    bool ev_registered; /* ev_fd is in the epoll; otherwise it is re-read every tick */
+    int64_t drain_deadline_ns;
+    bool logged_write_error;
+    sv_entry *drain_next; /* sv->draining */
+    sv_watch w_out, w_pid, w_ev;
 };
+
+typedef struct sv_action {
+    sv_entry *entry;
+    int act; /* ACT_* */
+} sv_action;
 
 struct supervisor {
     supervisor_config cfg;
@@ -67,13 +99,22 @@ struct supervisor {
     int epfd;
     int wakefd;
     sv_watch w_wake;
-    pthread_t thread;
-    bool thread_started;
+    pthread_t thread, cleanup_thread;
+    bool thread_started, cleanup_started;
+
     pthread_mutex_t lock;
+    pthread_cond_t cleanup_cond;
     sv_entry *entries; /* guarded by lock */
     size_t n_entries;
     bool shutting_down;
-    char *buf; /* the thread's read buffer */
+    sv_entry *cleanup_head, **cleanup_tail; /* guarded by lock: FIFO for the cleanup thread */
+    bool cleanup_quit;
+
+    /* The loop thread's own. */
+    char *buf;
+    sv_entry *draining; /* job-init exited; waiting for an empty cgroup and output EOF */
+    sv_action *actions;
+    size_t actions_cap;
 };
 
 static void sv_wake(supervisor *sv)
@@ -83,18 +124,21 @@ static void sv_wake(supervisor *sv)
     (void)n; /* EAGAIN means a wake is already pending */
 }
 
-static void remove_workdir(supervisor *sv, const char *id);
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
 
 static void entry_free(sv_entry *e)
 {
     if (!e)
         return;
-    if (e->pidfd >= 0)
-        close(e->pidfd);
-    if (e->out_fd >= 0)
-        close(e->out_fd);
-    if (e->st_fd >= 0)
-        close(e->st_fd);
+    close_fd(&e->pidfd);
+    close_fd(&e->out_fd);
+    close_fd(&e->st_fd);
+    close_fd(&e->ev_fd);
     store_job_unref(e->job);
     free(e);
 }
@@ -113,100 +157,373 @@ static void entry_unlink(supervisor *sv, sv_entry *e)
     sv_wake(sv);
 }
 
-/* Reads what the pipe holds now into the store. Returns 1 at EOF, 0 when drained, <0 on error. */
-static int drain_output(supervisor *sv, sv_entry *e, bool once)
+static void epoll_del(supervisor *sv, sv_entry *e, int fd, const char *what)
 {
-    for (;;) {
+    if (fd >= 0 && epoll_ctl(sv->epfd, EPOLL_CTL_DEL, fd, NULL) < 0)
+        log_error_errno(-errno, "job %s: remove the %s from the supervisor's epoll: %m",
+                        store_job_id(e->job), what);
+}
+
+/* Called with sv->lock held. */
+static void queue_cleanup_locked(supervisor *sv, sv_entry *e)
+{
+    e->cleanup_next = NULL;
+    *sv->cleanup_tail = e;
+    sv->cleanup_tail = &e->cleanup_next;
+    pthread_cond_signal(&sv->cleanup_cond);
+}
+
+/* ---- The loop thread ---- */
+
+static void append_output(sv_entry *e, const char *buf, size_t n)
+{
+    int r = store_job_append(e->job, buf, n);
+    /* The store counted the bytes as dropped; say why once per job. */
+    if (r < 0 && r != -EBADF && !e->logged_write_error) {
+        e->logged_write_error = true;
+        log_error_errno(r,
+                        "job %s: write output: %m; output that cannot be written is counted as "
+                        "dropped",
+                        store_job_id(e->job));
+    }
+}
+
+/* Reads what the pipe holds now into the store, at most max_chunks reads. Returns 1 at EOF (or on
+ * a read error, which is logged), 0 when drained or max_chunks were read. */
+static int drain_output(supervisor *sv, sv_entry *e, int max_chunks)
+{
+    for (int i = 0; i < max_chunks;) {
         ssize_t n = read(e->out_fd, sv->buf, OUTPUT_CHUNK);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return errno == EAGAIN ? 0 : -errno;
+            if (errno == EAGAIN)
+                return 0;
+            log_error_errno(-errno, "job %s: read output: %m", store_job_id(e->job));
+            return 1;
         }
         if (n == 0)
             return 1;
-        store_job_append(e->job, sv->buf, (size_t)n);
-        if (once)
-            return 0;
+        append_output(e, sv->buf, (size_t)n);
+        i++;
     }
-}
-
-static int pidfd_signal(int pidfd, int sig)
-{
-    return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0);
+    return 0;
 }
 
 /* SIGKILL to job-init ends its PID namespace, so every process of the job dies with it;
- * cgroup.kill is the same for the cgroup. The pidfd makes this safe against pid reuse. */
-static void hard_kill(supervisor *sv, sv_entry *e)
+ * cgroup.kill is the same for the cgroup. The pidfd makes this safe against pid reuse. Runs on
+ * the loop thread without the lock. */
+static void hard_kill(sv_entry *e)
 {
-    e->killed = true;
-    if (e->cg)
-        cgroup_job_kill(e->cg);
-    pidfd_signal(e->pidfd, SIGKILL);
+    if (e->cg) {
+        int r = cgroup_job_kill(e->cg);
+        if (r < 0)
+            log_error_errno(r, "job %s: kill cgroup '%s': %m", store_job_id(e->job),
+                            cgroup_job_path(e->cg));
+    }
+    int r = launch_pidfd_signal(e->pidfd, SIGKILL);
+    if (r < 0 && r != -ESRCH)
+        log_error_errno(r, "job %s: SIGKILL to job-init (pid %d): %m", store_job_id(e->job),
+                        (int)e->pid);
 }
 
-/* The job's first process exited: kill what is left of it, collect its output to the end, read
- * its usage, remove its cgroup and record the final state. Runs on the supervisor thread. */
-static void finalize(supervisor *sv, sv_entry *e)
+static int grow_actions(supervisor *sv, size_t n)
 {
-    siginfo_t si = {0};
-    if (waitid((idtype_t)P_PIDFD, (id_t)e->pidfd, &si, WEXITED) < 0)
-        si.si_code = 0;
-    epoll_ctl(sv->epfd, EPOLL_CTL_DEL, e->pidfd, NULL);
+    if (n <= sv->actions_cap)
+        return 0;
+    size_t cap = sv->actions_cap ? sv->actions_cap * 2 : 16;
+    while (cap < n)
+        cap *= 2;
+    sv_action *a = realloc(sv->actions, cap * sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    sv->actions = a;
+    sv->actions_cap = cap;
+    return 0;
+}
 
-    /* Leftover processes (background children, double forks) die with the job. With a cgroup
-     * that includes those that left the process group; without one only the group is reached. */
-    drain_output(sv, e, false);
-    cgroup_usage cu = {0};
-    if (e->cg) {
-        cgroup_job_kill(e->cg);
-        cgroup_job_wait_empty(e->cg, EMPTY_TIMEOUT_MS);
-        /* Every writer is gone now, so the pipe reaches EOF. */
-        while (drain_output(sv, e, false) == 0) {
-            struct pollfd p = {.fd = e->out_fd, .events = POLLIN};
-            if (poll(&p, 1, 100) <= 0)
-                break;
+/* Applies stops, grace-period kills and timeouts: decided under the lock, signals sent after.
+ * Returns the next deadline (monotonic ns), or 0 for none. */
+static int64_t run_deadlines(supervisor *sv, int64_t now)
+{
+    int64_t next = 0;
+    size_t n_act = 0;
+    pthread_mutex_lock(&sv->lock);
+    /* Entries stay valid after the unlock: only this thread hands a started entry over to be
+     * freed. */
+    if (grow_actions(sv, sv->n_entries) < 0) {
+        pthread_mutex_unlock(&sv->lock);
+        log_error("supervisor: out of memory for %zu stop actions, retrying", sv->n_entries);
+        return now + EVENTS_TICK_NS;
+    }
+    for (sv_entry *e = sv->entries; e; e = e->next) {
+        if (!e->started || e->exited)
+            continue;
+        int act = 0;
+        if (e->stop_reason == JOB_REASON_UNSPECIFIED && e->timeout_at_ns && now >= e->timeout_at_ns)
+            e->stop_reason = JOB_REASON_TIMED_OUT;
+        if (e->stop_reason != JOB_REASON_UNSPECIFIED && !e->term_sent) {
+            e->term_sent = true;
+            e->kill_at_ns = now + sv->cfg.stop_grace_ms * 1000000;
+            act |= ACT_TERM;
         }
-        cgroup_job_read_usage(e->cg, &cu);
-        cgroup_job_destroy(e->cg);
-        e->cg = NULL;
-    } else {
-        /* job-init is gone, and with it its PID namespace: nothing of the job is left. */
-        while (drain_output(sv, e, false) == 0) {
-            struct pollfd p = {.fd = e->out_fd, .events = POLLIN};
-            if (poll(&p, 1, 100) <= 0)
-                break;
+        if (e->kill_at_ns && !e->killed && now >= e->kill_at_ns) {
+            e->killed = true;
+            act |= ACT_KILL;
+        }
+        if (act)
+            sv->actions[n_act++] = (sv_action){e, act};
+        int64_t d = 0;
+        if (e->kill_at_ns && !e->killed)
+            d = e->kill_at_ns;
+        else if (!e->term_sent && e->timeout_at_ns)
+            d = e->timeout_at_ns;
+        if (d && (next == 0 || d < next))
+            next = d;
+    }
+    pthread_mutex_unlock(&sv->lock);
+
+    for (size_t i = 0; i < n_act; i++) {
+        sv_entry *e = sv->actions[i].entry;
+        if (sv->actions[i].act & ACT_TERM) {
+            /* job-init forwards it to the command's process group. */
+            int r = launch_pidfd_signal(e->pidfd, SIGTERM);
+            if (r < 0 && r != -ESRCH)
+                log_error_errno(r, "job %s: SIGTERM to job-init (pid %d): %m", store_job_id(e->job),
+                                (int)e->pid);
+        }
+        if (sv->actions[i].act & ACT_KILL)
+            hard_kill(e);
+    }
+    return next;
+}
+
+/* job-init exited: reap it, kill what is left of the job and start waiting, as events with a
+ * deadline, for the cgroup to empty and the output pipe to reach EOF. */
+static void job_init_exited(supervisor *sv, sv_entry *e)
+{
+    const char *id = store_job_id(e->job);
+    if (waitid((idtype_t)P_PIDFD, (id_t)e->pidfd, &e->si, WEXITED | WNOHANG) < 0) {
+        log_error_errno(-errno, "job %s: reap job-init (pid %d): %m", id, (int)e->pid);
+        e->si.si_code = 0;
+    }
+    epoll_del(sv, e, e->pidfd, "pidfd");
+    pthread_mutex_lock(&sv->lock);
+    e->exited = true;
+    pthread_mutex_unlock(&sv->lock);
+
+    e->cg_empty = true;
+    if (e->cg) {
+        /* Leftover processes (background children, double forks) die with the job, including
+         * those that left its process group. */
+        int r = cgroup_job_kill(e->cg);
+        if (r < 0)
+            log_error_errno(r, "job %s: kill cgroup '%s': %m", id, cgroup_job_path(e->cg));
+        e->ev_fd = cgroup_job_events_open(e->cg);
+        if (e->ev_fd < 0) {
+            log_error_errno(e->ev_fd, "job %s: open '%s/cgroup.events': %m", id,
+                            cgroup_job_path(e->cg));
+            e->ev_fd = -1;
+        } else {
+            struct epoll_event ev = {.events = EPOLLPRI, .data.ptr = &e->w_ev};
+            e->ev_registered = epoll_ctl(sv->epfd, EPOLL_CTL_ADD, e->ev_fd, &ev) == 0;
+            if (!e->ev_registered)
+                log_warning_errno(-errno,
+                                  "job %s: watch '%s/cgroup.events': %m; re-reading it every "
+                                  "%d ms instead",
+                                  id, cgroup_job_path(e->cg), (int)(EVENTS_TICK_NS / 1000000));
+            /* Read after the registration: a change after this read raises an event. */
+            r = cgroup_events_populated(e->ev_fd);
+            if (r < 0)
+                log_error_errno(r,
+                                "job %s: read '%s/cgroup.events': %m; not waiting for it to "
+                                "empty",
+                                id, cgroup_job_path(e->cg));
+            e->cg_empty = r <= 0;
         }
     }
-    if (e->has_workdir)
-        remove_workdir(sv, store_job_id(e->job));
-    epoll_ctl(sv->epfd, EPOLL_CTL_DEL, e->out_fd, NULL);
+    /* Without a cgroup, job-init's end took its PID namespace with it: nothing of the job is
+     * left, and the pipe reaches EOF as soon as the kernel has reaped the last writer. */
+    e->drain_deadline_ns = now_monotonic_ns() + EMPTY_TIMEOUT_NS;
+    e->drain_next = sv->draining;
+    sv->draining = e;
+}
+
+static void on_events(supervisor *sv, sv_entry *e)
+{
+    int r = cgroup_events_populated(e->ev_fd);
+    if (r < 0)
+        log_error_errno(r, "job %s: read '%s/cgroup.events': %m; not waiting for it to empty",
+                        store_job_id(e->job), cgroup_job_path(e->cg));
+    if (r <= 0) {
+        e->cg_empty = true;
+        epoll_del(sv, e, e->ev_fd, "cgroup.events");
+        e->ev_registered = false;
+        close_fd(&e->ev_fd);
+    }
+}
+
+/* The loop is done with the entry: it goes to the cleanup thread, with nothing of it left in the
+ * epoll. */
+static void hand_over(supervisor *sv, sv_entry *e)
+{
+    if (!e->out_eof) {
+        drain_output(sv, e, FINAL_DRAIN_CHUNKS);
+        epoll_del(sv, e, e->out_fd, "output pipe");
+        e->out_eof = true;
+    }
+    if (e->ev_fd >= 0) {
+        if (e->ev_registered)
+            epoll_del(sv, e, e->ev_fd, "cgroup.events");
+        close_fd(&e->ev_fd);
+    }
+    pthread_mutex_lock(&sv->lock);
+    queue_cleanup_locked(sv, e);
+    pthread_mutex_unlock(&sv->lock);
+}
+
+/* Hands over every draining entry that is done or past its deadline. Returns the next deadline
+ * (monotonic ns), or 0 for none. */
+static int64_t advance_draining(supervisor *sv, int64_t now)
+{
+    int64_t next = 0;
+    for (sv_entry **p = &sv->draining; *p;) {
+        sv_entry *e = *p;
+        if (!e->cg_empty && e->ev_fd >= 0 && !e->ev_registered &&
+            cgroup_events_populated(e->ev_fd) == 0)
+            e->cg_empty = true;
+        bool done = e->cg_empty && e->out_eof;
+        if (!done && now >= e->drain_deadline_ns) {
+            log_warning("job %s: %s%s%s after %d s, ending the job anyway", store_job_id(e->job),
+                        e->cg_empty ? "" : "its cgroup is not empty",
+                        !e->cg_empty && !e->out_eof ? " and " : "",
+                        e->out_eof ? "" : "its output pipe is still open",
+                        (int)(EMPTY_TIMEOUT_NS / 1000000000));
+            done = true;
+        }
+        if (done) {
+            *p = e->drain_next;
+            hand_over(sv, e);
+            continue;
+        }
+        int64_t d = e->drain_deadline_ns;
+        if (e->ev_fd >= 0 && !e->ev_registered && now + EVENTS_TICK_NS < d)
+            d = now + EVENTS_TICK_NS;
+        if (next == 0 || d < next)
+            next = d;
+        p = &e->drain_next;
+    }
+    return next;
+}
+
+static void *sv_thread(void *arg)
+{
+    supervisor *sv = arg;
+    struct epoll_event evs[64];
+    pthread_setname_np(pthread_self(), "jw-supervisor");
+    for (;;) {
+        pthread_mutex_lock(&sv->lock);
+        bool done = sv->shutting_down && sv->n_entries == 0;
+        pthread_mutex_unlock(&sv->lock);
+        if (done)
+            break;
+        int64_t now = now_monotonic_ns();
+        int64_t next = run_deadlines(sv, now);
+        int64_t d = advance_draining(sv, now);
+        if (d && (next == 0 || d < next))
+            next = d;
+        int timeout = -1;
+        if (next) {
+            int64_t ms = (next - now + 999999) / 1000000;
+            timeout = ms < 0 ? 0 : ms > 60000 ? 60000 : (int)ms;
+        }
+        int n = epoll_wait(sv->epfd, evs, (int)ARRAY_SIZE(evs), timeout);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            /* Not expected with a valid epoll fd; leaving would strand every job. */
+            log_error_errno(-errno, "supervisor: epoll_wait: %m, retrying");
+            usleep(10000);
+            continue;
+        }
+        /* Output first, exits second, so that output read in this round precedes the end. */
+        for (int i = 0; i < n; i++) {
+            sv_watch *w = evs[i].data.ptr;
+            if (w->kind == WATCH_WAKE) {
+                uint64_t v;
+                ssize_t r = read(sv->wakefd, &v, sizeof(v));
+                (void)r;
+            } else if (w->kind == WATCH_OUT) {
+                sv_entry *e = w->entry;
+                if (!e->out_eof && drain_output(sv, e, 1) != 0) {
+                    e->out_eof = true;
+                    epoll_del(sv, e, e->out_fd, "output pipe");
+                }
+            } else if (w->kind == WATCH_EVENTS) {
+                if (w->entry->ev_fd >= 0)
+                    on_events(sv, w->entry);
+            }
+        }
+        for (int i = 0; i < n; i++) {
+            sv_watch *w = evs[i].data.ptr;
+            if (w->kind == WATCH_PID)
+                job_init_exited(sv, w->entry);
+        }
+    }
+    return NULL;
+}
+
+/* ---- The cleanup thread ---- */
+
+/* Everything slow of a job's end, then the end itself: usage, cgroup and working directory
+ * removal, the final state. */
+static void finish_entry(supervisor *sv, sv_entry *e)
+{
+    const char *id = store_job_id(e->job);
+    cgroup_usage cu = {0};
+    if (e->cg) {
+        int r = cgroup_job_read_usage(e->cg, &cu);
+        if (r < 0) {
+            log_warning_errno(r, "job %s: read the usage of cgroup '%s': %m, reporting zeros", id,
+                              cgroup_job_path(e->cg));
+            cu = (cgroup_usage){0};
+        }
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s", cgroup_job_path(e->cg));
+        r = cgroup_job_destroy(e->cg);
+        e->cg = NULL;
+        if (r < 0)
+            log_error_errno(r, "job %s: remove cgroup '%s': %m", id, path);
+    }
+    if (e->has_workdir) {
+        int r = workdir_remove(sv->cfg.work_root, id);
+        if (r < 0)
+            log_error_errno(r, "job %s: remove working directory '%s/%s': %m", id,
+                            sv->cfg.work_root, id);
+    }
 
     job_usage usage = {.cpu_usec = cu.cpu_usec,
                        .memory_peak_bytes = cu.memory_peak,
                        .io_read_bytes = cu.io_read_bytes,
                        .io_write_bytes = cu.io_write_bytes};
-    int exit_code = 0, sig = 0;
+    int exit_code = 0, sig = 0, wstatus = 0;
     job_reason reason;
     char error[256] = "";
     /* The command's own wait status, from job-init; without one (job-init was killed), job-init's
      * status stands for the job. */
-    jobinit_msg m;
-    ssize_t n = read(e->st_fd, &m, sizeof(m));
-    if (n == (ssize_t)sizeof(m) && m.kind == JOBINIT_MSG_EXITED) {
-        if (WIFEXITED(m.wstatus)) {
-            exit_code = WEXITSTATUS(m.wstatus);
+    if (launch_read_exit(e->st_fd, &wstatus) == 1) {
+        if (WIFEXITED(wstatus)) {
+            exit_code = WEXITSTATUS(wstatus);
             reason = JOB_REASON_EXITED;
         } else {
-            sig = WTERMSIG(m.wstatus);
+            sig = WTERMSIG(wstatus);
             reason = JOB_REASON_SIGNALED;
         }
-    } else if (si.si_code == CLD_EXITED) {
-        exit_code = si.si_status;
+    } else if (e->si.si_code == CLD_EXITED) {
+        exit_code = e->si.si_status;
         reason = JOB_REASON_EXITED;
     } else {
-        sig = si.si_status;
+        sig = e->si.si_status;
         reason = JOB_REASON_SIGNALED;
     }
     pthread_mutex_lock(&sv->lock);
@@ -226,87 +543,40 @@ static void finalize(supervisor *sv, sv_entry *e)
                  (long long)cu.oom_kills, (long long)cu.memory_peak);
     }
     /* Release everything of the job's before announcing its end, so that whoever waits for
-     * the end finds no fd and no entry of it left. */
-    close(e->pidfd);
-    e->pidfd = -1;
-    close(e->out_fd);
-    e->out_fd = -1;
-    close(e->st_fd);
-    e->st_fd = -1;
+     * the end finds no cgroup, no working directory, no fd and no entry of it left. */
+    close_fd(&e->pidfd);
+    close_fd(&e->out_fd);
+    close_fd(&e->st_fd);
+    close_fd(&e->ev_fd);
     entry_unlink(sv, e);
     store_job_finish(e->job, reason, exit_code, sig, error, &usage, now_realtime_ns());
     store_job_close_output(e->job);
     entry_free(e);
 }
 
-/* Applies stops, grace-period kills and timeouts; returns the epoll timeout in ms. */
-static int run_deadlines(supervisor *sv)
-{
-    int64_t now = now_monotonic_ns();
-    int64_t next = -1;
-    pthread_mutex_lock(&sv->lock);
-    for (sv_entry *e = sv->entries; e; e = e->next) {
-        if (!e->started)
-            continue;
-        if (e->stop_reason == JOB_REASON_UNSPECIFIED && e->timeout_at_ns && now >= e->timeout_at_ns)
-            e->stop_reason = JOB_REASON_TIMED_OUT;
-        if (e->stop_reason != JOB_REASON_UNSPECIFIED && !e->term_sent) {
-            e->term_sent = true;
-            pidfd_signal(e->pidfd, SIGTERM); /* job-init forwards it to the command */
-            e->kill_at_ns = now + sv->cfg.stop_grace_ms * 1000000;
-        }
-        if (e->kill_at_ns && !e->killed && now >= e->kill_at_ns)
-            hard_kill(sv, e);
-        int64_t d = 0;
-        if (e->kill_at_ns && !e->killed)
-            d = e->kill_at_ns;
-        else if (!e->term_sent && e->timeout_at_ns)
-            d = e->timeout_at_ns;
-        if (d && (next < 0 || d < next))
-            next = d;
-    }
-    pthread_mutex_unlock(&sv->lock);
-    if (next < 0)
-        return -1;
-    int64_t ms = (next - now + 999999) / 1000000;
-    return ms < 0 ? 0 : ms > 60000 ? 60000 : (int)ms;
-}
-
-static void *sv_thread(void *arg)
+static void *cleanup_thread(void *arg)
 {
     supervisor *sv = arg;
-    struct epoll_event evs[64];
-    pthread_setname_np(pthread_self(), "jw-supervisor");
+    pthread_setname_np(pthread_self(), "jw-sv-cleanup");
+    pthread_mutex_lock(&sv->lock);
     for (;;) {
-        pthread_mutex_lock(&sv->lock);
-        bool done = sv->shutting_down && sv->n_entries == 0;
+        while (!sv->cleanup_head && !sv->cleanup_quit)
+            pthread_cond_wait(&sv->cleanup_cond, &sv->lock);
+        sv_entry *e = sv->cleanup_head;
+        if (!e)
+            break; /* asked to quit and nothing is left */
+        sv->cleanup_head = e->cleanup_next;
+        if (!sv->cleanup_head)
+            sv->cleanup_tail = &sv->cleanup_head;
         pthread_mutex_unlock(&sv->lock);
-        if (done)
-            break;
-        int timeout = run_deadlines(sv);
-        int n = epoll_wait(sv->epfd, evs, (int)ARRAY_SIZE(evs), timeout);
-        if (n < 0 && errno != EINTR)
-            break;
-        /* Output first, exits second: an exit may free its entry. */
-        for (int i = 0; i < n; i++) {
-            sv_watch *w = evs[i].data.ptr;
-            if (w->kind == WATCH_WAKE) {
-                uint64_t v;
-                ssize_t r = read(sv->wakefd, &v, sizeof(v));
-                (void)r;
-            } else if (w->kind == WATCH_OUT) {
-                if (drain_output(sv, w->entry, true) != 0)
-                    epoll_ctl(sv->epfd, EPOLL_CTL_DEL, w->entry->out_fd, NULL);
-            }
-        }
-        for (int i = 0; i < n; i++) {
-            sv_watch *w = evs[i].data.ptr;
-            if (w->kind == WATCH_PID)
-                finalize(sv, w->entry);
-        }
+        finish_entry(sv, e);
+        pthread_mutex_lock(&sv->lock);
     }
+    pthread_mutex_unlock(&sv->lock);
     return NULL;
 }
+
+/* ---- Lifecycle ---- */
 
 int supervisor_new(const supervisor_config *cfg, store *st, supervisor **ret, jw_error *err)
 {
@@ -318,12 +588,14 @@ int supervisor_new(const supervisor_config *cfg, store *st, supervisor **ret, jw
         sv->cfg.stop_grace_ms = 100;
     sv->st = st;
     pthread_mutex_init(&sv->lock, NULL);
+    pthread_cond_init(&sv->cleanup_cond, NULL);
+    sv->cleanup_tail = &sv->cleanup_head;
     sv->buf = malloc(OUTPUT_CHUNK);
     sv->epfd = epoll_create1(EPOLL_CLOEXEC);
     sv->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     int r = 0;
     if (!sv->buf || sv->epfd < 0 || sv->wakefd < 0) {
-        r = -errno;
+        r = sv->buf ? -errno : -ENOMEM;
         goto fail;
     }
     sv->w_wake.kind = WATCH_WAKE;
@@ -332,6 +604,10 @@ int supervisor_new(const supervisor_config *cfg, store *st, supervisor **ret, jw
         r = -errno;
         goto fail;
     }
+    r = -pthread_create(&sv->cleanup_thread, NULL, cleanup_thread, sv);
+    if (r < 0)
+        goto fail;
+    sv->cleanup_started = true;
     r = -pthread_create(&sv->thread, NULL, sv_thread, sv);
     if (r < 0)
         goto fail;
@@ -339,25 +615,37 @@ int supervisor_new(const supervisor_config *cfg, store *st, supervisor **ret, jw
     *ret = sv;
     return 0;
 fail:
-    jw_error_set(err, JW_INTERNAL, r, "start supervisor: %s", strerror(-r));
+    jw_error_errno_code(err, JW_INTERNAL, r, "start supervisor");
     supervisor_free(sv);
     return r;
 }
 
 void supervisor_shutdown(supervisor *sv)
 {
-    if (!sv || !sv->thread_started)
+    if (!sv)
         return;
-    pthread_mutex_lock(&sv->lock);
-    sv->shutting_down = true;
-    for (sv_entry *e = sv->entries; e; e = e->next)
-        if (e->stop_reason == JOB_REASON_UNSPECIFIED)
-            e->stop_reason = JOB_REASON_SERVER_SHUTDOWN;
-    pthread_mutex_unlock(&sv->lock);
-    sv_wake(sv);
-    /* The thread leaves once no entry is left, including jobs that were still starting. */
-    pthread_join(sv->thread, NULL);
-    sv->thread_started = false;
+    if (sv->thread_started) {
+        pthread_mutex_lock(&sv->lock);
+        sv->shutting_down = true;
+        for (sv_entry *e = sv->entries; e; e = e->next)
+            if (e->stop_reason == JOB_REASON_UNSPECIFIED)
+                e->stop_reason = JOB_REASON_SERVER_SHUTDOWN;
+        pthread_mutex_unlock(&sv->lock);
+        sv_wake(sv);
+        /* The loop leaves once no entry is left: every job, including those that were still
+         * starting, has been finished by the cleanup thread. */
+        pthread_join(sv->thread, NULL);
+        sv->thread_started = false;
+    }
+    if (sv->cleanup_started) {
+        pthread_mutex_lock(&sv->lock);
+        sv->shutting_down = true;
+        sv->cleanup_quit = true;
+        pthread_cond_signal(&sv->cleanup_cond);
+        pthread_mutex_unlock(&sv->lock);
+        pthread_join(sv->cleanup_thread, NULL);
+        sv->cleanup_started = false;
+    }
 }
 
 void supervisor_free(supervisor *sv)
@@ -370,6 +658,8 @@ void supervisor_free(supervisor *sv)
     if (sv->wakefd >= 0)
         close(sv->wakefd);
     free(sv->buf);
+    free(sv->actions);
+    pthread_cond_destroy(&sv->cleanup_cond);
     pthread_mutex_destroy(&sv->lock);
     free(sv);
 }
@@ -382,245 +672,21 @@ size_t supervisor_n_active(supervisor *sv)
     return n;
 }
 
-/* The job's whole environment: nothing of the server's leaks into jobs. */
-static char **build_env(const char *id, const char *home)
-{
-    char **env = calloc(5, sizeof(char *));
-    if (!env)
-        return NULL;
-    env[0] = strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    env[1] = strdup("LANG=C.UTF-8");
-    if (asprintf(&env[2], "HOME=%s", home) < 0)
-        env[2] = NULL;
-    if (asprintf(&env[3], "JOBWORKER_JOB_ID=%s", id) < 0)
-        env[3] = NULL;
-    for (int i = 0; i < 4; i++) {
-        if (!env[i]) {
-            for (int k = 0; k < 4; k++)
-                free(env[k]);
-            free(env);
-            return NULL;
-        }
-    }
-    return env;
-}
+/* ---- Starting (the caller's thread) ---- */
 
-static void free_env(char **env)
+/* Registers a started job's output pipe and pidfd with the loop. On failure nothing stays
+ * registered. */
+static int watch_entry(supervisor *sv, sv_entry *e)
 {
-    if (!env)
-        return;
-    for (size_t i = 0; env[i]; i++)
-        free(env[i]);
-    free(env);
-}
-
-/* <work_root>/<id>, owned by the job's user, 0700. */
-static int create_workdir(supervisor *sv, const char *id, char *path, size_t size, jw_error *err)
-{
-    snprintf(path, size, "%s/%s", sv->cfg.work_root, id);
-    if (mkdir(path, 0700) < 0)
-        return jw_error_set(err, JW_INTERNAL, -errno, "create working directory '%s': %s", path,
-                            strerror(errno));
-    if (sv->cfg.job_uid >= 0 && chown(path, (uid_t)sv->cfg.job_uid, (gid_t)sv->cfg.job_gid) < 0) {
+    struct epoll_event ev_out = {.events = EPOLLIN, .data.ptr = &e->w_out};
+    struct epoll_event ev_pid = {.events = EPOLLIN, .data.ptr = &e->w_pid};
+    if (epoll_ctl(sv->epfd, EPOLL_CTL_ADD, e->out_fd, &ev_out) < 0)
+        return -errno;
+    if (epoll_ctl(sv->epfd, EPOLL_CTL_ADD, e->pidfd, &ev_pid) < 0) {
         int r = -errno;
-        rmdir(path);
-        return jw_error_set(err, JW_INTERNAL, r, "chown working directory '%s': %s", path,
-                            strerror(-r));
+        (void)epoll_ctl(sv->epfd, EPOLL_CTL_DEL, e->out_fd, NULL);
+        return r;
     }
-    return 0;
-}
-
-/* The job user owns what is inside: remove it without following any of its symlinks. */
-static void remove_workdir(supervisor *sv, const char *id)
-{
-    int dfd = open(sv->cfg.work_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return;
-    rm_tree_at(dfd, id);
-    close(dfd);
-}
-
-static const char *stage_text(int32_t stage)
-{
-    switch (stage) {
-    case JOBINIT_STAGE_ARGS: return "job-init arguments";
-    case JOBINIT_STAGE_CGROUP: return "join the job's cgroup";
-    case JOBINIT_STAGE_SETUP: return "set up the job's process";
-    case JOBINIT_STAGE_NAMESPACE: return "set up the job's namespaces";
-    case JOBINIT_STAGE_CREDENTIALS: return "take the job's credentials";
-    case JOBINIT_STAGE_FORK: return "fork the command";
-    default: return "start job";
-    }
-}
-
-/* What the clone()d child needs; it shares our memory until it execs (CLONE_VM|CLONE_VFORK). */
-typedef struct child_args {
-    int null_fd, out_w, st_w; /* all >= 10, so dup2 onto 0..3 cannot clobber a source */
-    const char *path;
-    char *const *argv;
-    char *const *envp;
-} child_args;
-
-/* Runs in the child on its own stack, sharing the parent's memory while the parent is suspended:
- * only system calls, no allocation, no locks. Signals stay blocked through execve; job-init
- * sets its own mask. */
-static int child_main(void *arg)
-{
-    const child_args *a = arg;
-    /* The job dies with the server, even by SIGKILL: set here, before execve, so that there is no
-     * window in which job-init could be orphaned. It fires when the thread that called clone()
-     * exits, an RPC worker, which lives until after every job was stopped at shutdown. */
-    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    if (dup2(a->null_fd, 0) < 0 || dup2(a->out_w, 1) < 0 || dup2(a->out_w, 2) < 0 ||
-        dup2(a->st_w, JOBINIT_STATUS_FD) < 0)
-        _exit(JOBINIT_EXIT_FAILED);
-    execve(a->path, a->argv, a->envp);
-    jobinit_msg m = {.kind = JOBINIT_MSG_FAILED, .stage = 0, .err = errno};
-    ssize_t n = write(JOBINIT_STATUS_FD, &m, sizeof(m));
-    (void)n;
-    _exit(JOBINIT_EXIT_FAILED);
-}
-
-static int dup_high(int fd)
-{
-    return fcntl(fd, F_DUPFD_CLOEXEC, 10);
-}
-
-/* Starts job-init in the job's new namespaces and waits for its verdict on the status pipe. On
- * success returns 0 with the pid, its pidfd, the output pipe's read end and the status pipe's
- * read end. When the job itself could not start (exec failed...) returns 0 with *ret_pid 0 and
- * the reason in start_error. */
-static int spawn_job_init(supervisor *sv, store_job *job, cgroup_job *cg, const char *workdir,
-                          pid_t *ret_pid, int *ret_pidfd, int *ret_out, int *ret_st,
-                          char *start_error, size_t errsize, jw_error *err)
-{
-    store_job_info info;
-    store_job_snapshot(job, &info);
-
-    int outp[2] = {-1, -1}, stp[2] = {-1, -1};
-    if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(stp, O_CLOEXEC) < 0) {
-        int r = -errno;
-        for (int i = 0; i < 2; i++) {
-            if (outp[i] >= 0)
-                close(outp[i]);
-        }
-        return jw_error_set(err, JW_RESOURCE_EXHAUSTED, r, "create pipes: %s", strerror(-r));
-    }
-    _cleanup_close_ int out_r = outp[0], out_w0 = outp[1], st_r = stp[0], st_w0 = stp[1];
-    (void)fcntl(out_r, F_SETPIPE_SZ, PIPE_SIZE); /* a larger pipe only helps throughput */
-    _cleanup_close_ int null0 = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    _cleanup_close_ int null_fd = null0 >= 0 ? dup_high(null0) : -1;
-    _cleanup_close_ int out_w = dup_high(out_w0);
-    _cleanup_close_ int st_w = dup_high(st_w0);
-    if (null_fd < 0 || out_w < 0 || st_w < 0)
-        return jw_error_set(err, JW_RESOURCE_EXHAUSTED, -EMFILE, "duplicate job fds: %s",
-                            strerror(errno));
-
-    char hostname[32], uid[24], gid[24], rel[4096] = "";
-    snprintf(hostname, sizeof(hostname), "job-%.8s", info.id);
-    size_t argc = 0;
-    const char **argv = calloc(info.nargs + 24, sizeof(char *));
-    char **env = build_env(info.id, workdir ? workdir : "/");
-    void *stack = malloc(CHILD_STACK);
-    if (!argv || !env || !stack) {
-        free(argv);
-        free_env(env);
-        free(stack);
-        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
-    }
-    argv[argc++] = sv->cfg.job_init_path;
-    if (cg) {
-        snprintf(rel, sizeof(rel), "%s", cgroup_job_rel_path(cg));
-        argv[argc++] = "--cgroup";
-        argv[argc++] = cgroup_job_path(cg);
-        argv[argc++] = "--cgroup-rel";
-        argv[argc++] = rel;
-    }
-    if (sv->cfg.job_uid >= 0) {
-        snprintf(uid, sizeof(uid), "%ld", sv->cfg.job_uid);
-        snprintf(gid, sizeof(gid), "%ld", sv->cfg.job_gid);
-        argv[argc++] = "--uid";
-        argv[argc++] = uid;
-        argv[argc++] = "--gid";
-        argv[argc++] = gid;
-    }
-    if (workdir) {
-        argv[argc++] = "--workdir";
-        argv[argc++] = workdir;
-    }
-    argv[argc++] = "--hostname";
-    argv[argc++] = hostname;
-    if (info.network == JOB_NETWORK_NONE)
-        argv[argc++] = "--net-none";
-    argv[argc++] = "--";
-    argv[argc++] = info.command;
-    for (size_t i = 0; i < info.nargs; i++)
-        argv[argc++] = info.args[i];
-    argv[argc] = NULL;
-
-    child_args ca = {.null_fd = null_fd,
-                     .out_w = out_w,
-                     .st_w = st_w,
-                     .path = sv->cfg.job_init_path,
-                     .argv = (char *const *)argv,
-                     .envp = env};
-    int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS |
-                CLONE_NEWIPC | SIGCHLD;
-    if (info.network == JOB_NETWORK_NONE)
-        flags |= CLONE_NEWNET;
-    /* No handler of ours may run in the child while it shares our memory. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int pidfd_int = -1;
-    pid_t pid = clone(child_main, (char *)stack + CHILD_STACK, flags, &ca, &pidfd_int);
-    int clone_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    free(stack);
-    free_env(env);
-    free(argv);
-    if (pid < 0)
-        return jw_error_set(err, JW_INTERNAL, -clone_errno, "clone job-init: %s",
-                            strerror(clone_errno));
-    _cleanup_close_ int pidfd = pidfd_int;
-    close(TAKE_FD(out_w));
-    close(TAKE_FD(st_w));
-    close(TAKE_FD(out_w0));
-    close(TAKE_FD(st_w0));
-
-    jobinit_msg m;
-    struct pollfd p = {.fd = st_r, .events = POLLIN};
-    int pr = poll(&p, 1, START_TIMEOUT_MS);
-    ssize_t n = pr > 0 ? read_full(st_r, &m, sizeof(m)) : -ETIMEDOUT;
-    if (n == (ssize_t)sizeof(m) && m.kind == JOBINIT_MSG_STARTED) {
-        if (fcntl(out_r, F_SETFL, O_NONBLOCK) < 0 || fcntl(st_r, F_SETFL, O_NONBLOCK) < 0) {
-            int r = -errno;
-            pidfd_signal(pidfd, SIGKILL);
-            waitid((idtype_t)P_PIDFD, (id_t)pidfd, &(siginfo_t){0}, WEXITED);
-            return jw_error_set(err, JW_INTERNAL, r, "set job pipes non-blocking: %s",
-                                strerror(-r));
-        }
-        *ret_pid = pid;
-        *ret_pidfd = TAKE_FD(pidfd);
-        *ret_out = TAKE_FD(out_r);
-        *ret_st = TAKE_FD(st_r);
-        return 0;
-    }
-    /* job-init failed (or hung): make sure it is gone and reaped. */
-    pidfd_signal(pidfd, SIGKILL);
-    waitid((idtype_t)P_PIDFD, (id_t)pidfd, &(siginfo_t){0}, WEXITED);
-    if (n != (ssize_t)sizeof(m) || m.kind != JOBINIT_MSG_FAILED)
-        return jw_error_set(err, JW_INTERNAL, n < 0 ? (int)n : -EIO,
-                            "job-init gave no start status: %s",
-                            n < 0 ? strerror((int)-n) : "short read");
-    if (m.stage == 0)
-        return jw_error_set(err, JW_INTERNAL, -m.err, "exec job-init '%s': %s",
-                            sv->cfg.job_init_path, strerror(m.err));
-    if (m.stage == JOBINIT_STAGE_EXEC)
-        snprintf(start_error, errsize, "exec '%s': %s", info.command, strerror(m.err));
-    else
-        snprintf(start_error, errsize, "%s: %s", stage_text(m.stage), strerror(m.err));
-    *ret_pid = 0;
     return 0;
 }
 
@@ -633,8 +699,10 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
     e->pidfd = -1;
     e->out_fd = -1;
     e->st_fd = -1;
+    e->ev_fd = -1;
     e->w_out = (sv_watch){WATCH_OUT, e};
     e->w_pid = (sv_watch){WATCH_PID, e};
+    e->w_ev = (sv_watch){WATCH_EVENTS, e};
 
     pthread_mutex_lock(&sv->lock);
     if (sv->shutting_down) {
@@ -665,62 +733,99 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
 
     char workdir[PATH_MAX];
     if (sv->cfg.work_root) {
-        r = create_workdir(sv, info.id, workdir, sizeof(workdir), err);
+        r = workdir_create(sv->cfg.work_root, info.id, sv->cfg.job_uid, sv->cfg.job_gid, workdir,
+                           sizeof(workdir), err);
         if (r < 0)
             goto fail;
         e->has_workdir = true;
     }
 
-    char start_error[256] = "";
-    pid_t pid = 0;
-    r = spawn_job_init(sv, job, e->cg, e->has_workdir ? workdir : NULL, &pid, &e->pidfd, &e->out_fd,
-                       &e->st_fd, start_error, sizeof(start_error), err);
+    launch_options lo = {.job_init_path = sv->cfg.job_init_path,
+                         .id = info.id,
+                         .command = info.command,
+                         .args = info.args,
+                         .nargs = info.nargs,
+                         .network = info.network,
+                         .cgroup_path = e->cg ? cgroup_job_path(e->cg) : NULL,
+                         .cgroup_rel_path = e->cg ? cgroup_job_rel_path(e->cg) : NULL,
+                         .uid = sv->cfg.job_uid,
+                         .gid = sv->cfg.job_gid,
+                         .workdir = e->has_workdir ? workdir : NULL};
+    launch_result lr;
+    r = launch_job_init(&lo, &lr, err);
     if (r < 0)
         goto fail;
-    if (pid == 0) {
+    if (lr.pid == 0) {
+        /* The job's own failure: nothing of it ran, so its directory is empty and quick to go. */
         if (e->has_workdir)
-            remove_workdir(sv, info.id);
-        cgroup_job_destroy(e->cg);
+            (void)workdir_remove(sv->cfg.work_root, info.id);
+        r = cgroup_job_destroy(e->cg);
+        if (r < 0)
+            log_error_errno(r, "job %s: remove its cgroup: %m", info.id);
         e->cg = NULL;
         entry_unlink(sv, e);
         entry_free(e);
-        store_job_finish(job, JOB_REASON_START_FAILED, JOBINIT_EXIT_FAILED, 0, start_error, NULL,
+        store_job_finish(job, JOB_REASON_START_FAILED, JOBINIT_EXIT_FAILED, 0, lr.start_error, NULL,
                          now_realtime_ns());
         store_job_close_output(job);
         return 0;
     }
 
-    e->pid = pid;
-    store_job_set_running(job, pid, now_realtime_ns());
+    e->pid = lr.pid;
+    e->pidfd = lr.pidfd;
+    e->out_fd = lr.out_fd;
+    e->st_fd = lr.status_fd;
+    store_job_set_running(job, lr.pid, now_realtime_ns());
     job_reason asked = store_job_stop_reason(job); /* a stop that came while starting */
-    struct epoll_event ev_out = {.events = EPOLLIN, .data.ptr = &e->w_out};
-    struct epoll_event ev_pid = {.events = EPOLLIN, .data.ptr = &e->w_pid};
     pthread_mutex_lock(&sv->lock);
     if (info.timeout_seconds > 0)
         e->timeout_at_ns = now_monotonic_ns() + (int64_t)info.timeout_seconds * 1000000000;
-    e->started = true;
     if (e->stop_reason == JOB_REASON_UNSPECIFIED)
         e->stop_reason = asked;
-    /* Registration happens under the lock so the thread never sees a half-registered entry;
-     * epoll_ctl itself is thread-safe. */
-    epoll_ctl(sv->epfd, EPOLL_CTL_ADD, e->out_fd, &ev_out);
-    epoll_ctl(sv->epfd, EPOLL_CTL_ADD, e->pidfd, &ev_pid);
+    /* Registration happens under the lock so the loop never sees a half-registered entry
+     * (epoll_ctl is no file I/O: it only links the fds into the epoll). */
+    r = watch_entry(sv, e);
+    e->started = true;
+    if (r < 0) {
+        /* The loop cannot watch the job: it ends now, as if killed, through the cleanup thread. */
+        e->exited = true;
+        e->killed = true;
+    }
     pthread_mutex_unlock(&sv->lock);
+    if (r < 0) {
+        log_error_errno(r,
+                        "job %s: add its pipe and pidfd to the supervisor's epoll: %m; "
+                        "killing it",
+                        info.id);
+        if (e->cg)
+            (void)cgroup_job_kill(e->cg);
+        (void)launch_pidfd_signal(e->pidfd, SIGKILL);
+        if (waitid((idtype_t)P_PIDFD, (id_t)e->pidfd, &e->si, WEXITED) < 0)
+            e->si.si_code = 0;
+        pthread_mutex_lock(&sv->lock);
+        queue_cleanup_locked(sv, e);
+        pthread_mutex_unlock(&sv->lock);
+        return 0;
+    }
     sv_wake(sv);
     return 0;
 
 fail:
     if (e->has_workdir)
-        remove_workdir(sv, info.id);
+        (void)workdir_remove(sv->cfg.work_root, info.id);
     if (e->cg) {
-        cgroup_job_kill(e->cg);
-        cgroup_job_destroy(e->cg);
+        (void)cgroup_job_kill(e->cg);
+        int q = cgroup_job_destroy(e->cg);
+        if (q < 0)
+            log_error_errno(q, "job %s: remove its cgroup: %m", info.id);
         e->cg = NULL;
     }
     entry_unlink(sv, e);
     entry_free(e);
     return r;
 }
+
+/* ---- Stopping (any thread) ---- */
 
 /* Marks the job's entry for stopping; false when the supervisor has no entry for it. */
 static bool mark_stop(supervisor *sv, store_job *job, job_reason reason)

@@ -1,14 +1,14 @@
 /* Starting, watching and stopping jobs.
  *
  * supervisor_start_job() runs on the caller's (an RPC) thread: it creates the job's cgroup and
- * working directory and starts job-init with clone(CLONE_VM | CLONE_VFORK | new PID, mount, UTS,
- * IPC [, network] namespaces | CLONE_PIDFD): a vfork-style start, so the threaded server never
- * fork()s and copies nothing. It then waits on job-init's status pipe until the command was
- * exec'd or failed (jobinit-proto.h). From then on one supervisor thread owns the job: an epoll
- * loop over every job's output pipe and pidfd that appends output to the store, reaps exits,
- * enforces timeouts and carries out stops (SIGTERM to job-init, which forwards it to the
- * command, a grace period, then cgroup.kill and SIGKILL to job-init, which takes the job's whole
- * PID namespace with it).
+ * working directory (workdir.h) and starts job-init (launch.h), which answers once the command
+ * was exec'd or failed. From then on the supervisor owns the job. Its loop thread (one epoll over
+ * every job's output pipe, pidfd and, at the end, cgroup.events) appends output to the store,
+ * enforces timeouts and carries out stops (SIGTERM to job-init, which forwards it to the command,
+ * a grace period, then cgroup.kill and SIGKILL to job-init, which takes the job's whole PID
+ * namespace with it), and never blocks: when job-init exits, the cgroup emptying and the output
+ * pipe's EOF are events with a 5 s deadline. A cleanup thread then reads the usage, removes the
+ * cgroup and the working directory and records the end: a job's end never stalls another job.
  */
 #ifndef JW_SPAWN_SUPERVISOR_H
 #define JW_SPAWN_SUPERVISOR_H

@@ -113,8 +113,7 @@ int store_new(const store_config *cfg, store **ret, jw_error *err)
     }
     int r = mkdir_p(s->output_dir, 0700);
     if (r < 0) {
-        jw_error_set(err, JW_INTERNAL, r, "create output directory '%s': %s", s->output_dir,
-                     strerror(-r));
+        jw_error_errno_code(err, JW_INTERNAL, r, "create output directory '%s'", s->output_dir);
         store_free(s);
         return r;
     }
@@ -254,7 +253,7 @@ int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_erro
     int r = oom ? -ENOMEM : uuid4_new(job->id);
     if (r < 0) {
         job_free(job);
-        return jw_error_set(err, JW_INTERNAL, r, "create job: %s", strerror(-r));
+        return jw_error_errno_code(err, JW_INTERNAL, r, "create job");
     }
 
     char path[PATH_MAX];
@@ -263,7 +262,7 @@ int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_erro
     if (job->out_fd < 0) {
         r = -errno;
         job_free(job);
-        return jw_error_set(err, JW_INTERNAL, r, "create output file '%s': %s", path, strerror(-r));
+        return jw_error_errno_code(err, JW_INTERNAL, r, "create output file '%s'", path);
     }
 
     pthread_mutex_lock(&s->lock);
@@ -565,10 +564,16 @@ int store_job_append(store_job *job, const void *buf, size_t len)
     /* The write happens outside the lock: there is one writer, and readers only look at
      * output_size, which grows after the bytes are in the file. */
     int r = keep ? write_full(fd, buf, keep) : 0;
+    if (r < 0) {
+        /* Bytes that could not be written (ENOSPC, EFBIG...) are dropped like those past the cap.
+         * A partial write is cut off again so that the file stays exactly output_size long and
+         * the next append (O_APPEND) lands where readers expect it. */
+        (void)ftruncate(fd, size);
+        keep = 0;
+    }
 
     pthread_mutex_lock(&job->lock);
-    if (r == 0)
-        job->output_size += (int64_t)keep;
+    job->output_size += (int64_t)keep;
     job->output_dropped += (int64_t)(len - keep);
     wake_subs(job);
     pthread_mutex_unlock(&job->lock);

@@ -66,7 +66,7 @@ typedef struct store_job_info {
     char error[256];
     job_usage usage;
     int64_t output_bytes;
-    int64_t output_dropped; /* bytes discarded past max_output_bytes */
+    int64_t output_dropped; /* bytes discarded: past max_output_bytes or not writable */
     job_network network;
     const char *user;
 } store_job_info;
@@ -121,8 +121,10 @@ int store_job_on_final(store_job *job, store_final_fn fn, void *userdata);
 
 /* ---- Output log ---- */
 
-/* Appends bytes (single writer: the supervisor). Bytes past max_output_bytes are dropped and
- * counted. Wakes armed subscribers. */
+/* Appends bytes (single writer: the supervisor). Bytes past max_output_bytes, and bytes that
+ * could not be written (the write failed, e.g. ENOSPC), are dropped and counted in
+ * output_dropped. Wakes armed subscribers. Returns 0, or the write's negative errno (the bytes
+ * then counted as dropped), which the caller may log; -EBADF once the output is closed. */
 int store_job_append(store_job *job, const void *buf, size_t len);
 /* Marks the output complete (the job ended); wakes every subscriber. Closes the write fd. */
 void store_job_close_output(store_job *job);

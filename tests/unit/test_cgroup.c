@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/epoll.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/sysmacros.h>
@@ -471,8 +472,9 @@ static void test_resolve_io_device(void **state)
     char node[512];
     snprintf(node, sizeof(node), "%s/vda1", f->tmp);
     if (mknod(node, S_IFBLK | 0600, makedev(254, 1)) < 0) {
+        char ebuf[128];
         print_message("skipped: device-node part of test_resolve_io_device: mknod: %s\n",
-                      strerror(errno));
+                      jw_strerror(errno, ebuf, sizeof(ebuf)));
         return;
     }
     assert_int_equal(cgroup_resolve_io_device(f->sys, node, out, sizeof(out), &err), 0);
@@ -1014,6 +1016,47 @@ static void test_job_populated_and_wait(void **state)
     cgroup_manager_free(m);
 }
 
+/* The event-loop API: an fd on cgroup.events re-read in place. A fake tree's regular file cannot
+ * join an epoll (EPERM); on cgroupfs the same fd signals EPOLLPRI (the vm tier covers that). */
+static void test_job_events_fd(void **state)
+{
+    fixture *f = *state;
+    cgroup_manager *m = new_manager(f);
+    cgroup_job *cg = NULL;
+    assert_int_equal(cgroup_job_create(m, "ev", NULL, &cg, NULL), 0);
+    char events[512];
+    snprintf(events, sizeof(events), "%s/cgroup.events", cgroup_job_path(cg));
+
+    assert_int_equal(cgroup_job_events_open(cg), -ENOENT);
+    assert_int_equal(cgroup_job_events_open(NULL), -EINVAL);
+    assert_int_equal(cgroup_events_populated(-1), -EBADF);
+
+    put(events, "populated 1\nfrozen 0\n");
+    int fd = cgroup_job_events_open(cg);
+    assert_true(fd >= 0);
+    assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+    assert_int_equal(cgroup_events_populated(fd), 1);
+    assert_int_equal(cgroup_events_populated(fd), 1); /* reads from the start each time */
+
+    /* The same fd sees the file change (the kernel rewrites it in place). */
+    put(events, "populated 0\nfrozen 0\n");
+    assert_int_equal(cgroup_events_populated(fd), 0);
+    put(events, "frozen 0\n");
+    assert_int_equal(cgroup_events_populated(fd), -ENOENT);
+    put(events, "populated x\n");
+    assert_int_equal(cgroup_events_populated(fd), -EINVAL);
+
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    assert_true(ep >= 0);
+    struct epoll_event ev = {.events = EPOLLPRI};
+    assert_int_equal(epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev), -1);
+    assert_int_equal(errno, EPERM);
+    close(ep);
+    close(fd);
+    assert_int_equal(cgroup_job_destroy(cg), 0);
+    cgroup_manager_free(m);
+}
+
 static void test_job_kill(void **state)
 {
     fixture *f = *state;
@@ -1203,6 +1246,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_job_create_failure_leaves_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_read_usage, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_populated_and_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_job_events_fd, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_kill, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_destroy_nested, setup, teardown),
         cmocka_unit_test_setup_teardown(test_remove_stale, setup, teardown),

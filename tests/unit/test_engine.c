@@ -180,6 +180,45 @@ static bool dies(pid_t pid, bool group)
     return false;
 }
 
+/* The first live child of `parent` (by the PPid field of /proc/<pid>/stat), or 0. */
+static pid_t child_of(pid_t parent)
+{
+    DIR *d = opendir("/proc");
+    pid_t found = 0;
+    for (struct dirent *de; !found && (de = readdir(d));) {
+        pid_t pid = atoi(de->d_name);
+        if (pid <= 0 || !alive(pid))
+            continue;
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+        FILE *fp = fopen(path, "r");
+        if (!fp)
+            continue;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, fp);
+        fclose(fp);
+        buf[n] = '\0';
+        const char *p = strrchr(buf, ')');
+        int ppid = 0;
+        if (p && sscanf(p + 2, "%*c %d", &ppid) == 1 && ppid == parent)
+            found = pid;
+    }
+    closedir(d);
+    return found;
+}
+
+/* Waits until the job's output holds at least `size` bytes (up to 5 s). */
+static void wait_output(store_job *job, int64_t size)
+{
+    for (int i = 0; i < 500; i++) {
+        int64_t have;
+        store_job_output_state(job, &have, NULL);
+        if (have >= size)
+            return;
+        usleep(10000);
+    }
+    fail_msg("job %s: no %lld bytes of output within 5 s", store_job_id(job), (long long)size);
+}
+
 static void test_exit_codes(void **state)
 {
     fixture *f = *state;
@@ -252,6 +291,14 @@ static void test_stop_ignoring_sigterm(void **state)
             break;
         usleep(10000);
     }
+    /* The command (job-init's child) leads a session and process group of its own: that group,
+     * not job-init's, is the tree that must die. */
+    store_job_info running;
+    store_job_snapshot(job, &running);
+    pid_t cmd = child_of(running.pid);
+    assert_true(cmd > 0);
+    assert_int_equal(getpgid(cmd), cmd);
+    assert_true(group_alive(cmd));
     int64_t t0 = now_monotonic_ns();
     jw_error err = JW_ERROR_INIT;
     assert_int_equal(supervisor_stop_job(f->sv, job, JOB_REASON_STOPPED, &err), 0);
@@ -263,8 +310,8 @@ static void test_stop_ignoring_sigterm(void **state)
     assert_int_equal(info.signal, 9); /* it survived SIGTERM and was killed */
     assert_true(ms >= 100);           /* the grace period was honoured */
     assert_true(ms < 5000);
-    /* No live process of the group is left. */
-    assert_true(dies(info.pid, true));
+    /* No live process of the command's group is left. */
+    assert_true(dies(cmd, true));
 
     /* Stopping again is a no-op on a final job. */
     assert_int_equal(supervisor_stop_job(f->sv, job, JOB_REASON_STOPPED, &err), 0);
@@ -536,6 +583,102 @@ static void test_network_none(void **state)
     store_job_unref(job);
 }
 
+/* Jobs as the server's own user with per-job working directories. */
+static int setup_workdirs(void **state)
+{
+    return setup_full(state, -1, true, 100);
+}
+
+/* Removing a big working directory (job A made 250,000 files) happens off the supervisor's loop:
+ * job B's live output keeps reaching the store meanwhile. B writes a line every 20 ms; the
+ * largest gap between two appends while A's end is processed must stay far below the seconds
+ * the removal takes (about 2 s here; 1 s leaves room for a loaded machine). */
+static void test_big_workdir_removal_does_not_stall_output(void **state)
+{
+    fixture *f = *state;
+    const char *bargs[] = {"-c", "while :; do echo tick; sleep 0.02; done"};
+    store_job *b = start(f, 0, "sh", bargs, 2);
+    wait_output(b, 5);
+    const char *aargs[] = {"-c", "seq 1 250000 | xargs touch && echo made"};
+    store_job *a = start(f, 0, "sh", aargs, 2);
+    /* Creating the files takes seconds: wait for A's last line, then watch B until A is final. */
+    for (int i = 0; i < 6000; i++) {
+        int64_t size;
+        store_job_output_state(a, &size, NULL);
+        if (size >= 5)
+            break;
+        usleep(10000);
+    }
+    int64_t last_size, size;
+    store_job_output_state(b, &last_size, NULL);
+    int64_t t0 = now_monotonic_ns(), last_change = t0, max_gap = 0;
+    for (;;) {
+        bool a_closed;
+        store_job_output_state(a, NULL, &a_closed);
+        int64_t now = now_monotonic_ns();
+        store_job_output_state(b, &size, NULL);
+        if (size != last_size) {
+            last_size = size;
+            last_change = now;
+        }
+        if (now - last_change > max_gap)
+            max_gap = now - last_change;
+        if (a_closed)
+            break;
+        assert_true(now - t0 < 30 * INT64_C(1000000000));
+        usleep(2000);
+    }
+    store_job_info info;
+    finish(a, &info);
+    assert_int_equal(info.status, JOB_STATUS_COMPLETED);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", f->work, info.id);
+    assert_int_equal(access(path, F_OK), -1); /* gone before the job was final */
+    print_message("A's end took %lld ms; largest gap in B's output %lld ms\n",
+                  (long long)((now_monotonic_ns() - t0) / 1000000), (long long)(max_gap / 1000000));
+    assert_true(max_gap < 1000 * INT64_C(1000000));
+    jw_error err = JW_ERROR_INIT;
+    assert_int_equal(supervisor_stop_job(f->sv, b, JOB_REASON_STOPPED, &err), 0);
+    finish(b, &info);
+    store_job_unref(a);
+    store_job_unref(b);
+}
+
+static int setup_grace_2s(void **state)
+{
+    return setup_full(state, -1, false, 2000);
+}
+
+/* Many stops at once: each supervisor_stop_job() returns at once, and every job ends after the
+ * grace period. */
+static void test_many_stops_at_once(void **state)
+{
+    fixture *f = *state;
+    enum { N = 8 };
+    const char *args[] = {"-c", "trap '' TERM; echo ready; while :; do sleep 1; done"};
+    store_job *jobs[N];
+    for (int i = 0; i < N; i++)
+        jobs[i] = start(f, 0, "sh", args, 2);
+    for (int i = 0; i < N; i++)
+        wait_output(jobs[i], 6);
+    jw_error err = JW_ERROR_INIT;
+    int64_t t0 = now_monotonic_ns();
+    for (int i = 0; i < N; i++)
+        assert_int_equal(supervisor_stop_job(f->sv, jobs[i], JOB_REASON_STOPPED, &err), 0);
+    int64_t took = now_monotonic_ns() - t0;
+    assert_true(took < 50 * INT64_C(1000000));
+    for (int i = 0; i < N; i++) {
+        store_job_info info;
+        finish(jobs[i], &info);
+        assert_int_equal(info.status, JOB_STATUS_STOPPED);
+        assert_int_equal(info.signal, 9);
+        store_job_unref(jobs[i]);
+    }
+    int64_t ms = (now_monotonic_ns() - t0) / 1000000;
+    assert_true(ms >= 2000);
+    assert_true(ms < 10000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -555,6 +698,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_sigterm_forwarded_to_command, setup_long_grace,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stop_during_shutdown_reason, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_big_workdir_removal_does_not_stall_output,
+                                        setup_workdirs, teardown),
+        cmocka_unit_test_setup_teardown(test_many_stops_at_once, setup_grace_2s, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,7 +12,10 @@
 #include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct fixture {
@@ -389,6 +392,51 @@ static void test_stale_output_removed(void **state)
     store_free(again);
 }
 
+/* A write that fails for real (RLIMIT_FSIZE: EFBIG past the limit, after a partial write) counts
+ * as dropped, the file keeps exactly output_size bytes, and appends work again afterwards. */
+static void test_append_write_failure_counts_as_dropped(void **state)
+{
+    fixture *f = *state;
+    store_job *job = new_job(f->st, "w");
+    char a[600], b[600], c[100];
+    memset(a, 'a', sizeof(a));
+    memset(b, 'b', sizeof(b));
+    memset(c, 'c', sizeof(c));
+    assert_int_equal(store_job_append(job, a, sizeof(a)), 0);
+
+    struct rlimit old;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    void (*old_xfsz)(int) = signal(SIGXFSZ, SIG_IGN);
+    struct rlimit small = {.rlim_cur = 1000, .rlim_max = old.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+    int r = store_job_append(job, b, sizeof(b)); /* 400 bytes fit, then EFBIG */
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, old_xfsz);
+    assert_int_equal(r, -EFBIG);
+
+    store_job_info info;
+    store_job_snapshot(job, &info);
+    assert_int_equal(info.output_bytes, 600);
+    assert_int_equal(info.output_dropped, 600);
+
+    /* The next append lands right after the stored bytes. */
+    assert_int_equal(store_job_append(job, c, sizeof(c)), 0);
+    store_job_snapshot(job, &info);
+    assert_int_equal(info.output_bytes, 700);
+    assert_int_equal(info.output_dropped, 600);
+    int fd = store_job_open_output(job);
+    assert_true(fd >= 0);
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_size, 700);
+    char got[700];
+    assert_int_equal(pread(fd, got, sizeof(got), 0), 700);
+    close(fd);
+    assert_memory_equal(got, a, 600);
+    assert_memory_equal(got + 600, c, 100);
+    store_job_unref(job);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -401,6 +449,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_subscriber_arm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stale_output_removed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_append_write_failure_counts_as_dropped, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,281 @@
+#include "spawn/launch.h"
+
+#include "spawn/jobinit-proto.h"
+#include "util/cleanup.h"
+#include "util/fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+#define PIPE_SIZE        (1024 * 1024)
+#define START_TIMEOUT_MS 10000
+#define CHILD_STACK      (64 * 1024)
+/* argv beyond the command's own arguments: job-init, its options and "--" */
+#define ARGV_EXTRA 24
+
+int launch_pidfd_signal(int pidfd, int sig)
+{
+    return syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0) < 0 ? -errno : 0;
+}
+
+/* The job's whole environment: nothing of the server's leaks into jobs. */
+static char **build_env(const char *id, const char *home)
+{
+    char **env = calloc(5, sizeof(char *));
+    if (!env)
+        return NULL;
+    env[0] = strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    env[1] = strdup("LANG=C.UTF-8");
+    if (asprintf(&env[2], "HOME=%s", home) < 0)
+        env[2] = NULL;
+    if (asprintf(&env[3], "JOBWORKER_JOB_ID=%s", id) < 0)
+        env[3] = NULL;
+    for (int i = 0; i < 4; i++) {
+        if (!env[i]) {
+            for (int k = 0; k < 4; k++)
+                free(env[k]);
+            free(env);
+            return NULL;
+        }
+    }
+    return env;
+}
+
+static void free_env(char **env)
+{
+    if (!env)
+        return;
+    for (size_t i = 0; env[i]; i++)
+        free(env[i]);
+    free(env);
+}
+
+/* Fixed-size strings job-init's argv points into; they live as long as the argv. */
+typedef struct argv_bufs {
+    char hostname[32], uid[24], gid[24];
+} argv_bufs;
+
+/* job-init [--cgroup DIR --cgroup-rel REL] [--uid N --gid N] [--workdir DIR] --hostname NAME
+ * [--net-none] -- COMMAND [ARGS...], NULL-terminated, in `argv` of nargs + ARGV_EXTRA slots. */
+static void build_argv(const launch_options *o, argv_bufs *b, const char **argv)
+{
+    size_t argc = 0;
+    snprintf(b->hostname, sizeof(b->hostname), "job-%.8s", o->id);
+    argv[argc++] = o->job_init_path;
+    if (o->cgroup_path) {
+        argv[argc++] = "--cgroup";
+        argv[argc++] = o->cgroup_path;
+        argv[argc++] = "--cgroup-rel";
+        argv[argc++] = o->cgroup_rel_path;
+    }
+    if (o->uid >= 0) {
+        snprintf(b->uid, sizeof(b->uid), "%ld", o->uid);
+        snprintf(b->gid, sizeof(b->gid), "%ld", o->gid);
+        argv[argc++] = "--uid";
+        argv[argc++] = b->uid;
+        argv[argc++] = "--gid";
+        argv[argc++] = b->gid;
+    }
+    if (o->workdir) {
+        argv[argc++] = "--workdir";
+        argv[argc++] = o->workdir;
+    }
+    argv[argc++] = "--hostname";
+    argv[argc++] = b->hostname;
+    if (o->network == JOB_NETWORK_NONE)
+        argv[argc++] = "--net-none";
+    argv[argc++] = "--";
+    argv[argc++] = o->command;
+    for (size_t i = 0; i < o->nargs; i++)
+        argv[argc++] = o->args[i];
+    argv[argc] = NULL;
+}
+
+static const char *stage_text(int32_t stage)
+{
+    switch (stage) {
+    case JOBINIT_STAGE_ARGS: return "job-init arguments";
+    case JOBINIT_STAGE_CGROUP: return "join the job's cgroup";
+    case JOBINIT_STAGE_SETUP: return "set up the job's process";
+    case JOBINIT_STAGE_NAMESPACE: return "set up the job's namespaces";
+    case JOBINIT_STAGE_CREDENTIALS: return "take the job's credentials";
+    case JOBINIT_STAGE_FORK: return "fork the command";
+    default: return "start job";
+    }
+}
+
+/* What the clone()d child needs; it shares our memory until it execs (CLONE_VM|CLONE_VFORK). */
+typedef struct child_args {
+    int null_fd, out_w, st_w; /* all >= 10, so dup2 onto 0..3 cannot clobber a source */
+    const char *path;
+    char *const *argv;
+    char *const *envp;
+} child_args;
+
+/* Runs in the child on its own stack, sharing the parent's memory while the parent is suspended:
+ * only system calls, no allocation, no locks. Signals stay blocked through execve; job-init
+ * sets its own mask. */
+static int child_main(void *arg)
+{
+    const child_args *a = arg;
+    /* The job dies with the server, even by SIGKILL: set here, before execve, so that there is no
+     * window in which job-init could be orphaned. It fires when the thread that called clone()
+     * exits, an RPC worker, which lives until after every job was stopped at shutdown. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (dup2(a->null_fd, 0) < 0 || dup2(a->out_w, 1) < 0 || dup2(a->out_w, 2) < 0 ||
+        dup2(a->st_w, JOBINIT_STATUS_FD) < 0)
+        _exit(JOBINIT_EXIT_FAILED);
+    execve(a->path, a->argv, a->envp);
+    jobinit_msg m = {.kind = JOBINIT_MSG_FAILED, .stage = 0, .err = errno};
+    ssize_t n = write(JOBINIT_STATUS_FD, &m, sizeof(m));
+    (void)n;
+    _exit(JOBINIT_EXIT_FAILED);
+}
+
+static int dup_high(int fd)
+{
+    return fcntl(fd, F_DUPFD_CLOEXEC, 10);
+}
+
+/* SIGKILL and reap: job-init failed, hung or is not wanted any more. */
+static void kill_and_reap(int pidfd)
+{
+    (void)launch_pidfd_signal(pidfd, SIGKILL);
+    waitid((idtype_t)P_PIDFD, (id_t)pidfd, &(siginfo_t){0}, WEXITED);
+}
+
+/* clone() of job-init with every signal blocked. Returns the pid (and the pidfd) or -errno. */
+static pid_t clone_job_init(const launch_options *o, const child_args *ca, int *ret_pidfd)
+{
+    void *stack = malloc(CHILD_STACK);
+    if (!stack)
+        return -ENOMEM;
+    int flags = CLONE_VM | CLONE_VFORK | CLONE_PIDFD | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS |
+                CLONE_NEWIPC | SIGCHLD;
+    if (o->network == JOB_NETWORK_NONE)
+        flags |= CLONE_NEWNET;
+    /* No handler of ours may run in the child while it shares our memory. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int pidfd = -1;
+    pid_t pid = clone(child_main, (char *)stack + CHILD_STACK, flags, (void *)ca, &pidfd);
+    int clone_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    free(stack);
+    if (pid < 0)
+        return -clone_errno;
+    *ret_pidfd = pidfd;
+    return pid;
+}
+
+int launch_job_init(const launch_options *o, launch_result *ret, jw_error *err)
+{
+    int outp[2] = {-1, -1}, stp[2] = {-1, -1};
+    if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(stp, O_CLOEXEC) < 0) {
+        int r = errno;
+        for (int i = 0; i < 2; i++) {
+            if (outp[i] >= 0)
+                close(outp[i]);
+        }
+        return jw_error_errno_code(err, JW_RESOURCE_EXHAUSTED, r, "create pipes");
+    }
+    _cleanup_close_ int out_r = outp[0], out_w0 = outp[1], st_r = stp[0], st_w0 = stp[1];
+    (void)fcntl(out_r, F_SETPIPE_SZ, PIPE_SIZE); /* a larger pipe only helps throughput */
+    _cleanup_close_ int null0 = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    _cleanup_close_ int null_fd = null0 >= 0 ? dup_high(null0) : -1;
+    _cleanup_close_ int out_w = dup_high(out_w0);
+    _cleanup_close_ int st_w = dup_high(st_w0);
+    if (null_fd < 0 || out_w < 0 || st_w < 0)
+        return jw_error_errno_code(err, JW_RESOURCE_EXHAUSTED, errno, "duplicate job fds");
+
+    _cleanup_free_ const char **argv = calloc(o->nargs + ARGV_EXTRA, sizeof(char *));
+    char **env = build_env(o->id, o->workdir ? o->workdir : "/");
+    if (!argv || !env) {
+        free_env(env);
+        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+    }
+    argv_bufs bufs;
+    build_argv(o, &bufs, argv);
+    child_args ca = {.null_fd = null_fd,
+                     .out_w = out_w,
+                     .st_w = st_w,
+                     .path = o->job_init_path,
+                     .argv = (char *const *)argv,
+                     .envp = env};
+    int pidfd_int = -1;
+    pid_t pid = clone_job_init(o, &ca, &pidfd_int);
+    free_env(env);
+    if (pid == -ENOMEM)
+        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+    if (pid < 0)
+        return jw_error_errno_code(err, JW_INTERNAL, -pid, "clone job-init");
+    _cleanup_close_ int pidfd = pidfd_int;
+    /* Only job-init holds the write ends now: its exit (or exec failure) is EOF here. */
+    close(TAKE_FD(out_w));
+    close(TAKE_FD(st_w));
+    close(TAKE_FD(out_w0));
+    close(TAKE_FD(st_w0));
+
+    jobinit_msg m;
+    struct pollfd p = {.fd = st_r, .events = POLLIN};
+    int pr = poll(&p, 1, START_TIMEOUT_MS);
+    ssize_t n = pr > 0 ? read_full(st_r, &m, sizeof(m)) : -ETIMEDOUT;
+    if (n == (ssize_t)sizeof(m) && m.kind == JOBINIT_MSG_STARTED) {
+        if (fcntl(out_r, F_SETFL, O_NONBLOCK) < 0 || fcntl(st_r, F_SETFL, O_NONBLOCK) < 0) {
+            int r = errno;
+            kill_and_reap(pidfd);
+            return jw_error_errno_code(err, JW_INTERNAL, r, "set job pipes non-blocking");
+        }
+        *ret = (launch_result){.pid = pid,
+                               .pidfd = TAKE_FD(pidfd),
+                               .out_fd = TAKE_FD(out_r),
+                               .status_fd = TAKE_FD(st_r)};
+        return 0;
+    }
+    /* job-init failed (or hung): make sure it is gone and reaped. */
+    kill_and_reap(pidfd);
+    if (n != (ssize_t)sizeof(m) || m.kind != JOBINIT_MSG_FAILED) {
+        if (n < 0)
+            return jw_error_errno_code(err, JW_INTERNAL, (int)n, "job-init gave no start status");
+        return jw_error_set(err, JW_INTERNAL, -EIO, "job-init gave no start status: short read");
+    }
+    if (m.stage == 0)
+        return jw_error_errno_code(err, JW_INTERNAL, m.err, "exec job-init '%s'", o->job_init_path);
+    *ret = (launch_result){.pid = 0, .pidfd = -1, .out_fd = -1, .status_fd = -1};
+    char ebuf[128];
+    const char *etext = jw_strerror(m.err, ebuf, sizeof(ebuf));
+    if (m.stage == JOBINIT_STAGE_EXEC)
+        snprintf(ret->start_error, sizeof(ret->start_error), "exec '%s': %s", o->command, etext);
+    else
+        snprintf(ret->start_error, sizeof(ret->start_error), "%s: %s", stage_text(m.stage), etext);
+    return 0;
+}
+
+int launch_read_exit(int status_fd, int *ret_wstatus)
+{
+    jobinit_msg m;
+    ssize_t n;
+    do {
+        n = read(status_fd, &m, sizeof(m));
+    } while (n < 0 && errno == EINTR);
+    if (n != (ssize_t)sizeof(m) || m.kind != JOBINIT_MSG_EXITED)
+        return 0;
+    *ret_wstatus = m.wstatus;
+    return 1;
+}
