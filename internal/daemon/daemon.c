@@ -4,14 +4,12 @@
 #include "rpc/server.h"
 #include "service/service.h"
 #include "spawn/supervisor.h"
+#include "spawn/workdir.h"
 #include "store/store.h"
 #include "util/defaults.h"
 #include "util/log.h"
-#include "util/rmtree.h"
 
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <pwd.h>
@@ -175,70 +173,22 @@ static int setup_cgroups(server_state *d)
     return 0;
 }
 
-/* Whether uid:gid may traverse every directory from / down to path; on failure names the
- * directory that stops it. */
-static bool user_can_reach(const char *path, uid_t uid, gid_t gid, char *ret_blocker, size_t size)
-{
-    char buf[PATH_MAX];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf;; p++) {
-        if (*p != '/' && *p != '\0')
-            continue;
-        char saved = *p;
-        *p = '\0';
-        struct stat st;
-        const char *dir = buf[0] ? buf : "/";
-        if (stat(dir, &st) == 0) {
-            mode_t need = st.st_uid == uid ? S_IXUSR : st.st_gid == gid ? S_IXGRP : S_IXOTH;
-            if (uid != 0 && !(st.st_mode & need)) {
-                snprintf(ret_blocker, size, "%s (mode %04o)", dir, st.st_mode & 07777);
-                return false;
-            }
-        }
-        *p = saved;
-        if (saved == '\0')
-            return true;
-    }
-}
-
-/* Working directories belong to jobs of this process only: leftovers of an earlier run go. */
-static void remove_stale_workdirs(const char *work_root)
-{
-    int dfd = open(work_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0)
-        return;
-    DIR *dir = fdopendir(dfd);
-    if (!dir) {
-        close(dfd);
-        return;
-    }
-    for (struct dirent *de; (de = readdir(dir));)
-        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-            rm_tree_at(dirfd(dir), de->d_name);
-    closedir(dir);
-}
-
-/* <data-dir> and <data-dir>/work are traversable (0711) so that a job user reaches its own
- * working directory, but can list nothing; output/ stays 0700. */
+/* <data-dir>/work for the jobs' working directories; what an earlier run left there goes. */
 static int prepare_work_root(server_state *d)
 {
-    const char *data_dir = d->cfg->data_dir;
-    snprintf(d->work_root, sizeof(d->work_root), "%s/work", data_dir);
-    if (chmod(data_dir, 0711) < 0 || (mkdir(d->work_root, 0711) < 0 && errno != EEXIST) ||
-        chmod(d->work_root, 0711) < 0) {
-        log_error("prepare '%s': %m", d->work_root);
+    jw_error err = JW_ERROR_INIT;
+    if (workdir_root_prepare(d->cfg->data_dir, d->cfg->job_user, d->job_uid, d->job_gid,
+                             d->work_root, sizeof(d->work_root), &err) < 0) {
+        log_error("%s", err.msg);
         return 1;
     }
-    char blocker[PATH_MAX + 32];
-    if (!user_can_reach(d->work_root, (uid_t)d->job_uid, (gid_t)d->job_gid, blocker,
-                        sizeof(blocker))) {
-        log_error("jobs run as '%s' but cannot reach their working directories under '%s': "
-                  "'%s' is not traversable by that user; choose a --data-dir whose parent "
-                  "directories are (e.g. chmod o+x)",
-                  d->cfg->job_user, d->work_root, blocker);
-        return 1;
-    }
-    remove_stale_workdirs(d->work_root);
+    int r = workdir_remove_stale(d->work_root);
+    if (r > 0)
+        log_info("removed %d working director%s left behind by an earlier run", r,
+                 r == 1 ? "y" : "ies");
+    else if (r < 0)
+        log_warning_errno(-r, "removing leftover working directories under '%s': %m, ignoring",
+                          d->work_root);
     return 0;
 }
 
