@@ -48,6 +48,8 @@ static void usage(FILE *f)
         "  --max-jobs N             jobs kept in memory (default %d)\n"
         "  --max-streams N          concurrent output streams (default %d)\n"
         "  --max-streams-per-job N  concurrent streams of one job (default %d)\n"
+        "  --max-streams-per-client N  concurrent streams of one client certificate CN\n"
+        "                           (default %d)\n"
         "  --max-output SIZE        output kept per job (default " JW_DEFAULT_MAX_OUTPUT_TEXT ")\n"
         "  --audit-log FILE         append audit lines here (default: the log on stderr)\n"
         "  --job-user USER          user jobs run as (default " JW_DEFAULT_JOB_USER ")\n"
@@ -58,7 +60,8 @@ static void usage(FILE *f)
         "  --workers N              threads answering unary calls (default %d)\n"
         "  -h, --help               this text\n",
         JW_DEFAULT_CPU_PERCENT, JW_DEFAULT_STOP_GRACE_MS, JW_DEFAULT_MAX_JOBS,
-        JW_DEFAULT_MAX_STREAMS, JW_DEFAULT_MAX_STREAMS_PER_JOB, JW_DEFAULT_WORKERS);
+        JW_DEFAULT_MAX_STREAMS, JW_DEFAULT_MAX_STREAMS_PER_JOB, JW_DEFAULT_MAX_STREAMS_PER_CLIENT,
+        JW_DEFAULT_WORKERS);
 }
 
 static int parse_size_flag(const char *name, const char *v, int64_t *ret)
@@ -101,6 +104,7 @@ static int parse_options(int argc, char **argv, options *o)
         OPT_MAX_JOBS,
         OPT_MAX_STREAMS,
         OPT_MAX_STREAMS_JOB,
+        OPT_MAX_STREAMS_CLIENT,
         OPT_MAX_OUTPUT,
         OPT_AUDIT,
         OPT_LOG_LEVEL,
@@ -130,6 +134,7 @@ static int parse_options(int argc, char **argv, options *o)
         {"max-jobs", required_argument, NULL, OPT_MAX_JOBS},
         {"max-streams", required_argument, NULL, OPT_MAX_STREAMS},
         {"max-streams-per-job", required_argument, NULL, OPT_MAX_STREAMS_JOB},
+        {"max-streams-per-client", required_argument, NULL, OPT_MAX_STREAMS_CLIENT},
         {"max-output", required_argument, NULL, OPT_MAX_OUTPUT},
         {"audit-log", required_argument, NULL, OPT_AUDIT},
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
@@ -196,6 +201,10 @@ static int parse_options(int argc, char **argv, options *o)
             break;
         case OPT_MAX_STREAMS_JOB:
             r = parse_int_flag("--max-streams-per-job", optarg, 1, 100000, &o->max_streams_per_job);
+            break;
+        case OPT_MAX_STREAMS_CLIENT:
+            r = parse_int_flag("--max-streams-per-client", optarg, 1, 100000,
+                               &o->max_streams_per_client);
             break;
         case OPT_MAX_OUTPUT: r = parse_size_flag("--max-output", optarg, &o->max_output); break;
         case OPT_AUDIT: o->audit_log = optarg; break;

@@ -1,6 +1,7 @@
 #include "daemon/daemon.h"
 
 #include "auth/auth.h"
+#include "daemon/trust.h"
 #include "rpc/server.h"
 #include "service/service.h"
 #include "spawn/supervisor.h"
@@ -34,6 +35,7 @@ void daemon_config_init(daemon_config *cfg)
         .max_jobs = JW_DEFAULT_MAX_JOBS,
         .max_streams = JW_DEFAULT_MAX_STREAMS,
         .max_streams_per_job = JW_DEFAULT_MAX_STREAMS_PER_JOB,
+        .max_streams_per_client = JW_DEFAULT_MAX_STREAMS_PER_CLIENT,
         .max_output = JW_DEFAULT_MAX_OUTPUT_BYTES,
         .workers = JW_DEFAULT_WORKERS,
         .job_user = JW_DEFAULT_JOB_USER,
@@ -57,6 +59,7 @@ typedef struct server_state {
     service *svc;
     FILE *audit;
     rpc_server *srv;
+    int lock_fd; /* the data directory's lock, held for the life of the process */
 } server_state;
 
 static void teardown(server_state *d)
@@ -77,6 +80,8 @@ static void teardown(server_state *d)
     cgroup_manager_free(d->cgm);
     if (d->audit)
         fclose(d->audit);
+    if (d->lock_fd >= 0)
+        close(d->lock_fd);
 }
 
 static int default_job_init(char *buf, size_t size)
@@ -192,6 +197,48 @@ static int prepare_work_root(server_state *d)
     return 0;
 }
 
+/* The data directory is the server's alone: owned by it, writable by no one else all the way
+ * up, and locked against a second server. */
+static int claim_data_dir(server_state *d)
+{
+    jw_error err = JW_ERROR_INIT;
+    if (trust_data_dir(d->cfg->data_dir, geteuid(), &err) < 0) {
+        log_error("%s", err.msg);
+        return 1;
+    }
+    d->lock_fd = trust_lock_data_dir(d->cfg->data_dir, &err);
+    if (d->lock_fd < 0) {
+        log_error("%s", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+/* The TLS files: nobody but root and the server's user may be able to replace them (OpenSSH's
+ * rule for keys), then auth's checks of their content, for an early, clear error;
+ * rpc_server_start() reads them again into the copy gRPC watches, and SIGHUP re-reads them. */
+static int check_tls_files(server_state *d)
+{
+    const daemon_config *o = d->cfg;
+    jw_error err = JW_ERROR_INIT;
+    d->tls = (auth_tls_paths){.cert = o->cert, .key = o->key, .ca = o->ca, .crl = o->crl};
+    snprintf(d->tls_state_dir, sizeof(d->tls_state_dir), "%s/tls", o->data_dir);
+    const char *what[] = {"--cert", "--key", "--ca", "--crl"};
+    const char *paths[] = {o->cert, o->key, o->ca, o->crl};
+    for (size_t i = 0; i < 4; i++) {
+        if (paths[i] && access(paths[i], F_OK) == 0 &&
+            trust_check_path(what[i], paths[i], geteuid(), &err) < 0) {
+            log_error("%s", err.msg);
+            return 1;
+        }
+    }
+    if (auth_tls_check_files(&d->tls, NULL, &err) < 0) {
+        log_error("%s (generate development certificates with scripts/gen-certs.sh)", err.msg);
+        return 1;
+    }
+    return 0;
+}
+
 static void log_tls_summary(const char *what, const auth_tls_paths *p, const auth_tls_summary *s)
 {
     char next[64] = "";
@@ -269,6 +316,7 @@ static int start_serving(server_state *d)
         .svc = d->svc,
         .workers = (int)o->workers,
         .max_streams = (int)o->max_streams,
+        .max_streams_per_client = (int)o->max_streams_per_client,
         .audit = d->audit,
     };
     if (rpc_server_start(&rc, &d->srv, &err) < 0) {
@@ -320,24 +368,16 @@ int daemon_run(const daemon_config *cfg)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    server_state d = {.cfg = cfg};
+    server_state d = {.cfg = cfg, .lock_fd = -1};
     int r = find_job_init(&d);
     if (r == 0)
         r = resolve_job_user(&d);
     if (r == 0)
+        r = claim_data_dir(&d);
+    if (r == 0)
+        r = check_tls_files(&d);
+    if (r == 0)
         r = setup_cgroups(&d);
-    if (r == 0) {
-        /* The TLS files are checked here for an early, clear error; rpc_server_start() reads
-         * them again into the copy gRPC watches, and SIGHUP re-reads them. */
-        jw_error err = JW_ERROR_INIT;
-        d.tls =
-            (auth_tls_paths){.cert = cfg->cert, .key = cfg->key, .ca = cfg->ca, .crl = cfg->crl};
-        snprintf(d.tls_state_dir, sizeof(d.tls_state_dir), "%s/tls", cfg->data_dir);
-        if (auth_tls_check_files(&d.tls, NULL, &err) < 0) {
-            log_error("%s (generate development certificates with scripts/gen-certs.sh)", err.msg);
-            r = 1;
-        }
-    }
     if (r == 0)
         r = start_serving(&d);
     if (r == 0)

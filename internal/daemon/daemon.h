@@ -23,7 +23,7 @@ typedef struct daemon_config {
     job_limits defaults; /* limits for fields a request leaves at 0 */
     int64_t stop_grace_ms;
     const char *job_init; /* NULL = job-init next to this binary */
-    int64_t max_jobs, max_streams, max_streams_per_job, max_output, workers;
+    int64_t max_jobs, max_streams, max_streams_per_job, max_streams_per_client, max_output, workers;
     const char *audit_log; /* NULL = the log */
     const char *job_user;
     bool allow_root_jobs;

@@ -6,6 +6,7 @@
 #include "util/defaults.h"
 #include "util/log.h"
 #include "util/misc.h"
+#include "util/parse.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -463,7 +464,14 @@ static int probe_bind(const char *addr, jw_error *err)
         h[strlen(h) - 1] = '\0';
         h++;
     }
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res = NULL;
+    /* getaddrinfo takes "99999" and wraps it to another port; gRPC too. Only 0..65535. */
+    int64_t port;
+    if (parse_int64(colon + 1, 0, 65535, &port) < 0)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "listen address '%s': port '%s' is not a number in 0..65535", addr,
+                            colon + 1);
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+                    *res = NULL;
     int gr = getaddrinfo(h, colon + 1, &hints, &res);
     if (gr != 0)
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "listen address '%s': %s", addr,
@@ -502,6 +510,7 @@ int rpc_server_start(const rpc_server_config *cfg, rpc_server **ret, jw_error *e
     pthread_cond_init(&srv->cond, NULL);
     stream_registry_config src = {.svc = cfg->svc,
                                   .max_streams = cfg->max_streams,
+                                  .max_streams_per_client = cfg->max_streams_per_client,
                                   .chunk_size = cfg->chunk_size,
                                   .audit = cfg->audit};
     r = stream_registry_new(&src, &srv->streams, err);

@@ -18,15 +18,16 @@
 typedef struct rpc_server rpc_server;
 
 typedef struct rpc_server_config {
-    const char *listen_addr;   /* "0.0.0.0:50051" */
-    auth_tls_paths tls;        /* server certificate, key, client CA and optional CRL files */
-    const char *tls_state_dir; /* private directory for the checked copy of those files that
-                                * gRPC reads (created 0700, removed by rpc_server_free) */
-    service *svc;              /* what every call does; rpc only decodes, calls, encodes */
-    int workers;               /* threads on the shared queue; 0 = 4 */
-    int max_streams;           /* concurrent GetJobsStream calls; 0 = 1024 */
-    size_t chunk_size;         /* output bytes per DataChunk; 0 = 128 KiB */
-    FILE *audit;               /* audit lines; NULL = stderr through the log */
+    const char *listen_addr;    /* "0.0.0.0:50051" */
+    auth_tls_paths tls;         /* server certificate, key, client CA and optional CRL files */
+    const char *tls_state_dir;  /* private directory for the checked copy of those files that
+                                 * gRPC reads (created 0700, removed by rpc_server_free) */
+    service *svc;               /* what every call does; rpc only decodes, calls, encodes */
+    int workers;                /* threads on the shared queue; 0 = 4 */
+    int max_streams;            /* concurrent GetJobsStream calls; 0 = default */
+    int max_streams_per_client; /* of one certificate CN; 0 = default */
+    size_t chunk_size;          /* output bytes per DataChunk; 0 = 128 KiB */
+    FILE *audit;                /* audit lines; NULL = stderr through the log */
 } rpc_server_config;
 
 /* Creates the server, binds the port (a busy port fails with "address already in use") and

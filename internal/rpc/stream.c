@@ -13,9 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#define DEFAULT_MAX_STREAMS JW_DEFAULT_MAX_STREAMS
-#define DEFAULT_CHUNK_SIZE  JW_DEFAULT_CHUNK_BYTES
-#define REFUSE_TIMEOUT_MS   2000
+#define REFUSE_TIMEOUT_MS 2000
 
 typedef struct rpc_stream rpc_stream;
 
@@ -60,9 +58,11 @@ int stream_registry_new(const stream_registry_config *cfg, stream_registry **ret
         return jw_error_errno(err, ENOMEM, "create stream registry");
     reg->cfg = *cfg;
     if (reg->cfg.max_streams <= 0)
-        reg->cfg.max_streams = DEFAULT_MAX_STREAMS;
+        reg->cfg.max_streams = JW_DEFAULT_MAX_STREAMS;
+    if (reg->cfg.max_streams_per_client <= 0)
+        reg->cfg.max_streams_per_client = JW_DEFAULT_MAX_STREAMS_PER_CLIENT;
     if (reg->cfg.chunk_size == 0)
-        reg->cfg.chunk_size = DEFAULT_CHUNK_SIZE;
+        reg->cfg.chunk_size = JW_DEFAULT_CHUNK_BYTES;
     pthread_mutex_init(&reg->lock, NULL);
     pthread_cond_init(&reg->cond, NULL);
     *ret = reg;
@@ -363,6 +363,16 @@ static int stream_open(stream_registry *reg, rpc_stream *s, jw_error *err)
     return r;
 }
 
+/* Live streams of one client (by certificate CN); called under reg->lock. The list is at most
+ * --max-streams long, and this runs once per new stream. */
+static int client_streams(stream_registry *reg, const char *cn)
+{
+    int n = 0;
+    for (rpc_stream *s = reg->streams; s; s = s->next)
+        n += strcmp(s->caller.cn, cn) == 0;
+    return n;
+}
+
 /* Links a new stream into the registry, or says why not (shutting down, over the cap). */
 static int registry_add(stream_registry *reg, rpc_stream *s, jw_error *err)
 {
@@ -374,6 +384,12 @@ static int registry_add(stream_registry *reg, rpc_stream *s, jw_error *err)
         r = jw_error_set(err, JW_RESOURCE_EXHAUSTED, -EBUSY,
                          "the server already serves %d streams, its limit (--max-streams)",
                          reg->cfg.max_streams);
+    } else if (client_streams(reg, s->caller.cn) >= reg->cfg.max_streams_per_client) {
+        /* One certificate cannot take every slot from everyone else. */
+        r = jw_error_set(err, JW_RESOURCE_EXHAUSTED, -EBUSY,
+                         "client '%s' already has %d streams open, the limit per client "
+                         "(--max-streams-per-client)",
+                         s->caller.cn, reg->cfg.max_streams_per_client);
     } else {
         s->next = reg->streams;
         if (reg->streams)

@@ -22,9 +22,10 @@ typedef struct stream_registry stream_registry;
 
 typedef struct stream_registry_config {
     service *svc;
-    int max_streams;   /* concurrent streams; 0 = 1024 */
-    size_t chunk_size; /* output bytes per DataChunk; 0 = 128 KiB */
-    FILE *audit;       /* audit lines; NULL = the log */
+    int max_streams;            /* concurrent streams; 0 = JW_DEFAULT_MAX_STREAMS */
+    int max_streams_per_client; /* of one certificate CN; 0 = JW_DEFAULT_MAX_STREAMS_PER_CLIENT */
+    size_t chunk_size;          /* output bytes per DataChunk; 0 = JW_DEFAULT_CHUNK_BYTES */
+    FILE *audit;                /* audit lines; NULL = the log */
 } stream_registry_config;
 
 int stream_registry_new(const stream_registry_config *cfg, stream_registry **ret, jw_error *err);

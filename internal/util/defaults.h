@@ -3,23 +3,24 @@
 #ifndef JW_UTIL_DEFAULTS_H
 #define JW_UTIL_DEFAULTS_H
 
-#define JW_DEFAULT_LISTEN              "0.0.0.0:50051"
-#define JW_DEFAULT_CERT                "certs/server.crt"
-#define JW_DEFAULT_KEY                 "certs/server.key"
-#define JW_DEFAULT_CA                  "certs/ca.crt"
-#define JW_DEFAULT_DATA_DIR            "/var/lib/jobworker"
-#define JW_DEFAULT_CPU_PERCENT         100 /* one core */
-#define JW_DEFAULT_MEMORY_BYTES        (512LL * 1024 * 1024)
-#define JW_DEFAULT_MEMORY_TEXT         "512M"
-#define JW_DEFAULT_STOP_GRACE_MS       100
-#define JW_DEFAULT_MAX_JOBS            100000
-#define JW_DEFAULT_MAX_STREAMS         1024
-#define JW_DEFAULT_MAX_STREAMS_PER_JOB 256
-#define JW_DEFAULT_MAX_OUTPUT_BYTES    (1LL << 30)
-#define JW_DEFAULT_MAX_OUTPUT_TEXT     "1G"
-#define JW_DEFAULT_WORKERS             4
-#define JW_DEFAULT_CHUNK_BYTES         (128 * 1024)
-#define JW_DEFAULT_JOB_USER            "nobody"
-#define JW_DEFAULT_NETWORK             "host"
+#define JW_DEFAULT_LISTEN                 "0.0.0.0:50051"
+#define JW_DEFAULT_CERT                   "certs/server.crt"
+#define JW_DEFAULT_KEY                    "certs/server.key"
+#define JW_DEFAULT_CA                     "certs/ca.crt"
+#define JW_DEFAULT_DATA_DIR               "/var/lib/jobworker"
+#define JW_DEFAULT_CPU_PERCENT            100 /* one core */
+#define JW_DEFAULT_MEMORY_BYTES           (512LL * 1024 * 1024)
+#define JW_DEFAULT_MEMORY_TEXT            "512M"
+#define JW_DEFAULT_STOP_GRACE_MS          100
+#define JW_DEFAULT_MAX_JOBS               100000
+#define JW_DEFAULT_MAX_STREAMS            1024
+#define JW_DEFAULT_MAX_STREAMS_PER_JOB    256
+#define JW_DEFAULT_MAX_STREAMS_PER_CLIENT 256
+#define JW_DEFAULT_MAX_OUTPUT_BYTES       (1LL << 30)
+#define JW_DEFAULT_MAX_OUTPUT_TEXT        "1G"
+#define JW_DEFAULT_WORKERS                4
+#define JW_DEFAULT_CHUNK_BYTES            (128 * 1024)
+#define JW_DEFAULT_JOB_USER               "nobody"
+#define JW_DEFAULT_NETWORK                "host"
 
 #endif

@@ -1,0 +1,142 @@
+# shellcheck shell=bash
+# The daemon's own defences (sourced by run.sh; issue 10): what it trusts must be its own, one
+# server per data directory, a port that exists, one client cannot hold every stream slot, and
+# an audit record is one line whatever the client sends.
+
+DZ="$T/dz"
+mkdir -p "$DZ"
+
+# server_refuses DATA_DIR EXPECTED [FLAGS...]: the real server exits non-zero within 10 s and
+# its log contains EXPECTED.
+server_refuses() {
+    local dir=$1 want=$2 rc
+    shift 2
+    timeout 10 "$BIN/jobworker-server" --listen "127.0.0.1:$(free_port)" --no-cgroups \
+        --cert "$CERTS/server.crt" --key "$CERTS/server.key" --ca "$CERTS/ca.crt" \
+        --data-dir "$dir" "$@" >"$DZ/refused.log" 2>&1
+    rc=$?
+    [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { echo "server did not refuse (rc $rc)" >&2; return 1; }
+    expect_contains "$(cat "$DZ/refused.log")" "$want"
+}
+
+# A data directory a job user owns, or one below a directory anyone may write, would let a job
+# replace the staged TLS material: the server refuses both and names the fix.
+t_dz_data_dir_trust() {
+    local d="$DZ/owned"
+    mkdir -p "$d/data"
+    chmod 711 "$d"
+    chown nobody "$d/data"
+    server_refuses "$d/data" "belongs to uid $(id -u nobody)" || return 1
+    expect_contains "$(cat "$DZ/refused.log")" "chown 0 '$d/data'" || return 1
+    [ ! -e "$d/data/tls" ] || { echo "a refused server staged TLS files" >&2; return 1; }
+    chown root "$d/data"
+    chmod 777 "$d"
+    server_refuses "$d/data" "'$d' is writable by everyone (mode 0777)" || return 1
+    chmod 711 "$d"
+    # A root-owned sticky directory (like /tmp) is fine for a child the server owns.
+    local s="$DZ/sticky"
+    mkdir -p "$s" && chmod 1777 "$s" && mkdir -p "$s/data"
+    timeout 3 "$BIN/jobworker-server" --listen "127.0.0.1:$(free_port)" --no-cgroups \
+        --cert "$CERTS/server.crt" --key "$CERTS/server.key" --ca "$CERTS/ca.crt" \
+        --data-dir "$s/data" >"$DZ/sticky.log" 2>&1
+    expect_contains "$(cat "$DZ/sticky.log")" "listening on"
+}
+check "data directory owned by a job user or below a world-writable directory: refused with the fix" t_dz_data_dir_trust
+
+# OpenSSH's rule for the TLS files: not writable by group or others, nor the directories above.
+t_dz_tls_file_trust() {
+    local c="$DZ/certs"
+    mkdir -p "$c" && cp "$CERTS/server.crt" "$CERTS/server.key" "$CERTS/ca.crt" "$c/"
+    chmod 600 "$c/server.key"
+    chmod g+w "$c/server.key"
+    server_refuses "$DZ/d1" "--key '$c/server.key': '$c/server.key' is writable by its group" \
+        --key "$c/server.key" || return 1
+    chmod g-w "$c/server.key"
+    chmod o+w "$c"
+    server_refuses "$DZ/d1" "--cert '$c/server.crt': '$c' is writable by everyone" \
+        --cert "$c/server.crt" || return 1
+    chmod o-w "$c"
+}
+check "group-writable --key or world-writable directory above --cert: refused, naming the path" t_dz_tls_file_trust
+
+t_dz_bad_port() {
+    server_refuses "$DZ/d2" "port '99999' is not a number in 0..65535" --listen 127.0.0.1:99999
+}
+check "--listen 127.0.0.1:99999 is refused instead of listening on another port" t_dz_bad_port
+
+# ---- a server of our own for the rest ----
+
+start_server --max-streams-per-client 2 || exit 1
+
+# A second server on the same data directory would delete the first's output and working
+# directories at start: it is refused, naming the holder, and the first one's job survives.
+t_dz_second_server() {
+    local id out
+    id=$(jc create sh -c 'echo before; sleep 2; echo after') || return 1
+    wait_status "$id" RUNNING || return 1
+    server_refuses "$T/data" "is in use by another jobworker-server (pid $SERVER_PID" || return 1
+    wait_status "$id" COMPLETED || return 1
+    out=$(jc stream "$id") || return 1
+    expect_eq "$out" $'before\nafter'
+}
+check "second server on the same --data-dir refused, naming the holder's pid; first server's job intact" t_dz_second_server
+
+# One certificate holds at most --max-streams-per-client streams; others are still served.
+t_dz_streams_per_client() {
+    local id p1 p2 out
+    id=$(jc create sh -c 'sleep 30') || return 1
+    wait_status "$id" RUNNING || return 1
+    jc stream --follow "$id" >/dev/null 2>&1 &
+    p1=$!
+    jc stream --follow "$id" >/dev/null 2>&1 &
+    p2=$!
+    sleep 1
+    out=$(jc stream --follow "$id" 2>&1) && { echo "third stream of one client accepted" >&2; return 1; }
+    expect_contains "$out" "RESOURCE_EXHAUSTED: client 'alice' already has 2 streams open" || return 1
+    # Another identity is not affected.
+    timeout 5 "$BIN/jobctl" --server "127.0.0.1:$PORT" --server-name localhost \
+        --cert "$CERTS/viewer.crt" --key "$CERTS/viewer.key" --ca "$CERTS/ca.crt" \
+        stream "$id" >/dev/null || { echo "viewer's stream refused" >&2; return 1; }
+    jc stop "$id" >/dev/null || return 1
+    wait "$p1" "$p2"
+    return 0
+}
+check "--max-streams-per-client: a third stream of one certificate refused, another client served" t_dz_streams_per_client
+
+# A request id carrying a newline cannot forge a second audit record (ESC and quotes escaped too).
+t_dz_audit_one_line() {
+    local before after new
+    before=$(audit_lines)
+    $PY - "$T/py" "$CERTS" "$PORT" <<'EOF' || return 1
+import sys
+sys.path.insert(0, sys.argv[1])
+import grpc
+from jobworker.v1 import jobworker_pb2 as pb
+certs, port = sys.argv[2], sys.argv[3]
+creds = grpc.ssl_channel_credentials(open(f"{certs}/ca.crt", "rb").read(),
+                                     open(f"{certs}/admin.key", "rb").read(),
+                                     open(f"{certs}/admin.crt", "rb").read())
+ch = grpc.secure_channel(f"localhost:{port}", creds)
+get = ch.unary_unary("/jobworker.v1.JobService/GetJob",
+                     request_serializer=pb.GetJobReq.SerializeToString,
+                     response_deserializer=pb.GetJobRes.FromString)
+forged = 'x\n2026-01-01T00:00:00.000Z audit cn="root" role=admin method=StopJob job=y outcome=OK\x1b[2K"'
+try:
+    get(pb.GetJobReq(id=forged), timeout=10)
+    sys.exit("GetJob of a forged id succeeded")
+except grpc.RpcError as e:
+    if e.code() != grpc.StatusCode.INVALID_ARGUMENT:
+        sys.exit(f"unexpected {e.code()}")
+EOF
+    after=$(audit_lines)
+    expect_eq "$((after - before))" 1 "(audit lines added by one call)" || return 1
+    new=$(tail -1 "$T/audit.log")
+    expect_contains "$new" 'job=x\x0a2026-01-01T00:00:00.000Z' || return 1
+    if grep -q $'\x1b' "$T/audit.log"; then
+        echo "an ESC byte reached the audit log" >&2
+        return 1
+    fi
+}
+check "audit: an id with a newline, ESC and quotes stays one escaped record" t_dz_audit_one_line
+
+stop_server
