@@ -160,3 +160,8 @@ shellcheck:
 		{ echo "shellcheck: FAILED: shellcheck is not installed (apt-get install shellcheck)" >&2; exit 1; }
 	@shellcheck --external-sources --source-path=SCRIPTDIR $(SHELLCHECK_SRCS) && \
 		echo "shellcheck: $(words $(SHELLCHECK_SRCS)) scripts, no finding"
+
+# make bench-stop-storm: jobctl list latency while eight stops wait out --stop-grace 5s (issue 9).
+.PHONY: bench-stop-storm
+bench-stop-storm: all
+	@BUILD=$(BUILD) bench/stop-storm.sh
