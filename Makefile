@@ -120,3 +120,48 @@ clean:
 	rm -rf build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# ---- static analysis and shell lint (docs/testing.md, "Static analysis") ----
+# make analyze: clang-tidy over the product sources (internal/, cmd/) with the check list below;
+# fails on any finding. It needs the generated protobuf header, hence the normal build first.
+CLANG_TIDY ?= clang-tidy
+ANALYZE_JOBS ?= 2
+ANALYZE_SRCS = $(sort $(wildcard internal/*/*.c cmd/*/*.c))
+# Why each exclusion: docs/testing.md.
+ANALYZE_CHECKS := -*,clang-analyzer-*,bugprone-*,cert-*,$\
+	-clang-analyzer-security.insecureAPI.DeprecatedOrUnsafeBufferHandling,$\
+	-clang-analyzer-security.insecureAPI.strcpy,$\
+	-clang-analyzer-unix.Malloc,$\
+	-bugprone-easily-swappable-parameters,-bugprone-implicit-widening-of-multiplication-result,$\
+	-bugprone-reserved-identifier,-cert-dcl37-c,-cert-dcl51-cpp,-bugprone-sizeof-expression,$\
+	-cert-err33-c
+ANALYZE_CFLAGS = $(filter-out -fsanitize=% -fno-sanitize-recover=%,$(CFLAGS_ALL))
+.PHONY: analyze shellcheck
+analyze: all
+	@command -v $(CLANG_TIDY) >/dev/null || \
+		{ echo "analyze: FAILED: $(CLANG_TIDY) is not installed (apt-get install clang-tidy)" >&2; exit 1; }
+	@rm -rf $(BUILD)/analyze && mkdir -p $(BUILD)/analyze
+	@t0=$$(date +%s); rc=0; \
+	printf '%s\n' $(ANALYZE_SRCS) | xargs -P $(ANALYZE_JOBS) -I{} sh -c \
+		'$(CLANG_TIDY) --quiet --checks="$(ANALYZE_CHECKS)" --header-filter="(internal|cmd)/" {} \
+		-- $(ANALYZE_CFLAGS) >"$(BUILD)/analyze/$$(echo {} | tr / _).log" 2>&1' || rc=$$?; \
+	cat $(BUILD)/analyze/*.log | sed 's|^$(CURDIR)/||' | \
+		grep -E '^[^ ]+:[0-9]+:[0-9]+: (warning|error):' | sort -t: -k1,1 -k2,2n -u \
+		>$(BUILD)/analyze/findings.txt; \
+	n=$$(wc -l <$(BUILD)/analyze/findings.txt); \
+	cat $(BUILD)/analyze/findings.txt; \
+	echo "analyze: $$n finding(s) in $(words $(ANALYZE_SRCS)) files, $$(($$(date +%s) - t0)) s (logs: $(BUILD)/analyze/)"; \
+	if [ "$$n" -ne 0 ] || [ "$$rc" -ne 0 ]; then echo "analyze: FAILED" >&2; exit 1; fi
+
+# make shellcheck: every shell script of scripts/, tests/, bench/ and .ci/run; fails on any finding.
+SHELLCHECK_SRCS = $(sort $(shell find scripts tests bench -name '*.sh' 2>/dev/null)) .ci/run
+shellcheck:
+	@command -v shellcheck >/dev/null || \
+		{ echo "shellcheck: FAILED: shellcheck is not installed (apt-get install shellcheck)" >&2; exit 1; }
+	@shellcheck --external-sources --source-path=SCRIPTDIR $(SHELLCHECK_SRCS) && \
+		echo "shellcheck: $(words $(SHELLCHECK_SRCS)) scripts, no finding"
+
+# make bench-stop-storm: jobctl list latency while eight stops wait out --stop-grace 5s (issue 9).
+.PHONY: bench-stop-storm
+bench-stop-storm: all
+	@BUILD=$(BUILD) bench/stop-storm.sh

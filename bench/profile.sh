@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2119 # start_server takes its own flags, not the script's arguments
 # bench/profile.sh: where the time of the 1-follower throughput case goes (docs/performance.md).
 #
 #   BUILD=build/release bench/profile.sh [SIZE]      (default 1G)

@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2119 # start_server takes its own flags, not the script's arguments
 # make bench: measures jobworker against what users would use instead and prints ONE table.
 #
 # Each case runs BENCH_RUNS times (default 3; the cheap 1-follower case BENCH_TPUT_RUNS, default

@@ -1,8 +1,9 @@
 #!/bin/bash
 # Exits 0 when every package of scripts/deps.txt is installed, else names the missing ones.
 # --list-missing prints them one per line (for install-deps.sh) and exits 0.
-cd "$(dirname "$0")"
+cd "$(dirname "$0")" || exit 1
 missing=()
+# shellcheck disable=SC2013 # a line may name several packages: split into words on purpose
 for p in $(grep -v '^#' deps.txt); do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done

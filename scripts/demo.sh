@@ -42,6 +42,7 @@ export JOBCTL_SERVER="localhost:$PORT"
 J="$BIN/jobctl"
 
 bold "create a job that prints a line every 200 ms"
+# shellcheck disable=SC2016 # $i is the job's, expanded by its shell
 show "$J" create sh -c 'for i in 1 2 3 4 5; do echo "tick $i"; sleep 0.2; done'
 ID=$("$J" list -o json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][-1]["id"])')
 

@@ -104,6 +104,7 @@ fuzz)
         after=$(find "$work" -maxdepth 1 -type f | wc -l)
         total_execs=$((total_execs + ${execs:-0}))
         if [ "$rc" -ne 0 ]; then
+            # shellcheck disable=SC2012 # newest file of a libFuzzer artifact dir (crash-<sha1> names)
             echo "fuzz: $t: CRASH (exit $rc) after ${execs:-?} execs; reproducer:" \
                 "$(ls -t "$art" 2>/dev/null | head -1 | sed "s|^|$art/|")"
             grep -E 'ERROR|SUMMARY|property violated|runtime error' "$log" | head -5 | sed "s|^|[fuzz_$t] |"

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034 # BIN, TESTBIN, PY... are used by the files that source this
 # Shared helpers of the integration tier: a server on 127.0.0.1 with fresh certificates, the real
 # jobctl, and pass/fail bookkeeping. Sourced by run.sh.
 
@@ -43,6 +44,7 @@ check() {
     shift
     local out rc
     # The test runs in a subshell that a watchdog kills after 120 s.
+    # shellcheck disable=SC2030 # set in the test's own subshell on purpose: jc_as compares it
     {
         TEST_BASHPID=$BASHPID
         "$@"
@@ -136,7 +138,8 @@ jc_as() {
     # In a subshell (a background job, a command substitution) exec, so that $! and signals
     # reach jobctl itself rather than a bash wrapper.
     local ex=
-    [ "$BASHPID" != "${TEST_BASHPID:-$$}" ] && ex=exec
+    # shellcheck disable=SC2031 # read in the same subshell that set it (see check)
+    [ "$BASHPID" != "${TEST_BASHPID:-$$}" ] && ex="exec"
     $ex "$BIN/jobctl" --server "127.0.0.1:$PORT" --server-name localhost --cert "$crt" \
         --key "$CERTS/$who.key" --ca "$CERTS/ca.crt" "$@"
 }

@@ -1,7 +1,7 @@
 """Interoperability check: a plain grpcio client with nothing but the .proto talks to the
 server. Usage: pyclient.py GENDIR CERTDIR PORT SCENARIO [ARGS]. Exits non-zero on any mismatch.
 Scenarios: interop, no-client-cert, cert:NAME, bad-requests, big-message, stop-race ROUNDS,
-churn CLIENTS SECONDS."""
+churn CLIENTS SECONDS, stop-storm GRACE_SECONDS."""
 import sys
 import time
 
@@ -342,5 +342,199 @@ elif scenario == "churn":
     if left:
         sys.exit(f"{len(left)} processes of stopped jobs remain: " + "; ".join(left[:5]))
     print("no process of any churned job left")
+elif scenario == "stop-storm":
+    # Issue 9: StopJob of jobs that ignore SIGTERM must not stall the rest of the server for the
+    # grace period. The server runs with --stop-grace GRACE_SECONDS. Eight jobs ignore SIGTERM;
+    # a ninth prints its clock (ns) every 50 ms and is followed (GetJobsStream follow) from before
+    # the storm. Then eight StopJob calls at once, and meanwhile, on a warm channel of their own,
+    # GetJob and GetJobs back to back. Required: GetJob/GetJobs p99 < 100 ms during the storm;
+    # the follower receives the lines written during the storm within 100 ms (p99) of their
+    # writing (same host, same clock); every StopJob answers STOPPED, after >= the grace period.
+    # Every wait is bounded; the jobs are stopped (or killed with the server) on any failure.
+    import os
+    import threading
+    grace = float(sys.argv[5])
+    LIMIT_MS = 100.0
+    nonce = "%06d" % (os.getpid() % 1000000)
+    marker = f"100.{nonce}"
+    ch_ctl, ch_stop, ch_probe, ch_follow = (channel("admin") for _ in range(4))
+    call_timeout = 2 * grace + 15  # today's stops take up to two grace periods (4 workers, 8 stops)
+    failures = []
+
+    def pct(v, p):
+        v = sorted(v)
+        return v[min(len(v) - 1, max(0, int(-(-p * len(v) // 100)) - 1))] if v else float("inf")
+
+    # The followed job and its follower, started and caught up before the storm.
+    fj = unary(ch_ctl, "CreateJob", pb.CreateJobReq(command="sh", args=[
+        "-c", 'while :; do date +%s%N; sleep 0.05; done', f"ticker{nonce}"]), pb.CreateJobRes).job
+    lines = []  # (write ns, receive ns)
+    first_line = threading.Event()
+    fcall = ch_follow.unary_stream(SVC + "GetJobsStream",
+                                   request_serializer=pb.GetJobsStreamReq.SerializeToString,
+                                   response_deserializer=pb.DataChunk.FromString)(
+        pb.GetJobsStreamReq(id=fj.id, follow=True), timeout=call_timeout + 60)
+
+    def follower():
+        buf = b""
+        try:
+            for c in fcall:
+                now = time.time_ns()
+                buf += c.data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if line.strip().isdigit():
+                        lines.append((int(line), now))
+                        first_line.set()
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                failures.append(f"follower: {e.code().name} {e.details()}")
+        first_line.set()
+
+    ft = threading.Thread(target=follower, daemon=True)
+    ft.start()
+    if not first_line.wait(10) or not lines:
+        sys.exit("the follower received no line within 10 s")
+
+    ids = []
+    for i in range(8):
+        j = unary(ch_ctl, "CreateJob", pb.CreateJobReq(command="sh", args=[
+            "-c", 'trap "" TERM; sleep "$0"', marker]), pb.CreateJobRes).job
+        if j.status != pb.JOB_STATUS_RUNNING:
+            sys.exit(f"stubborn job {i} is {pb.JobStatus.Name(j.status)}: {j.error}")
+        ids.append(j.id)
+    # Warm the probe channel (TLS handshake, HTTP/2 connection) before measuring.
+    for _ in range(3):
+        unary(ch_probe, "GetJob", pb.GetJobReq(id=fj.id), pb.GetJobRes)
+        unary(ch_probe, "GetJobs", pb.EmptyRequest(), pb.Jobs)
+    time.sleep(0.3)  # let the ticker settle after the creates
+
+    stops = {}  # id -> (seconds, job or error text)
+    storm_over = threading.Event()
+
+    def stopper(jid):
+        go.wait()
+        t = time.monotonic()
+        try:
+            j = ch_stop.unary_unary(SVC + "StopJob", request_serializer=pb.StopJobReq.SerializeToString,
+                                    response_deserializer=pb.StopJobRes.FromString)(
+                pb.StopJobReq(id=jid), timeout=call_timeout).job
+            stops[jid] = (time.monotonic() - t, j)
+        except grpc.RpcError as e:
+            stops[jid] = (time.monotonic() - t, f"{e.code().name} {e.details()}")
+
+    lat = {"GetJob": [], "GetJobs": []}
+    probe_errors = []
+
+    def probe():
+        go.wait()
+        # Until every stop answered and at least one grace period has passed; bounded.
+        t_end = time.monotonic() + call_timeout + 5
+        t_min = time.monotonic() + grace
+        while time.monotonic() < t_end and (not storm_over.is_set() or time.monotonic() < t_min):
+            for method, req, resp in (("GetJob", pb.GetJobReq(id=fj.id), pb.GetJobRes),
+                                      ("GetJobs", pb.EmptyRequest(), pb.Jobs)):
+                t = time.monotonic()
+                try:
+                    ch_probe.unary_unary(SVC + method, request_serializer=req.SerializeToString,
+                                         response_deserializer=resp.FromString)(req, timeout=call_timeout)
+                except grpc.RpcError as e:
+                    probe_errors.append(f"{method}: {e.code().name} {e.details()}")
+                lat[method].append((time.monotonic() - t) * 1000)
+            time.sleep(0.01)
+
+    late = {}
+
+    def late_follower():
+        # A follower that opens while the stops are under way: its first chunk (the ticker's
+        # output so far, from offset 0) must come within 100 ms as well.
+        go.wait()
+        time.sleep(0.5)
+        t = time.monotonic()
+        call = ch_late.unary_stream(SVC + "GetJobsStream",
+                                    request_serializer=pb.GetJobsStreamReq.SerializeToString,
+                                    response_deserializer=pb.DataChunk.FromString)(
+            pb.GetJobsStreamReq(id=fj.id, follow=True), timeout=call_timeout)
+        try:
+            for c in call:
+                if c.data:
+                    late["ms"] = (time.monotonic() - t) * 1000
+                    break
+        except grpc.RpcError as e:
+            late["error"] = f"{e.code().name} {e.details()}"
+        call.cancel()
+
+    ch_late = channel("admin")
+    unary(ch_late, "GetJobs", pb.EmptyRequest(), pb.Jobs)  # warm
+    ts = [threading.Thread(target=stopper, args=(jid,), daemon=True) for jid in ids]
+    pt = threading.Thread(target=probe, daemon=True)
+    lt = threading.Thread(target=late_follower, daemon=True)
+    go = threading.Barrier(10)
+    for t in ts + [pt, lt]:
+        t.start()
+    storm_t0 = time.time_ns()
+    for t in ts:
+        t.join(call_timeout + 10)
+    storm_over.set()
+    storm_t1 = time.time_ns()
+    pt.join(call_timeout + 10)
+    lt.join(call_timeout + 10)
+
+    # The follower: lines written while the storm lasted (plus the time for the last to arrive).
+    time.sleep(0.3)
+    fcall.cancel()
+    ft.join(5)
+    lags = [(rx - wr) / 1e6 for wr, rx in lines if storm_t0 <= wr <= storm_t1]
+    # Best effort: the ticker goes (a short timeout; the server's shutdown stops it anyway).
+    try:
+        unary(ch_ctl, "StopJob", pb.StopJobReq(id=fj.id), pb.StopJobRes)
+    except grpc.RpcError:
+        pass
+
+    both = lat["GetJob"] + lat["GetJobs"]
+    storm_s = (storm_t1 - storm_t0) / 1e9
+    print(f"storm: 8 StopJob at once, grace {grace:g} s, all answered after {storm_s:.1f} s")
+    for m in ("GetJob", "GetJobs"):
+        v = lat[m]
+        print(f"{m} during the storm: {len(v)} calls, p50 {pct(v, 50):.1f} ms, p99 {pct(v, 99):.1f} ms, "
+              f"max {max(v) if v else float('inf'):.1f} ms")
+    print(f"follower: {len(lags)} lines written during the storm, lag p50 {pct(lags, 50):.1f} ms, "
+          f"p99 {pct(lags, 99):.1f} ms, max {max(lags) if lags else float('inf'):.1f} ms")
+    print(f"late follower (opened 0.5 s into the storm): first chunk after "
+          f"{late['ms']:.1f} ms" if "ms" in late else f"late follower: no chunk ({late.get('error', 'timeout')})")
+    secs = sorted(s for s, _ in stops.values())
+    if secs:
+        print(f"stops answered after {secs[0]:.2f} .. {secs[-1]:.2f} s")
+
+    for m in ("GetJob", "GetJobs"):
+        if pct(lat[m], 99) >= LIMIT_MS:
+            failures.append(f"{m} p99 {pct(lat[m], 99):.1f} ms >= {LIMIT_MS:g} ms during the stop storm")
+    failures += probe_errors[:5]
+    if len(both) < 10:
+        failures.append(f"only {len(both)} GetJob/GetJobs calls completed during the storm (sequential calls)")
+    if late.get("ms", float("inf")) >= LIMIT_MS:
+        failures.append(f"a follower opened during the storm got its first chunk after "
+                        f"{late.get('ms', float('inf')):.1f} ms (>= {LIMIT_MS:g} ms) {late.get('error', '')}")
+    if len(lags) < 5:
+        failures.append(f"the follower received only {len(lags)} lines written during the storm")
+    elif pct(lags, 99) >= LIMIT_MS:
+        failures.append(f"follower lag p99 {pct(lags, 99):.1f} ms >= {LIMIT_MS:g} ms during the stop storm")
+    for jid in ids:
+        if jid not in stops:
+            failures.append(f"StopJob {jid} did not answer within {call_timeout + 10:g} s")
+            continue
+        secs, j = stops[jid]
+        if isinstance(j, str):
+            failures.append(f"StopJob {jid}: {j}")
+        elif j.status != pb.JOB_STATUS_STOPPED:
+            failures.append(f"StopJob {jid} answered {pb.JobStatus.Name(j.status)}, not STOPPED")
+        elif secs < grace:
+            failures.append(f"StopJob {jid} answered STOPPED after {secs:.2f} s, before the {grace:g} s grace")
+    left = procs_with([marker], settle=grace + 5)
+    if left:
+        failures.append(f"{len(left)} processes of stopped jobs remain: " + "; ".join(left[:3]))
+    if failures:
+        sys.exit("stop-storm FAILED:\n  " + "\n  ".join(failures))
+    print("stop-storm ok")
 else:
     sys.exit("unknown scenario " + scenario)

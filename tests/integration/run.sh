@@ -71,6 +71,7 @@ t_binary_output() {
     wait_status "$id" COMPLETED || return 1
     jc stream "$id" | "$TESTBIN/pattern" --check 3M 11 || return 1
     # Every byte value, no trailing newline.
+    # shellcheck disable=SC2016 # the loop is the job's shell script
     jc run sh -c 'i=0; while [ $i -lt 256 ]; do printf "\\$(printf %o $i)"; i=$((i+1)); done' >"$T/all.bin" || return 1
     $PY -c 'import sys; d=open(sys.argv[1],"rb").read(); sys.exit(0 if d==bytes(range(256)) else "got %d bytes"%len(d))' "$T/all.bin"
 }
@@ -263,6 +264,7 @@ source "$REPO/tests/integration/streaming.sh"
 [ -f "$REPO/tests/integration/security.sh" ] && source "$REPO/tests/integration/security.sh"
 source "$REPO/tests/integration/hardening.sh"
 source "$REPO/tests/integration/daemon.sh"
+source "$REPO/tests/integration/stopstorm.sh"
 
 echo "integration: $PASSED passed, $FAILED failed"
 if [ "$FAILED" -ne 0 ]; then

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Certificates and the TLS front door (sourced by run.sh): CRL checks, SIGHUP reload of
 # certificate, key, CA and CRL, clientAuth usage, non-TLS and old-TLS clients, idle connections.
 # Runs its own server on copies of the TLS files, so that tests can change them.
@@ -162,6 +163,7 @@ check "--crl FILE works; garbage, empty, expired or foreign-CA CRLs refuse to st
 t_sighup_new_crl() {
     local id fpid expect ok
     # A job that writes for 6 s, followed from before the reload to its end.
+    # shellcheck disable=SC2016 # the loop is the job's shell script
     id=$(jc create sh -c 'i=0; while [ $i -lt 60 ]; do echo "line $i"; i=$((i+1)); sleep 0.1; done') || return 1
     wait_status "$id" RUNNING || return 1
     jc stream --follow "$id" >"$SEC/follow.out" 2>"$SEC/follow.err" &
@@ -350,6 +352,7 @@ check "TLS 1.1 ClientHello refused (unsupported protocol), server healthy" t_tls
 
 t_idle_connections() {
     local fds_before fds_after
+    # shellcheck disable=SC2012 # counting /proc/PID/fd entries (numeric names)
     fds_before=$(ls "/proc/$SERVER_PID/fd" | wc -l)
     # 200 connections that never send a ClientHello; meanwhile a real client must be served
     # within 2 s, and the server must close every idle one by its 10 s handshake timeout.
@@ -388,6 +391,7 @@ if last > 13:
 EOF
     jc list >/dev/null || return 1
     sleep 0.5
+    # shellcheck disable=SC2012 # counting /proc/PID/fd entries (numeric names)
     fds_after=$(ls "/proc/$SERVER_PID/fd" | wc -l)
     # Every idle connection's descriptor is gone again (a few of gRPC's own may come and go).
     [ "$fds_after" -le "$((fds_before + 5))" ] ||

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Streaming behaviours (sourced by run.sh): output cap, stream caps, follow latency, resume
 # after a cut connection. Runs its own server with small caps.
 

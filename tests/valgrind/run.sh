@@ -1,4 +1,5 @@
 #!/bin/bash
+# shellcheck disable=SC2119 # start_server takes its own flags, not the script's arguments
 # valgrind tier: the real jobworker-server under memcheck, driven by the real jobctl and the
 # Python grpcio client through a subset of the integration scenarios that reaches every RPC, the
 # error paths (bad requests, refused roles and certificates), the job life cycle (exit,
@@ -33,6 +34,7 @@ export JW_SERVER_WRAPPER="env LD_PRELOAD=$SHIM valgrind --tool=memcheck --leak-c
     --errors-for-leak-kinds=definite --error-exitcode=99 --num-callers=40 --trace-children=no
     --child-silent-after-fork=yes --suppressions=$VG_DIR/grpc.supp --gen-suppressions=all
     --log-file=$T/vg/server.%p.log"
+# shellcheck disable=SC2116,SC2086 # joins the lines into one: start_server reads one line
 JW_SERVER_WRAPPER=$(echo $JW_SERVER_WRAPPER)
 export JW_SERVER_START_SECONDS=120
 started=$(date +%s)
