@@ -4,8 +4,8 @@
 SHELL := /bin/bash
 CC ?= gcc
 SANITIZE ?=
-VARIANT := $(if $(SANITIZE),san-$(subst $(comma),-,$(SANITIZE)),release)
 comma := ,
+VARIANT := $(if $(SANITIZE),san-$(subst $(comma),-,$(SANITIZE)),release)
 BUILD ?= build/$(VARIANT)
 GEN := $(BUILD)/gen
 PKGS := grpc libprotobuf-c openssl libcap

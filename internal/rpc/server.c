@@ -246,7 +246,8 @@ static int handle_stop(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error
         return jw_error_errno(err, ENOMEM, "stop job '%s'", id);
     ps->srv = srv;
     ps->call = in->call;
-    ps->caller = *in->caller;
+    if (in->caller) /* always, once authorized */
+        ps->caller = *in->caller;
     pthread_mutex_lock(&srv->lock);
     srv->pending_stops++;
     pthread_mutex_unlock(&srv->lock);

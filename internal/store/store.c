@@ -199,7 +199,7 @@ static int table_grow(store *s)
         s->cap = cap;
     }
     if (s->n + 1 > s->n_buckets) {
-        size_t nb = s->n_buckets * 2;
+        size_t nb = s->n_buckets ? s->n_buckets * 2 : 1024;
         store_job **buckets = calloc(nb, sizeof(*buckets));
         if (!buckets)
             return -ENOMEM;

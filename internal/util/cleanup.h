@@ -25,6 +25,7 @@
 
 /* Defines `static inline void <fn>p(type **p)` that calls fn(*p) when *p is not NULL. */
 #define JW_DEFINE_POINTER_CLEANUP(type, fn)                                                        \
+    /* NOLINTNEXTLINE(bugprone-macro-parentheses): a type cannot be parenthesised */               \
     static inline void fn##p(type **p)                                                             \
     {                                                                                              \
         if (*p)                                                                                    \

@@ -3,6 +3,7 @@
 #include "util/cleanup.h"
 
 #include <dirent.h>
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdbool.h>
@@ -158,6 +159,7 @@ int rm_tree_at_count(int parent, const char *name, size_t *ret_failed)
         walk_fail(&w, r);
         goto out;
     }
+    assert(w.stack && w.depth == 1); /* walk_push succeeded */
     w.root_dev = w.stack[0].dev;
     walk_scan(&w, cur);
 

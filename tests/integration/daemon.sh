@@ -15,7 +15,10 @@ server_refuses() {
         --cert "$CERTS/server.crt" --key "$CERTS/server.key" --ca "$CERTS/ca.crt" \
         --data-dir "$dir" "$@" >"$DZ/refused.log" 2>&1
     rc=$?
-    [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { echo "server did not refuse (rc $rc)" >&2; return 1; }
+    if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ]; then
+        echo "server did not refuse (rc $rc)" >&2
+        return 1
+    fi
     expect_contains "$(cat "$DZ/refused.log")" "$want"
 }
 
