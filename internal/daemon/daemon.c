@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -356,8 +357,33 @@ static void serve(server_state *d, const sigset_t *sigs)
     }
 }
 
+/* Every connection, stream, job pipe and pidfd is an fd: the common soft limit of 1024 is
+ * reached by about a thousand idle TCP connections, and gRPC 1.51 stops accepting for good
+ * after an EMFILE. Raise the soft limit to the hard limit, as systemd services get, and say so. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
+        log_warning("getrlimit(RLIMIT_NOFILE): %m, ignoring");
+        return;
+    }
+    if (rl.rlim_cur == rl.rlim_max) {
+        log_info("open files limit: %llu", (unsigned long long)rl.rlim_cur);
+        return;
+    }
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        log_warning("raise the open files limit from %llu to %llu: %m, ignoring",
+                    (unsigned long long)old, (unsigned long long)rl.rlim_max);
+    else
+        log_info("open files limit raised from %llu to the hard limit %llu",
+                 (unsigned long long)old, (unsigned long long)rl.rlim_max);
+}
+
 int daemon_run(const daemon_config *cfg)
 {
+    raise_fd_limit();
     /* Signals are taken synchronously by this thread; every thread started from here on
      * (gRPC's included) inherits the mask. */
     sigset_t sigs;

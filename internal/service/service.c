@@ -63,6 +63,9 @@ int service_create_job(service *svc, const auth_identity *caller, const job_requ
     r = job_request_validate(req, &svc->cfg.host, err);
     if (r < 0)
         return r;
+    r = store_check_space(svc->cfg.st, SERVICE_MIN_FREE_BYTES, err);
+    if (r < 0)
+        return r;
     /* Without cgroups nothing is enforced, and the job says so instead of showing defaults. */
     job_limits eff = {0};
     if (svc->cfg.host.cgroups) {
@@ -255,6 +258,16 @@ service_stream_step service_stream_next(service_stream *s, size_t max, size_t *r
         }
         store_job_info info;
         store_job_snapshot(s->job, &info);
+        if (info.output_dropped > 0 && info.output_errno) {
+            char ebuf[128];
+            jw_error_set(err, JW_RESOURCE_EXHAUSTED, -info.output_errno,
+                         "output of job %s after byte %" PRId64 " could not be stored on the "
+                         "server (%s); %" PRId64 " bytes were dropped%s",
+                         s->job_id, info.output_errno_at,
+                         jw_strerror(info.output_errno, ebuf, sizeof(ebuf)), info.output_dropped,
+                         closed ? "" : " (the job is still running)");
+            return SERVICE_STREAM_END;
+        }
         if (info.output_dropped > 0) {
             /* Nothing past the cap is kept: say so instead of ending as if complete. */
             jw_error_set(err, JW_RESOURCE_EXHAUSTED, -ENOSPC,

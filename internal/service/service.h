@@ -25,6 +25,10 @@
 
 typedef struct service service;
 
+/* CreateJob is refused (RESOURCE_EXHAUSTED) while the data directory's file system has less
+ * free than this: a job started then would lose its output. */
+#define SERVICE_MIN_FREE_BYTES (1024 * 1024)
+
 typedef struct service_config {
     store *st;
     supervisor *sv;

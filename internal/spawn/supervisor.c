@@ -542,6 +542,16 @@ static void finish_entry(supervisor *sv, sv_entry *e)
                  "killed by the OOM killer (%lld kill(s), peak memory %lld bytes)",
                  (long long)cu.oom_kills, (long long)cu.memory_peak);
     }
+    /* Output that could not be stored is part of the job's record, not only of the log. */
+    store_job_info oi;
+    store_job_snapshot(e->job, &oi);
+    if (oi.output_errno && !error[0]) {
+        char ebuf[128];
+        snprintf(error, sizeof(error),
+                 "output after byte %lld could not be stored: %s (%lld bytes dropped)",
+                 (long long)oi.output_errno_at, jw_strerror(oi.output_errno, ebuf, sizeof(ebuf)),
+                 (long long)oi.output_dropped);
+    }
     /* Release everything of the job's before announcing its end, so that whoever waits for
      * the end finds no cgroup, no working directory, no fd and no entry of it left. */
     close_fd(&e->pidfd);

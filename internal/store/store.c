@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,6 +61,8 @@ struct store_job {
     job_usage usage;
     int64_t output_size;
     int64_t output_dropped;
+    int output_errno;        /* the first write that failed (ENOSPC...); 0 = none */
+    int64_t output_errno_at; /* output_size when it failed */
     bool output_closed;
     int out_fd; /* write end of the output file while the job may produce output */
     store_sub *subs;
@@ -162,6 +165,21 @@ void store_job_unref(store_job *job)
 {
     if (job && atomic_fetch_sub(&job->refs, 1) == 1)
         job_free(job);
+}
+
+int store_check_space(store *s, int64_t min_free, jw_error *err)
+{
+    struct statvfs sv;
+    if (statvfs(s->output_dir, &sv) < 0)
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "check free space of '%s'",
+                                   s->output_dir);
+    int64_t avail = (int64_t)sv.f_bavail * (int64_t)sv.f_frsize;
+    if (avail < min_free)
+        return jw_error_set(err, JW_RESOURCE_EXHAUSTED, -ENOSPC,
+                            "no space left for job output in '%s' (%lld bytes free, %lld "
+                            "needed): new jobs are refused until space is freed",
+                            s->output_dir, (long long)avail, (long long)min_free);
+    return 0;
 }
 
 void store_free(store *s)
@@ -500,6 +518,8 @@ void store_job_snapshot(store_job *job, store_job_info *ret)
     ret->usage = job->usage;
     ret->output_bytes = job->output_size;
     ret->output_dropped = job->output_dropped;
+    ret->output_errno = job->output_errno;
+    ret->output_errno_at = job->output_errno_at;
     pthread_mutex_unlock(&job->lock);
 }
 
@@ -573,6 +593,10 @@ int store_job_append(store_job *job, const void *buf, size_t len)
     }
 
     pthread_mutex_lock(&job->lock);
+    if (r < 0 && job->output_errno == 0) {
+        job->output_errno = -r;
+        job->output_errno_at = job->output_size;
+    }
     job->output_size += (int64_t)keep;
     job->output_dropped += (int64_t)(len - keep);
     wake_subs(job);

@@ -66,7 +66,9 @@ typedef struct store_job_info {
     char error[256];
     job_usage usage;
     int64_t output_bytes;
-    int64_t output_dropped; /* bytes discarded: past max_output_bytes or not writable */
+    int64_t output_dropped;  /* bytes discarded: past max_output_bytes or not writable */
+    int output_errno;        /* why output could not be written (ENOSPC...); 0 = only the cap */
+    int64_t output_errno_at; /* the output's size when that write failed */
     job_network network;
     const char *user;
 } store_job_info;
@@ -75,6 +77,11 @@ int store_new(const store_config *cfg, store **ret, jw_error *err);
 /* Frees the table and every job reference it holds; removes no output file. */
 void store_free(store *s);
 const char *store_output_dir(const store *s);
+
+/* Whether the data directory's file system has at least min_free bytes free for unprivileged
+ * writers: RESOURCE_EXHAUSTED naming the directory and what is free when not, so that new jobs
+ * are refused while the disk is full instead of running with their output thrown away. */
+int store_check_space(store *s, int64_t min_free, jw_error *err);
 
 /* Creates a job in INITIALIZING with a fresh UUIDv4 id and an empty output file, and inserts it.
  * Copies command, args and owner. Returns a new reference. */

@@ -67,6 +67,49 @@ t_dz_bad_port() {
 }
 check "--listen 127.0.0.1:99999 is refused instead of listening on another port" t_dz_bad_port
 
+
+# A full data disk: bytes that cannot be stored are counted as dropped, the job's record and its
+# readers say why, the log says it once, and new jobs are refused until space is freed.
+t_dz_disk_full() {
+    local d="$DZ/full" port pid id json out log
+    mkdir -p "$d"
+    mount -t tmpfs -o size=3m,mode=0700 jw-it-full "$d" || { echo "cannot mount a tmpfs" >&2; return 1; }
+    port=$(free_port)
+    log="$DZ/full.log"
+    "$BIN/jobworker-server" --listen "127.0.0.1:$port" --no-cgroups --cert "$CERTS/server.crt" \
+        --key "$CERTS/server.key" --ca "$CERTS/ca.crt" --data-dir "$d" >"$log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.05; done
+    fj() { "$BIN/jobctl" --server "127.0.0.1:$port" --server-name localhost \
+        --cert "$CERTS/admin.crt" --key "$CERTS/admin.key" --ca "$CERTS/ca.crt" "$@"; }
+    id=$(fj create sh -c 'head -c 5000000 /dev/zero; echo tail') || { kill "$pid"; umount "$d"; return 1; }
+    for _ in $(seq 100); do
+        json=$(fj -o json get "$id")
+        [ "$(json_field "$json" status)" = COMPLETED ] && break
+        sleep 0.1
+    done
+    local rc=0
+    expect_eq "$(json_field "$json" status)" COMPLETED || rc=1
+    [ "$(json_field "$json" output_dropped_bytes)" -gt 1000000 ] ||
+        { echo "dropped bytes not counted: $json" >&2; rc=1; }
+    expect_contains "$(json_field "$json" error)" "could not be stored: No space left on device" || rc=1
+    out=$(fj stream "$id" 2>&1 >/dev/null) && { echo "stream ended OK on lost output" >&2; rc=1; }
+    expect_contains "$out" "RESOURCE_EXHAUSTED: output of job $id after byte" || rc=1
+    expect_contains "$out" "No space left on device" || rc=1
+    out=$(fj create true 2>&1) && { echo "create accepted on a full disk" >&2; rc=1; }
+    expect_contains "$out" "RESOURCE_EXHAUSTED: no space left for job output in '$d/output'" || rc=1
+    [ "$(grep -c "job $id.*No space left" "$log")" -eq 1 ] ||
+        { echo "expected one log line for the job: $(grep -c "job $id" "$log")" >&2; rc=1; }
+    # Space freed: jobs are accepted again.
+    : >"$d/output/$id.out"
+    fj create true >/dev/null || { echo "create refused after space was freed" >&2; rc=1; }
+    kill "$pid"
+    wait "$pid"
+    umount "$d" || rc=1
+    return "$rc"
+}
+check "full data disk: dropped output counted and explained to GetJob, readers and the log; creates refused until space is freed" t_dz_disk_full
+
 # ---- a server of our own for the rest ----
 
 start_server --max-streams-per-client 2 || exit 1
