@@ -71,16 +71,16 @@ check "--listen 127.0.0.1:99999 is refused instead of listening on another port"
 # A full data disk: bytes that cannot be stored are counted as dropped, the job's record and its
 # readers say why, the log says it once, and new jobs are refused until space is freed.
 t_dz_disk_full() {
-    local d="$DZ/full" port pid id json out log
+    local d="$DZ/full" fport pid id json out log
     mkdir -p "$d"
     mount -t tmpfs -o size=3m,mode=0700 jw-it-full "$d" || { echo "cannot mount a tmpfs" >&2; return 1; }
-    port=$(free_port)
+    fport=$(free_port)
     log="$DZ/full.log"
-    "$BIN/jobworker-server" --listen "127.0.0.1:$port" --no-cgroups --cert "$CERTS/server.crt" \
+    "$BIN/jobworker-server" --listen "127.0.0.1:$fport" --no-cgroups --cert "$CERTS/server.crt" \
         --key "$CERTS/server.key" --ca "$CERTS/ca.crt" --data-dir "$d" >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.05; done
-    fj() { "$BIN/jobctl" --server "127.0.0.1:$port" --server-name localhost \
+    fj() { "$BIN/jobctl" --server "127.0.0.1:$fport" --server-name localhost \
         --cert "$CERTS/admin.crt" --key "$CERTS/admin.key" --ca "$CERTS/ca.crt" "$@"; }
     id=$(fj create sh -c 'head -c 5000000 /dev/zero; echo tail') || { kill "$pid"; umount "$d"; return 1; }
     for _ in $(seq 100); do
