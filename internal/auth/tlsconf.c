@@ -96,6 +96,19 @@ static int parse_ca(const char *path, const char *pem, STACK_OF(X509) * *ret, jw
     return 0;
 }
 
+int auth_check_ca_pem(const char *path, const char *pem, int *ret_n, jw_error *err)
+{
+    ERR_set_mark();
+    _cleanup_x509_stack_ STACK_OF(X509) *cas = NULL;
+    int r = parse_ca(path, pem, &cas, err);
+    ERR_pop_to_mark();
+    if (r < 0)
+        return r;
+    if (ret_n)
+        *ret_n = sk_X509_num(cas);
+    return 0;
+}
+
 /* Checks one CRL against the CA bundle and the clock. */
 static int check_crl(const char *path, X509_CRL *crl, STACK_OF(X509) * cas, const char *ca_path,
                      jw_error *err)
