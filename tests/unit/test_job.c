@@ -1,5 +1,6 @@
 /* Validation table and state machine of internal/job. */
 #include "job/job.h"
+#include "rpc/codec.h"
 
 #include <errno.h>
 
@@ -269,6 +270,36 @@ static void test_utf8_request(void **state)
     expect_invalid(&creq, "command is not valid UTF-8 (byte 0xc0 at offset 0)");
 }
 
+/* The Job message as callers get it (rpc/codec): the host pid of job-init for admins, 0 for
+ * viewers (docs/api.md, "Job.pid"); everything else the same. */
+static void test_codec_job_view(void **state)
+{
+    (void)state;
+    const char *args[] = {"1"};
+    store_job_info info = {.id = "00000000-0000-4000-8000-000000000001",
+                           .command = "sleep",
+                           .args = args,
+                           .nargs = 1,
+                           .owner = "alice",
+                           .user = "nobody (65534:65534)",
+                           .status = JOB_STATUS_RUNNING,
+                           .pid = 4242,
+                           .start_time_ns = 7};
+    Jobworker__V1__Job admin, viewer, legacy;
+    Jobworker__V1__ResourceLimits la, lv, ll;
+    Jobworker__V1__ResourceUsage ua, uv, ul;
+    codec_job_view(&info, true, &admin, &la, &ua);
+    codec_job_view(&info, false, &viewer, &lv, &uv);
+    codec_job_from_info(&info, &legacy, &ll, &ul);
+    assert_int_equal(admin.pid, 4242);
+    assert_int_equal(viewer.pid, 0);
+    assert_int_equal(legacy.pid, 4242); /* today's call sites: unchanged until rpc passes roles */
+    assert_string_equal(viewer.id, info.id);
+    assert_int_equal(viewer.status, JOB_STATUS_RUNNING);
+    assert_int_equal(viewer.start_time_unix_ns, 7);
+    assert_string_equal(viewer.owner, "alice");
+}
+
 static void test_no_cgroups(void **state)
 {
     (void)state;
@@ -352,11 +383,12 @@ static void test_host_probe(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_limits_table),  cmocka_unit_test(test_command_rules),
-        cmocka_unit_test(test_args_rules),    cmocka_unit_test(test_argv_total),
-        cmocka_unit_test(test_utf8),          cmocka_unit_test(test_utf8_request),
-        cmocka_unit_test(test_no_cgroups),    cmocka_unit_test(test_resolve),
-        cmocka_unit_test(test_state_machine), cmocka_unit_test(test_host_probe),
+        cmocka_unit_test(test_limits_table),   cmocka_unit_test(test_command_rules),
+        cmocka_unit_test(test_args_rules),     cmocka_unit_test(test_argv_total),
+        cmocka_unit_test(test_utf8),           cmocka_unit_test(test_utf8_request),
+        cmocka_unit_test(test_codec_job_view), cmocka_unit_test(test_no_cgroups),
+        cmocka_unit_test(test_resolve),        cmocka_unit_test(test_state_machine),
+        cmocka_unit_test(test_host_probe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
