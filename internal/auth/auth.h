@@ -83,8 +83,15 @@ int auth_read_pem_file(const char *path, char **ret, jw_error *err);
 /* Checks that cert_pem's first certificate and key_pem's private key (both NUL-terminated, e.g.
  * from auth_read_pem_file) parse and belong together, so that a server or client can refuse to
  * start with a clear message instead of gRPC's handshake failing later. An encrypted key is
- * refused (nothing may prompt for a passphrase). -EINVAL with INVALID_ARGUMENT on any problem. */
+ * refused (nothing may prompt for a passphrase). INVALID_ARGUMENT on any problem: -EKEYREJECTED
+ * when both parse but the key is not the certificate's (so a caller can say "the key does not
+ * match the certificate" with its paths), -EINVAL otherwise. */
 int auth_check_key_pair(const char *cert_pem, const char *key_pem, jw_error *err);
+
+/* Checks that `pem` (NUL-terminated, read from `path`) is a CA bundle that gRPC can load: every
+ * PEM block parses as a certificate and there is at least one. Errors name `path`
+ * (INVALID_ARGUMENT, -EINVAL). `ret_n` (may be NULL) gets the number of certificates. */
+int auth_check_ca_pem(const char *path, const char *pem, int *ret_n, jw_error *err);
 
 /* ---- The server's TLS material (tlsconf.c) ----
  *
@@ -128,14 +135,16 @@ typedef struct auth_tls_summary {
 
 /* Reads and checks the files without staging anything (for a clear error before start-up goes
  * further). Checks: each file exists, is at most AUTH_PEM_MAX bytes and parses; the key is
- * unencrypted and belongs to the certificate; the CA bundle holds at least one certificate; each
- * CRL is issued by a certificate of the CA bundle (same subject) and its signature verifies with
- * that certificate's key, its lastUpdate is not in the future and its nextUpdate, if any, is not
- * in the past: OpenSSL refuses every client certificate of a CA whose CRL has expired, so such a
- * CRL is refused here instead. A CRL file must hold at least one CRL; a CRL directory may hold
- * none. Identical CRLs (a file and its c_rehash link) count once; at most 4096 CRLs. Errors name
- * the file: INVALID_ARGUMENT, with the errno of a failed open/read or -EINVAL. `ret` (may be
- * NULL) is written only on success. */
+ * unencrypted and belongs to the certificate; the certificate (its leaf) is within its
+ * notBefore/notAfter dates now and, when it has an extendedKeyUsage, lists serverAuth (clients
+ * refuse it otherwise; no such extension is unrestricted, RFC 5280); the CA bundle holds at least
+ * one certificate; each CRL is issued by a certificate of the CA bundle (same subject) and its
+ * signature verifies with that certificate's key, its lastUpdate is not in the future and its
+ * nextUpdate, if any, is not in the past: OpenSSL refuses every client certificate of a CA whose
+ * CRL has expired, so such a CRL is refused here instead. A CRL file must hold at least one CRL; a
+ * CRL directory may hold none. Identical CRLs (a file and its c_rehash link) count once; at most
+ * 4096 CRLs. Errors name the file: INVALID_ARGUMENT, with the errno of a failed open/read or
+ * -EINVAL. `ret` (may be NULL) is written only on success. */
 int auth_tls_check_files(const auth_tls_paths *paths, auth_tls_summary *ret, jw_error *err);
 
 typedef struct auth_tls_stage auth_tls_stage;

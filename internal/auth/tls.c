@@ -152,7 +152,7 @@ static int check_key_pair(const char *cert_pem, const char *key_pem, jw_error *e
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
                             "key is not an unencrypted PEM private key: %s", auth_ossl_reason());
     if (X509_check_private_key(cert, key) != 1)
-        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EKEYREJECTED,
                             "private key does not belong to the certificate: %s",
                             auth_ossl_reason());
     return 0;

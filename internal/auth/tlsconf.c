@@ -96,6 +96,19 @@ static int parse_ca(const char *path, const char *pem, STACK_OF(X509) * *ret, jw
     return 0;
 }
 
+int auth_check_ca_pem(const char *path, const char *pem, int *ret_n, jw_error *err)
+{
+    ERR_set_mark();
+    _cleanup_x509_stack_ STACK_OF(X509) *cas = NULL;
+    int r = parse_ca(path, pem, &cas, err);
+    ERR_pop_to_mark();
+    if (r < 0)
+        return r;
+    if (ret_n)
+        *ret_n = sk_X509_num(cas);
+    return 0;
+}
+
 /* Checks one CRL against the CA bundle and the clock. */
 static int check_crl(const char *path, X509_CRL *crl, STACK_OF(X509) * cas, const char *ca_path,
                      jw_error *err)
@@ -267,6 +280,53 @@ static int load_crl_dir(crl_ctx *c, const char *path, jw_error *err)
     return r;
 }
 
+/* The server's own certificate (the leaf, first in the file): a client refuses one that is
+ * outside its validity dates or whose extendedKeyUsage lacks serverAuth, so the server would
+ * start and then fail every handshake without a word. Refused here, at start and on reload, with
+ * the date or the usage in the message. An absent extendedKeyUsage is unrestricted (RFC 5280
+ * 4.2.1.12) and accepted, as OpenSSL's ssl_server purpose check does. */
+static int check_server_cert(const char *path, const char *pem, jw_error *err)
+{
+    _cleanup_bio_ BIO *bio = BIO_new_mem_buf(pem, -1);
+    if (!bio)
+        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "server certificate '%s': out of memory",
+                            path);
+    _cleanup_x509_ X509 *cert = PEM_read_bio_X509(bio, NULL, auth_no_password_cb, NULL);
+    if (!cert)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "server certificate '%s' is not a PEM X.509 certificate: %s", path,
+                            auth_ossl_reason());
+    char when[64];
+    const ASN1_TIME *nb = X509_get0_notBefore(cert), *na = X509_get0_notAfter(cert);
+    int c = X509_cmp_current_time(nb);
+    if (c == 0 || c > 0) {
+        time_str(nb, when, sizeof(when));
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            c == 0 ? "server certificate '%s' has an unreadable notBefore date"
+                                   : "server certificate '%s' is not valid yet: notBefore %s",
+                            path, when);
+    }
+    c = X509_cmp_current_time(na);
+    if (c == 0 || c < 0) {
+        time_str(na, when, sizeof(when));
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            c == 0 ? "server certificate '%s' has an unreadable notAfter date"
+                                   : "server certificate '%s' has expired: notAfter %s",
+                            path, when);
+    }
+    uint32_t flags = X509_get_extension_flags(cert);
+    if (flags & EXFLAG_INVALID)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "server certificate '%s' has invalid or duplicate extensions", path);
+    if ((flags & EXFLAG_XKUSAGE) && !(X509_get_extended_key_usage(cert) & XKU_SSL_SERVER))
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "server certificate '%s' has an extendedKeyUsage without serverAuth: "
+                            "clients refuse it (issue it with serverAuth, or without the "
+                            "extension)",
+                            path);
+    return 0;
+}
+
 static int load_material(const auth_tls_paths *p, tls_material *ret, jw_error *err)
 {
     if (!p || !p->cert || !p->key || !p->ca)
@@ -284,6 +344,8 @@ static int load_material(const auth_tls_paths *p, tls_material *ret, jw_error *e
         if (r < 0)
             jw_error_wrap(err, r, "server certificate '%s' and key '%s'", p->cert, p->key);
     }
+    if (r >= 0)
+        r = check_server_cert(p->cert, m.cert, err);
     if (r >= 0)
         r = parse_ca(p->ca, m.ca, &cas, err);
     if (r >= 0) {

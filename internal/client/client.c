@@ -1,5 +1,7 @@
 #include "client/client.h"
 
+#include "auth/auth.h"
+
 #include "util/cleanup.h"
 #include "util/fileio.h"
 
@@ -91,6 +93,26 @@ int jw_client_read_pem(const char *path, const char *what, const char *hint, cha
     return 0;
 }
 
+int jw_client_check_files(const jw_client_config *cfg, const char *cert, const char *key,
+                          const char *ca, jw_error *err)
+{
+    /* gRPC would only fail the first call with "UNAVAILABLE: empty address list" (its
+     * credentials cannot be built from a mismatched pair) or a handshake error; say which file
+     * is wrong before connecting. */
+    int r = auth_check_key_pair(cert, key, err);
+    if (r == -EKEYREJECTED)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, r,
+                            "the key '%s' does not match the certificate '%s'", cfg->key_path,
+                            cfg->cert_path);
+    if (r < 0)
+        return jw_error_wrap(err, r, "client certificate '%s' and key '%s'", cfg->cert_path,
+                             cfg->key_path);
+    r = auth_check_ca_pem(cfg->ca_path, ca, NULL, err);
+    if (r < 0)
+        return r;
+    return 0;
+}
+
 int jw_client_new(const jw_client_config *cfg, jw_client **ret, jw_error *err)
 {
     _cleanup_free_ char *cert = NULL, *ca = NULL;
@@ -108,6 +130,9 @@ int jw_client_new(const jw_client_config *cfg, jw_client **ret, jw_error *err)
     if (r < 0)
         return r;
     r = jw_client_read_pem(cfg->ca_path, "CA certificate", cfg->ca_hint, &ca, err);
+    if (r < 0)
+        return r;
+    r = jw_client_check_files(cfg, cert, key, ca, err);
     if (r < 0)
         return r;
 

@@ -55,11 +55,19 @@ typedef struct jw_client_config {
 
 typedef struct jw_client jw_client;
 
-/* Calls grpc_init(), reads the three PEM files (O_CLOEXEC, at most JW_CLIENT_PEM_MAX bytes each)
- * and creates the channel. The channel connects lazily: an unreachable server shows up as
- * UNAVAILABLE on the first call, which fails fast (no wait-for-ready). Unless GRPC_VERBOSITY or
- * GRPC_TRACE is set, it also silences gRPC's own (process-wide) log lines: every failure already
- * reaches the caller as a status carrying gRPC's message. */
+/* Checks the PEM text read from the three files of cfg before any connection: the key belongs
+ * to the certificate ("the key 'K' does not match the certificate 'C'", -EKEYREJECTED), both
+ * parse (an encrypted key is refused), and the CA file holds certificates only. Messages name
+ * the paths; INVALID_ARGUMENT. */
+int jw_client_check_files(const jw_client_config *cfg, const char *cert, const char *key,
+                          const char *ca, jw_error *err);
+
+/* Calls grpc_init(), reads the three PEM files (O_CLOEXEC, at most JW_CLIENT_PEM_MAX bytes each),
+ * checks them (jw_client_check_files) and creates the channel. The channel connects lazily: an
+ * unreachable server shows up as UNAVAILABLE on the first call, which fails fast (no
+ * wait-for-ready). Unless GRPC_VERBOSITY or GRPC_TRACE is set, it also silences gRPC's own
+ * (process-wide) log lines: every failure already reaches the caller as a status carrying gRPC's
+ * message. */
 int jw_client_new(const jw_client_config *cfg, jw_client **ret, jw_error *err);
 /* Destroys the channel and calls grpc_shutdown(). Accepts NULL; returns NULL. No call may be in
  * progress and no thread may be inside jw_client_cancel(). */

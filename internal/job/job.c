@@ -4,18 +4,100 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
+/* The length of the valid UTF-8 sequence at s[0..len), or 0 when it is not one. The table of
+ * well-formed byte sequences is Unicode's (Table 3-7): the second byte's range after E0, ED, F0
+ * and F4 excludes overlong forms, surrogates and code points above U+10FFFF. */
+static size_t utf8_sequence(const unsigned char *s, size_t len)
+{
+    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
+    size_t n;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else
+        return 0;
+    if (len < n || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return n;
+}
+
+bool job_utf8_valid(const char *s, size_t len, size_t *ret_offset)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        size_t n = utf8_sequence(p + i, len - i);
+        if (n == 0) {
+            if (ret_offset)
+                *ret_offset = i;
+            return false;
+        }
+        i += n;
+    }
+    return true;
+}
+
+/* proto3 `string` fields must hold UTF-8: a job stored with anything else would make every
+ * Python, Go or Java client fail to decode GetJob and GetJobs, for every caller. */
 static int check_string(const char *field, const char *s, size_t len, size_t max, jw_error *err)
 {
+    size_t off;
     if (len > max)
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "%s is %zu bytes, the limit is %zu",
                             field, len, max);
     if (memchr(s, '\0', len) || strlen(s) != len)
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
                             "%s contains a NUL byte at position %zu", field, strlen(s));
+    if (!job_utf8_valid(s, len, &off))
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "%s is not valid UTF-8 (byte 0x%02x at offset %zu)", field,
+                            (unsigned char)s[off], off);
     return 0;
+}
+
+int64_t job_exec_args_max(uint64_t rlim_stack)
+{
+    const uint64_t stk_lim_max = 6ULL * 1024 * 1024; /* _STK_LIM / 4 * 3 */
+    const uint64_t arg_max_floor = 128 * 1024;       /* ARG_MAX: 32 pages */
+    uint64_t limit = rlim_stack / 4;
+    if (limit > stk_lim_max)
+        limit = stk_lim_max;
+    if (limit < arg_max_floor)
+        limit = arg_max_floor;
+    return (int64_t)limit;
+}
+
+size_t job_argv_total_max(const job_host *host)
+{
+    size_t max = JOB_ARGV_TOTAL_MAX;
+    if (host->exec_args_max > 0) {
+        int64_t budget = host->exec_args_max - JOB_EXEC_RESERVE;
+        if (budget < 0)
+            budget = 0;
+        if ((uint64_t)budget < max)
+            max = (size_t)budget;
+    }
+    return max;
 }
 
 static int limits_validate(const job_limits *lim, const job_host *host, jw_error *err)
@@ -83,14 +165,22 @@ int job_request_validate(const job_request *req, const job_host *host, jw_error 
         char field[32];
         snprintf(field, sizeof(field), "args[%zu]", i);
         r = check_string(field, req->args[i], len, JOB_ARG_MAX, err);
-        if (r < 0)
+        if (r < 0) {
+            if (len > JOB_ARG_MAX)
+                jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                             "%s is %zu bytes, the limit is %d (the kernel's MAX_ARG_STRLEN of "
+                             "131072 counts the terminating NUL)",
+                             field, len, JOB_ARG_MAX);
             return r;
+        }
         total += len + 1;
     }
-    if (total > JOB_ARGV_TOTAL_MAX)
+    size_t total_max = job_argv_total_max(host);
+    if (total > total_max)
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
-                            "command and args are %zu bytes together, the limit is %d", total,
-                            JOB_ARGV_TOTAL_MAX);
+                            "command and args are %zu bytes together (each counted with its "
+                            "terminating NUL), the limit is %zu",
+                            total, total_max);
     if (req->timeout_seconds < 0 || req->timeout_seconds > JOB_TIMEOUT_MAX_SECONDS)
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
                             "timeout_seconds %" PRId64 " is out of range 0..%d",
@@ -185,7 +275,12 @@ int job_host_probe(job_host *ret)
         return -errno;
     if (sysinfo(&si) < 0)
         return -errno;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_STACK, &rl) < 0)
+        return -errno;
     ret->ncpus = (int)n;
     ret->memory_bytes = (int64_t)si.totalram * si.mem_unit;
+    /* The jobs inherit the server's stack limit: job-init and the command are exec'd with it. */
+    ret->exec_args_max = job_exec_args_max(rl.rlim_cur);
     return 0;
 }

@@ -14,10 +14,24 @@
 #include <stdint.h>
 
 /* Caps on what a client can make the server allocate for one request. */
-#define JOB_COMMAND_MAX         4096         /* bytes of the command (a path or a name on PATH) */
-#define JOB_ARG_MAX             (128 * 1024) /* bytes of one argument, the kernel's MAX_ARG_STRLEN */
-#define JOB_ARGC_MAX            4096         /* number of arguments */
-#define JOB_ARGV_TOTAL_MAX      (1024 * 1024) /* bytes of command and all arguments together */
+#define JOB_COMMAND_MAX 4096 /* bytes of the command (a path or a name on PATH) */
+/* Bytes of one argument: the kernel's MAX_ARG_STRLEN (32 pages, 131072 with 4 KiB pages)
+ * counts the terminating NUL (fs/exec.c copy_strings: `len = strnlen_user(str, MAX_ARG_STRLEN);
+ * if (!len || len > MAX_ARG_STRLEN) E2BIG`, where len includes the NUL), so the longest argument
+ * execve accepts is one byte shorter. */
+#define JOB_ARG_MAX  (128 * 1024 - 1)
+#define JOB_ARGC_MAX 4096 /* number of arguments */
+/* Bytes of command and all arguments together, each counted with its NUL. execve refuses with
+ * E2BIG when the strings of argv and envp plus their pointers exceed
+ * min(RLIMIT_STACK / 4, 6 MiB) (but at least 128 KiB; fs/exec.c bprm_stack_limits). With the
+ * common 8 MiB stack limit that is 2 MiB: 1 MiB for the request leaves about 1 MiB for what the
+ * server adds (job-init's options, the environment, the pointers: JOB_EXEC_RESERVE at most). */
+#define JOB_ARGV_TOTAL_MAX (1024 * 1024)
+/* What the server adds to a job's exec on top of command and args, generously: job-init's path
+ * and options (--cgroup, --cgroup-rel, --workdir with paths up to PATH_MAX each, --uid, --gid,
+ * --hostname, --net-none, --), the environment (PATH, LANG, HOME, JOBWORKER_JOB_ID) and
+ * (JOB_ARGC_MAX + 32) pointers of 8 bytes: under 64 KiB; twice that is reserved. */
+#define JOB_EXEC_RESERVE        (128 * 1024)
 #define JOB_MEMORY_MIN          (4LL * 1024 * 1024)
 #define JOB_IO_BPS_MIN          4096LL      /* below a page a second io.max is meaningless */
 #define JOB_IO_BPS_MAX          (1LL << 50) /* 1 PiB/s; anything above is a typo */
@@ -72,6 +86,9 @@ typedef struct job_host {
     int64_t memory_bytes; /* physical RAM */
     bool cgroups;         /* false with --no-cgroups: any limit is FAILED_PRECONDITION */
     bool io_controller;   /* io.max can be applied */
+    /* What execve accepts for argv + envp on this host (job_exec_args_max of RLIMIT_STACK);
+     * 0 when not probed: then only JOB_ARGV_TOTAL_MAX applies. */
+    int64_t exec_args_max;
 } job_host;
 
 /* A request after decoding. Borrowed strings: the caller owns them. */
@@ -109,7 +126,23 @@ job_status job_status_for_reason(job_reason reason, int exit_code);
 const char *job_status_name(job_status s); /* "RUNNING" */
 const char *job_reason_name(job_reason r); /* "OOM_KILLED" */
 
-/* Reads the host's CPU count and RAM. */
+/* Reads the host's CPU count, RAM and exec budget (exec_args_max); other fields are left alone.
+ */
 int job_host_probe(job_host *ret);
+
+/* The bytes of argv and envp strings and pointers that execve accepts with a stack limit of
+ * `rlim_stack` bytes (RLIM_INFINITY allowed): the kernel's min(rlim_stack / 4, 6 MiB), at least
+ * 128 KiB (fs/exec.c bprm_stack_limits). */
+int64_t job_exec_args_max(uint64_t rlim_stack);
+
+/* The cap on command + args (bytes with their NULs) on `host`: JOB_ARGV_TOTAL_MAX, lowered when
+ * the host's exec budget minus JOB_EXEC_RESERVE is smaller (a server run with a small stack
+ * limit). */
+size_t job_argv_total_max(const job_host *host);
+
+/* Strict UTF-8 (RFC 3629): no overlong forms, no surrogates (U+D800..U+DFFF), nothing above
+ * U+10FFFF, no truncated sequence. Returns true when s[0..len) is valid; otherwise false and
+ * *ret_offset is the offset of the first byte of the first invalid sequence. Pure (fuzzable). */
+bool job_utf8_valid(const char *s, size_t len, size_t *ret_offset);
 
 #endif

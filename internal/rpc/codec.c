@@ -124,6 +124,12 @@ void codec_job_request_from_pb(const Jobworker__V1__CreateJobReq *req, job_reque
 void codec_job_from_info(const store_job_info *info, Jobworker__V1__Job *job,
                          Jobworker__V1__ResourceLimits *limits, Jobworker__V1__ResourceUsage *usage)
 {
+    codec_job_view(info, true, job, limits, usage);
+}
+
+void codec_job_view(const store_job_info *info, bool show_host_pid, Jobworker__V1__Job *job,
+                    Jobworker__V1__ResourceLimits *limits, Jobworker__V1__ResourceUsage *usage)
+{
     jobworker__v1__job__init(job);
     jobworker__v1__resource_limits__init(limits);
     jobworker__v1__resource_usage__init(usage);
@@ -138,7 +144,7 @@ void codec_job_from_info(const store_job_info *info, Jobworker__V1__Job *job,
     limits->pids_max = info->limits.pids_max;
     job->limits = limits;
     job->status = (Jobworker__V1__JobStatus)info->status;
-    job->pid = info->pid;
+    job->pid = show_host_pid ? info->pid : 0;
     job->start_time_unix_ns = info->start_time_ns;
     job->end_time_unix_ns = info->end_time_ns;
     job->exit_code = info->exit_code;

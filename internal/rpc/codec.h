@@ -8,6 +8,7 @@
 #include "util/error.h"
 
 #include <grpc/byte_buffer.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -26,7 +27,18 @@ int codec_check_create_strings(const uint8_t *buf, size_t len, jw_error *err);
 void codec_job_request_from_pb(const Jobworker__V1__CreateJobReq *req, job_request *ret);
 
 /* Fills a Job message from a snapshot. Pointers borrow from info and from *limits / *usage,
- * which the caller provides and keeps alive while the message is used. */
+ * which the caller provides and keeps alive while the message is used.
+ *
+ * `show_host_pid`: Job.pid is job-init's pid in the host's PID namespace. It is useful to an
+ * operator on the host (kill, perf, /proc/PID, nsenter) and is shown to admins, who may run
+ * commands anyway; a viewer is read-only and learns nothing it can use from it but host pids,
+ * so viewers get 0 (what Docker and Podman do: the host pid only in an admin's inspect). The
+ * pid inside the job's namespace would say nothing: job-init is always 1, the command 2. */
+void codec_job_view(const store_job_info *info, bool show_host_pid, Jobworker__V1__Job *job,
+                    Jobworker__V1__ResourceLimits *limits, Jobworker__V1__ResourceUsage *usage);
+
+/* codec_job_view() with the host pid shown, for every caller. Kept until rpc/server.c passes
+ * the caller's role (admin: true, viewer: false); then to be removed. */
 void codec_job_from_info(const store_job_info *info, Jobworker__V1__Job *job,
                          Jobworker__V1__ResourceLimits *limits,
                          Jobworker__V1__ResourceUsage *usage);

@@ -9,6 +9,9 @@
  *    exactly the length they have on the wire (an independent scanner of the wire form, written
  *    to protobuf-c's rules, gives those lengths), so no string was silently truncated;
  *  - a request is INVALID_ARGUMENT or FAILED_PRECONDITION when refused, with a message;
+ *  - a request that validates holds only strict UTF-8 in command and args (checked by a second,
+ *    decoding implementation: each code point in its shortest form, no surrogate, at most
+ *    U+10FFFF), so no client fails to decode the Job later;
  *  - a request that validates formats into valid cpu.max / io.max text that parses back. */
 #include "fuzz.h"
 
@@ -133,6 +136,34 @@ static void check_cgroup_files(const job_limits *eff)
     }
 }
 
+/* A reference UTF-8 check written differently from job_utf8_valid: decode, then judge the code
+ * point. */
+static int utf8_reference(const unsigned char *s, size_t len)
+{
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = s[i];
+        size_t n = c < 0x80             ? 1
+                   : (c & 0xe0) == 0xc0 ? 2
+                   : (c & 0xf0) == 0xe0 ? 3
+                   : (c & 0xf8) == 0xf0 ? 4
+                                        : 0;
+        if (n == 0 || len - i < n)
+            return 0;
+        uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1f) : n == 3 ? (c & 0x0f) : (c & 0x07);
+        for (size_t k = 1; k < n; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
+        if (cp < min_cp[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += n;
+    }
+    return 1;
+}
+
 static void run_validation(const Jobworker__V1__CreateJobReq *req, const job_host *host)
 {
     /* Exactly as handle_create builds it. */
@@ -149,6 +180,9 @@ static void run_validation(const Jobworker__V1__CreateJobReq *req, const job_hos
     FUZZ_CHECK(r == 0);
     FUZZ_CHECK(jr.command_len > 0 && jr.command_len <= JOB_COMMAND_MAX);
     FUZZ_CHECK(jr.nargs <= JOB_ARGC_MAX);
+    FUZZ_CHECK(utf8_reference((const unsigned char *)jr.command, jr.command_len));
+    for (size_t i = 0; i < jr.nargs; i++)
+        FUZZ_CHECK(utf8_reference((const unsigned char *)jr.args[i], strlen(jr.args[i])));
     FUZZ_CHECK(jr.timeout_seconds >= 0 && jr.timeout_seconds <= JOB_TIMEOUT_MAX_SECONDS);
     FUZZ_CHECK(jr.network >= JOB_NETWORK_DEFAULT && jr.network <= JOB_NETWORK_NONE);
     if (!host->cgroups)

@@ -116,6 +116,15 @@ def seeds():
     c["many-args"] = create("echo", [str(i) for i in range(200)])
     c["long-command"] = create("x" * 4097)
     c["utf8-and-controls"] = create("echo", ["\u00e9\u202e", "\x1b[31mred", "\r\n"])
+    # Strict UTF-8 (issue 10, item 5): each invalid form once, and the valid edges.
+    c["utf8-invalid-byte"] = create("echo", ["a", "b", b"hello\xff"])
+    c["utf8-surrogate-command"] = create(b"ec\xed\xa0\x80ho")
+    c["utf8-overlong"] = create("echo", [b"\xc0\xaf", b"\xe0\x80\xaf", b"\xf0\x80\x80\xaf"])
+    c["utf8-above-max"] = create("echo", [b"\xf4\x90\x80\x80"])
+    c["utf8-truncated"] = create("echo", [b"ok\xe2\x82"])
+    c["utf8-edges-valid"] = create("echo", ["\ud7ff\ue000\uffff\U0010ffff\U0001f600"])
+    c["arg-131072"] = create("echo", ["a" * 131072])
+    c["arg-131071"] = create("echo", ["a" * 131071])
     c["unknown-fields"] = create("true") + f_varint(99, 5) + f_bytes(100, "x") + \
         key(101, 5) + b"abcd" + key(102, 1) + b"abcdefgh"
     c["group-wiretype"] = create("true") + key(7, 3) + key(7, 4)

@@ -108,17 +108,17 @@ elif scenario == "bad-requests":
     ch = channel("admin")
     before = len(unary(ch, "GetJobs", pb.EmptyRequest(), pb.Jobs).jobs)
     L = pb.ResourceLimits
-    arg_max = "a" * (128 * 1024)
+    arg_max = "a" * (128 * 1024 - 1)  # the kernel's MAX_ARG_STRLEN counts the NUL
     cases = [
         (pb.CreateJobReq(command=""), "command is empty"),
         (pb.CreateJobReq(command="x" * 4097), "command is 4097 bytes, the limit is 4096"),
         (pb.CreateJobReq(command="ec\0ho"), "command contains a NUL byte at position 2"),
         (pb.CreateJobReq(command="echo", args=["ok", arg_max + "a"]),
-         "args[1] is 131073 bytes, the limit is 131072"),
+         "args[1] is 131072 bytes, the limit is 131071"),
         (pb.CreateJobReq(command="echo", args=["a"] * 4097), "args has 4097 entries, the limit is 4096"),
-        # 5 + 8 * 131073 bytes with their NULs, each argument within its own limit.
+        # 5 + 8 * 131072 bytes with their NULs, each argument within its own limit.
         (pb.CreateJobReq(command="echo", args=[arg_max] * 8),
-         "command and args are 1048589 bytes together, the limit is 1048576"),
+         "command and args are 1048581 bytes together"),
         (pb.CreateJobReq(command="true", limits=L(cpu_percent=-5)), "limits.cpu_percent -5 is out of range"),
         (pb.CreateJobReq(command="true", limits=L(memory_bytes=4194303)),
          "limits.memory_bytes 4194303 is out of range 4194304.."),

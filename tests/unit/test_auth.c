@@ -658,7 +658,7 @@ static void test_check_key_pair(void **state)
     assert_int_equal(auth_check_key_pair(cert, key, &err), 0);
 
     ERR_clear_error();
-    assert_int_equal(auth_check_key_pair(cert, other, &err), -EINVAL);
+    assert_int_equal(auth_check_key_pair(cert, other, &err), -EKEYREJECTED);
     assert_int_equal(err.code, JW_INVALID_ARGUMENT);
     assert_true(strstr(err.msg, "does not belong") != NULL);
     assert_int_equal(auth_check_key_pair(key, key, &err), -EINVAL);

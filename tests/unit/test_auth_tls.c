@@ -259,6 +259,69 @@ static void test_check_files_errors(void **state)
     expect_check_fails(&p, "holds no X509 CRL block");
 }
 
+/* The server's own certificate: a client refuses one outside its dates or whose
+ * extendedKeyUsage lacks serverAuth, so the server refuses to start (or reload) with it. */
+static void server_cert_case(const char *name, long nb, long na, const char *eku, const char *want)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/certs", g_dir);
+    if (certfix_make_leaf(dir, name, cert_file("ca.crt"), cert_file("ca.key"), nb, na, eku) < 0)
+        fail_msg("cannot make %s", name);
+    char crt[64], key[64];
+    snprintf(crt, sizeof(crt), "%s.crt", name);
+    snprintf(key, sizeof(key), "%s.key", name);
+    auth_tls_paths p = paths_with(NULL);
+    p.cert = cert_file(crt);
+    p.key = cert_file(key);
+    if (!want) {
+        jw_error err = JW_ERROR_INIT;
+        if (auth_tls_check_files(&p, NULL, &err) != 0)
+            fail_msg("%s refused: %s", name, err.msg);
+        return;
+    }
+    expect_check_fails(&p, want);
+    expect_check_fails(&p, crt); /* the message names the file */
+}
+
+static void test_server_cert_dates_usage(void **state)
+{
+    (void)state;
+    const long day = 86400;
+    server_cert_case("srv-ok", -day, day, "serverAuth", NULL);
+    server_cert_case("srv-both", -day, day, "serverAuth,clientAuth", NULL);
+    /* No extendedKeyUsage at all is unrestricted (RFC 5280): accepted. */
+    server_cert_case("srv-noeku", -day, day, NULL, NULL);
+    server_cert_case("srv-client", -day, day, "clientAuth", "extendedKeyUsage without serverAuth");
+    server_cert_case("srv-expired", -2 * day, -day, "serverAuth", "has expired: notAfter 20");
+    server_cert_case("srv-notyet", day, 2 * day, "serverAuth", "is not valid yet: notBefore 20");
+
+    /* gen-certs' expired client certificate (notAfter 2021-01-01) names its exact date. */
+    auth_tls_paths p = paths_with(NULL);
+    p.cert = cert_file("expired.crt");
+    p.key = cert_file("expired.key");
+    expect_check_fails(&p, "has expired: notAfter 2021-01-01T00:00:00Z");
+
+    /* A reload to such a certificate fails and leaves the generation in force. */
+    auth_tls_stage *st = NULL;
+    jw_error err = JW_ERROR_INIT;
+    const char *sdir = tmp_path("stage-srvcert");
+    p = paths_with(NULL);
+    copy_file(cert_file("server.crt"), tmp_path("srv-live.crt"));
+    copy_file(cert_file("server.key"), tmp_path("srv-live.key"));
+    p.cert = tmp_path("srv-live.crt");
+    p.key = tmp_path("srv-live.key");
+    if (auth_tls_stage_new(sdir, &p, &st, &err) != 0)
+        fail_msg("stage: %s", err.msg);
+    copy_file(cert_file("srv-expired.crt"), tmp_path("srv-live.crt"));
+    copy_file(cert_file("srv-expired.key"), tmp_path("srv-live.key"));
+    auth_tls_summary sum;
+    assert_true(auth_tls_stage_reload(st, &sum, &err) < 0);
+    assert_non_null(strstr(err.msg, "has expired"));
+    auth_tls_stage_summary(st, &sum);
+    assert_int_equal(sum.generation, 1);
+    auth_tls_stage_free(st);
+}
+
 static void test_crl_directory(void **state)
 {
     const char *dir = tmp_path("crldir");
@@ -553,10 +616,15 @@ static void test_client_usage(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_check_files_ok),  cmocka_unit_test(test_check_files_errors),
-        cmocka_unit_test(test_crl_directory),   cmocka_unit_test(test_stage_layout),
-        cmocka_unit_test(test_stage_reload),    cmocka_unit_test(test_stage_mismatched_key_reload),
-        cmocka_unit_test(test_stage_leftovers), cmocka_unit_test(test_client_usage),
+        cmocka_unit_test(test_check_files_ok),
+        cmocka_unit_test(test_check_files_errors),
+        cmocka_unit_test(test_crl_directory),
+        cmocka_unit_test(test_stage_layout),
+        cmocka_unit_test(test_stage_reload),
+        cmocka_unit_test(test_stage_mismatched_key_reload),
+        cmocka_unit_test(test_stage_leftovers),
+        cmocka_unit_test(test_client_usage),
+        cmocka_unit_test(test_server_cert_dates_usage),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -5,6 +5,8 @@
 #include "client/options.h"
 #include "util/rmtree.h"
 
+#include "certfix.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -430,6 +432,54 @@ static void test_read_pem(void **state)
     assert_int_equal(rm_tree_at(AT_FDCWD, dir), 0);
 }
 
+/* A certificate and a key that do not belong together used to reach gRPC, whose first call then
+ * failed with "UNAVAILABLE: empty address list"; now jw_client_new refuses them, naming both. */
+static void test_client_files(void **state)
+{
+    (void)state;
+    char root[PATH_MAX], dir[] = "/tmp/test_client_certs.XXXXXX";
+    certfix_find_repo_root(root, sizeof(root));
+    if (!certfix_has_script(root))
+        skip();
+    assert_non_null(mkdtemp(dir));
+    char certs[sizeof(dir) + 8];
+    snprintf(certs, sizeof(certs), "%s/c", dir);
+    assert_int_equal(certfix_gen_certs(root, certs), 0);
+    char crt[256], key[256], other[256], ca[256], want[1024];
+    snprintf(crt, sizeof(crt), "%s/admin.crt", certs);
+    snprintf(key, sizeof(key), "%s/admin.key", certs);
+    snprintf(other, sizeof(other), "%s/viewer.key", certs);
+    snprintf(ca, sizeof(ca), "%s/ca.crt", certs);
+    jw_client_config cfg = {
+        .server = "127.0.0.1:1", .cert_path = crt, .key_path = other, .ca_path = ca};
+    jw_client *c = NULL;
+    jw_error err = JW_ERROR_INIT;
+
+    assert_int_equal(jw_client_new(&cfg, &c, &err), -EKEYREJECTED);
+    assert_null(c);
+    assert_int_equal(err.code, JW_INVALID_ARGUMENT);
+    snprintf(want, sizeof(want), "the key '%s' does not match the certificate '%s'", other, crt);
+    assert_string_equal(err.msg, want);
+
+    /* The key given as the certificate, a key as the CA bundle: each named. */
+    cfg.key_path = key;
+    cfg.cert_path = key;
+    assert_int_equal(jw_client_new(&cfg, &c, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, key));
+    assert_non_null(strstr(err.msg, "not a PEM X.509 certificate"));
+    cfg.cert_path = crt;
+    cfg.ca_path = key;
+    assert_int_equal(jw_client_new(&cfg, &c, &err), -EINVAL);
+    snprintf(want, sizeof(want), "CA file '%s' holds no certificate", key);
+    assert_string_equal(err.msg, want);
+
+    cfg.ca_path = ca;
+    assert_int_equal(jw_client_new(&cfg, &c, &err), 0);
+    assert_non_null(c);
+    c = jw_client_free(c);
+    certfix_rm_rf(dir);
+}
+
 static void test_code_names(void **state)
 {
     (void)state;
@@ -449,7 +499,7 @@ int main(void)
         cmocka_unit_test(test_shell_word),        cmocka_unit_test(test_small_renderers),
         cmocka_unit_test(test_job_human),         cmocka_unit_test(test_jobs_table),
         cmocka_unit_test(test_options),           cmocka_unit_test(test_read_pem),
-        cmocka_unit_test(test_code_names),
+        cmocka_unit_test(test_code_names),        cmocka_unit_test(test_client_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

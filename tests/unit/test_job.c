@@ -1,5 +1,6 @@
 /* Validation table and state machine of internal/job. */
 #include "job/job.h"
+#include "rpc/codec.h"
 
 #include <errno.h>
 
@@ -118,14 +119,18 @@ static void test_command_rules(void **state)
 static void test_args_rules(void **state)
 {
     (void)state;
-    char *big = malloc(JOB_ARG_MAX + 2);
-    memset(big, 'a', JOB_ARG_MAX + 1);
-    big[JOB_ARG_MAX + 1] = '\0';
+    /* The kernel's MAX_ARG_STRLEN (131072) counts the NUL: 131071 bytes is the longest argument
+     * execve takes, 131072 used to pass validation and fail at exec with E2BIG. */
+    assert_int_equal(JOB_ARG_MAX, 131071);
+    char *big = malloc(131072 + 1);
+    memset(big, 'a', 131072);
+    big[131072] = '\0';
     const char *args[] = {"ok", big};
     job_request req = {.command = "echo", .command_len = 4, .args = args, .nargs = 2};
-    expect_invalid(&req, "args[1] is 131073 bytes, the limit is 131072");
+    expect_invalid(&req, "args[1] is 131072 bytes, the limit is 131071");
+    expect_invalid(&req, "MAX_ARG_STRLEN");
 
-    big[JOB_ARG_MAX] = '\0'; /* exactly the limit is fine */
+    big[131071] = '\0'; /* exactly the limit is fine */
     jw_error err = JW_ERROR_INIT;
     assert_int_equal(job_request_validate(&req, &host, &err), 0);
 
@@ -148,6 +153,151 @@ static void test_args_rules(void **state)
         .command = "echo", .command_len = 4, .args = args, .nargs = JOB_ARGC_MAX + 1};
     expect_invalid(&creq, "args has 4097 entries");
     free(big);
+}
+
+/* Exactly JOB_ARGV_TOTAL_MAX passes, one byte more does not; a host with a small stack limit
+ * lowers the cap to what its execve accepts minus the server's reserve. */
+static void test_argv_total(void **state)
+{
+    (void)state;
+    /* "echo\0" + 7 args of 131071+1 + one filler arg: exactly 1 MiB with the NULs. */
+    size_t used = 5 + 7 * 131072;
+    size_t filler = JOB_ARGV_TOTAL_MAX - used - 1;
+    char *big = malloc(131072);
+    memset(big, 'b', 131071);
+    big[131071] = '\0';
+    char *fill = malloc(filler + 2);
+    memset(fill, 'f', filler + 1);
+    fill[filler] = '\0';
+    const char *args[8] = {big, big, big, big, big, big, big, fill};
+    job_request req = {.command = "echo", .command_len = 4, .args = args, .nargs = 8};
+    jw_error err = JW_ERROR_INIT;
+    if (job_request_validate(&req, &host, &err) != 0)
+        fail_msg("a request of exactly %d bytes was refused: %s", JOB_ARGV_TOTAL_MAX, err.msg);
+    fill[filler] = 'f';
+    fill[filler + 1] = '\0';
+    expect_invalid(&req, "command and args are 1048577 bytes together");
+
+    /* The kernel's budget: a quarter of the stack limit, between 128 KiB and 6 MiB. */
+    assert_int_equal(job_exec_args_max(8ULL << 20), 2LL << 20);
+    assert_int_equal(job_exec_args_max(~0ULL), 6LL << 20);
+    assert_int_equal(job_exec_args_max(64 << 10), 128 << 10);
+    job_host small = host;
+    small.exec_args_max = job_exec_args_max(2ULL << 20); /* ulimit -s 2048: 512 KiB */
+    assert_int_equal(job_argv_total_max(&small), (512 - 128) * 1024);
+    fill[filler] = '\0';
+    assert_int_equal(job_request_validate(&req, &small, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "the limit is 393216"));
+    small.exec_args_max = job_exec_args_max(8ULL << 20);
+    assert_int_equal(job_argv_total_max(&small), JOB_ARGV_TOTAL_MAX);
+    free(fill);
+    free(big);
+}
+
+typedef struct ucase {
+    const char *bytes;
+    size_t len;
+    bool ok;
+    size_t bad_offset;
+} ucase;
+
+#define U(s, ok, off)                                                                              \
+    {                                                                                              \
+        s, sizeof(s) - 1, ok, off                                                                  \
+    }
+
+static const ucase utf8_cases[] = {
+    U("", true, 0),
+    U("plain ascii", true, 0),
+    U("caf\xc3\xa9", true, 0),        /* U+00E9 */
+    U("\xe2\x82\xac", true, 0),       /* U+20AC */
+    U("\xef\xbf\xbf", true, 0),       /* U+FFFF */
+    U("\xf0\x9f\x98\x80", true, 0),   /* U+1F600 */
+    U("\xf4\x8f\xbf\xbf", true, 0),   /* U+10FFFF, the last code point */
+    U("\xed\x9f\xbf", true, 0),       /* U+D7FF, just below the surrogates */
+    U("\xee\x80\x80", true, 0),       /* U+E000, just above */
+    U("ab\xff", false, 2),            /* never valid */
+    U("\xfe", false, 0),              /* never valid */
+    U("a\x80", false, 1),             /* a lone continuation byte */
+    U("\xc0\xaf", false, 0),          /* overlong '/' */
+    U("\xc1\xbf", false, 0),          /* overlong */
+    U("\xe0\x80\xaf", false, 0),      /* overlong, 3 bytes */
+    U("\xe0\x9f\xbf", false, 0),      /* overlong U+07FF */
+    U("\xf0\x80\x80\xaf", false, 0),  /* overlong, 4 bytes */
+    U("\xf0\x8f\xbf\xbf", false, 0),  /* overlong U+FFFF */
+    U("\xed\xa0\x80", false, 0),      /* U+D800, a surrogate */
+    U("\xed\xbf\xbf", false, 0),      /* U+DFFF */
+    U("x\xf4\x90\x80\x80", false, 1), /* U+110000 */
+    U("\xf5\x80\x80\x80", false, 0),  /* above U+10FFFF */
+    U("ok\xe2\x82", false, 2),        /* truncated at the end */
+    U("\xe2\x28\xa1", false, 0),      /* bad continuation */
+    U("\xc3\xa9\xc3", false, 2),      /* truncated after a valid one */
+};
+
+static void test_utf8(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < sizeof(utf8_cases) / sizeof(utf8_cases[0]); i++) {
+        const ucase *c = &utf8_cases[i];
+        size_t off = 12345;
+        bool ok = job_utf8_valid(c->bytes, c->len, &off);
+        if (ok != c->ok)
+            fail_msg("case %zu: valid=%d, expected %d", i, ok, c->ok);
+        if (!ok && off != c->bad_offset)
+            fail_msg("case %zu: offset %zu, expected %zu", i, off, c->bad_offset);
+    }
+}
+
+static void test_utf8_request(void **state)
+{
+    (void)state;
+    const char *args[] = {"a", "b", "hello\xff"};
+    job_request req = {.command = "echo", .command_len = 4, .args = args, .nargs = 3};
+    expect_invalid(&req, "args[2] is not valid UTF-8 (byte 0xff at offset 5)");
+
+    const char *good[] = {"caf\xc3\xa9", "\xf0\x9f\x98\x80"};
+    job_request ok = {.command = "echo", .command_len = 4, .args = good, .nargs = 2};
+    jw_error err = JW_ERROR_INIT;
+    assert_int_equal(job_request_validate(&ok, &host, &err), 0);
+
+    job_request creq = {.command = "ec\xed\xa0\x80"
+                                   "ho",
+                        .command_len = 7};
+    expect_invalid(&creq, "command is not valid UTF-8 (byte 0xed at offset 2)");
+    creq.command = "\xc0\xaf"
+                   "bin/sh";
+    creq.command_len = 8;
+    expect_invalid(&creq, "command is not valid UTF-8 (byte 0xc0 at offset 0)");
+}
+
+/* The Job message as callers get it (rpc/codec): the host pid of job-init for admins, 0 for
+ * viewers (docs/api.md, "Job.pid"); everything else the same. */
+static void test_codec_job_view(void **state)
+{
+    (void)state;
+    const char *args[] = {"1"};
+    store_job_info info = {.id = "00000000-0000-4000-8000-000000000001",
+                           .command = "sleep",
+                           .args = args,
+                           .nargs = 1,
+                           .owner = "alice",
+                           .user = "nobody (65534:65534)",
+                           .status = JOB_STATUS_RUNNING,
+                           .pid = 4242,
+                           .start_time_ns = 7};
+    Jobworker__V1__Job admin, viewer, legacy;
+    Jobworker__V1__ResourceLimits la, lv, ll;
+    Jobworker__V1__ResourceUsage ua, uv, ul;
+    codec_job_view(&info, true, &admin, &la, &ua);
+    codec_job_view(&info, false, &viewer, &lv, &uv);
+    codec_job_from_info(&info, &legacy, &ll, &ul);
+    assert_int_equal(admin.pid, 4242);
+    assert_int_equal(viewer.pid, 0);
+    assert_int_equal(legacy.pid, 4242); /* today's call sites: unchanged until rpc passes roles */
+    assert_string_equal(viewer.id, info.id);
+    assert_int_equal(viewer.status, JOB_STATUS_RUNNING);
+    assert_int_equal(viewer.start_time_unix_ns, 7);
+    assert_string_equal(viewer.owner, "alice");
 }
 
 static void test_no_cgroups(void **state)
@@ -227,14 +377,17 @@ static void test_host_probe(void **state)
     assert_int_equal(job_host_probe(&h), 0);
     assert_true(h.ncpus >= 1);
     assert_true(h.memory_bytes >= 64LL << 20);
+    assert_true(h.exec_args_max >= 128 << 10 && h.exec_args_max <= 6 << 20);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_limits_table), cmocka_unit_test(test_command_rules),
-        cmocka_unit_test(test_args_rules),   cmocka_unit_test(test_no_cgroups),
-        cmocka_unit_test(test_resolve),      cmocka_unit_test(test_state_machine),
+        cmocka_unit_test(test_limits_table),   cmocka_unit_test(test_command_rules),
+        cmocka_unit_test(test_args_rules),     cmocka_unit_test(test_argv_total),
+        cmocka_unit_test(test_utf8),           cmocka_unit_test(test_utf8_request),
+        cmocka_unit_test(test_codec_job_view), cmocka_unit_test(test_no_cgroups),
+        cmocka_unit_test(test_resolve),        cmocka_unit_test(test_state_machine),
         cmocka_unit_test(test_host_probe),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
