@@ -384,7 +384,7 @@ static int load_material(const auth_tls_paths *p, tls_material *ret, jw_error *e
 int auth_tls_check_files(const auth_tls_paths *paths, auth_tls_summary *ret, jw_error *err)
 {
     ERR_set_mark();
-    tls_material m;
+    tls_material m = {0};
     int r = load_material(paths, &m, err);
     ERR_pop_to_mark();
     if (r < 0)
@@ -454,9 +454,8 @@ static int write_crls(int gfd, STACK_OF(X509_CRL) * crls, jw_error *err)
         }
         _cleanup_bio_ BIO *mem = BIO_new(BIO_s_mem());
         char *data = NULL;
-        long len;
         if (!mem || !PEM_write_bio_X509_CRL(mem, crl) || BIO_write(mem, "", 1) != 1 ||
-            (len = BIO_get_mem_data(mem, &data)) <= 0)
+            BIO_get_mem_data(mem, &data) <= 0)
             return jw_error_set(err, JW_INTERNAL, -ENOMEM, "encode a CRL: %s", auth_ossl_reason());
         const char *parts[] = {data};
         int r = write_file(cfd, name, parts, 1);
@@ -472,6 +471,8 @@ static int stage_generation(auth_tls_stage *s, const tls_material *m, unsigned g
     char gname[32], marker[96];
     snprintf(gname, sizeof(gname), "g%u", gen);
     snprintf(marker, sizeof(marker), "# jobworker TLS configuration, generation %u\n", gen);
+    if (!m->key || !m->cert || !m->ca) /* load_material fills all three or fails */
+        return jw_error_set(err, JW_INTERNAL, -EINVAL, "stage generation %u: no material", gen);
     remove_generation(s->dfd, gen); /* a leftover of the same number, if any */
     if (mkdirat(s->dfd, gname, 0700) < 0)
         return jw_error_errno_code(err, JW_INTERNAL, errno, "create '%s/%s'", s->dir, gname);
@@ -575,7 +576,7 @@ int auth_tls_stage_new(const char *dir, const auth_tls_paths *paths, auth_tls_st
 {
     if (!dir || !*dir)
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "no TLS stage directory given");
-    tls_material m;
+    tls_material m = {0};
     ERR_set_mark();
     int r = load_material(paths, &m, err);
     ERR_pop_to_mark();
@@ -621,7 +622,7 @@ int auth_tls_stage_new(const char *dir, const auth_tls_paths *paths, auth_tls_st
 int auth_tls_stage_reload(auth_tls_stage *s, auth_tls_summary *ret, jw_error *err)
 {
     auth_tls_paths p = {.cert = s->cert, .key = s->key, .ca = s->ca, .crl = s->crl};
-    tls_material m;
+    tls_material m = {0};
     ERR_set_mark();
     int r = load_material(&p, &m, err); /* releases what it read when it fails */
     if (r == 0) {

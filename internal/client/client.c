@@ -433,6 +433,7 @@ void jw_jobs_free(Jobworker__V1__Jobs *jobs)
  * every submessage separately) and free the envelope. */
 #define TAKE_JOB(res, type, free_fn, method, ret_job, err)                                         \
     ({                                                                                             \
+        /* NOLINTNEXTLINE(bugprone-macro-parentheses): a type cannot be parenthesised */           \
         type *_res = (type *)(res);                                                                \
         Jobworker__V1__Job *_job = TAKE_PTR(_res->job);                                            \
         free_fn(_res, NULL);                                                                       \

@@ -121,12 +121,6 @@ void codec_job_request_from_pb(const Jobworker__V1__CreateJobReq *req, job_reque
     }
 }
 
-void codec_job_from_info(const store_job_info *info, Jobworker__V1__Job *job,
-                         Jobworker__V1__ResourceLimits *limits, Jobworker__V1__ResourceUsage *usage)
-{
-    codec_job_view(info, true, job, limits, usage);
-}
-
 void codec_job_view(const store_job_info *info, bool show_host_pid, Jobworker__V1__Job *job,
                     Jobworker__V1__ResourceLimits *limits, Jobworker__V1__ResourceUsage *usage)
 {

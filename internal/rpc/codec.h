@@ -37,12 +37,6 @@ void codec_job_request_from_pb(const Jobworker__V1__CreateJobReq *req, job_reque
 void codec_job_view(const store_job_info *info, bool show_host_pid, Jobworker__V1__Job *job,
                     Jobworker__V1__ResourceLimits *limits, Jobworker__V1__ResourceUsage *usage);
 
-/* codec_job_view() with the host pid shown, for every caller. Kept until rpc/server.c passes
- * the caller's role (admin: true, viewer: false); then to be removed. */
-void codec_job_from_info(const store_job_info *info, Jobworker__V1__Job *job,
-                         Jobworker__V1__ResourceLimits *limits,
-                         Jobworker__V1__ResourceUsage *usage);
-
 /* A DataChunk's wire form written straight into a slice: header, `n` data bytes that the caller
  * reads into the returned data pointer, then the offset field. Returns the header size. */
 size_t codec_chunk_header(uint8_t *buf, size_t data_len);

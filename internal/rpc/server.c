@@ -121,14 +121,21 @@ static void unary_done(unary_call *u)
     free(u);
 }
 
-static void reply_job(grpc_call *call, const ProtobufCMessageDescriptor *desc, store_job *job)
+/* Admins see the host pid (an operator can kill, perf or nsenter it); viewers get 0. */
+static bool shows_host_pid(const auth_identity *caller)
+{
+    return caller && caller->role == AUTH_ROLE_ADMIN;
+}
+
+static void reply_job(grpc_call *call, const ProtobufCMessageDescriptor *desc,
+                      const auth_identity *caller, store_job *job)
 {
     store_job_info info;
     Jobworker__V1__Job jm;
     Jobworker__V1__ResourceLimits lm;
     Jobworker__V1__ResourceUsage um;
     store_job_snapshot(job, &info);
-    codec_job_from_info(&info, &jm, &lm, &um);
+    codec_job_view(&info, shows_host_pid(caller), &jm, &lm, &um);
     /* CreateJobRes, GetJobRes and StopJobRes share one shape: { Job job = 1; }. */
     Jobworker__V1__GetJobRes res;
     jobworker__v1__get_job_res__init(&res);
@@ -156,7 +163,7 @@ static int handle_create(rpc_server *srv, rpc_incoming *in, char *job_id, jw_err
     r = service_create_job(srv->cfg.svc, in->caller, &jr, &job, err);
     if (r == 0) {
         snprintf(job_id, UUID_STR_LEN, "%s", store_job_id(job));
-        reply_job(in->call, &jobworker__v1__create_job_res__descriptor, job);
+        reply_job(in->call, &jobworker__v1__create_job_res__descriptor, in->caller, job);
         store_job_unref(job);
     }
     protobuf_c_message_free_unpacked(m, NULL);
@@ -192,7 +199,7 @@ static int handle_get(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error 
     if (r < 0)
         return r;
     snprintf(job_id, UUID_STR_LEN, "%.36s", id);
-    reply_job(in->call, &jobworker__v1__get_job_res__descriptor, job);
+    reply_job(in->call, &jobworker__v1__get_job_res__descriptor, in->caller, job);
     store_job_unref(job);
     return 0;
 }
@@ -215,7 +222,7 @@ static void stop_answer(rpc_server *srv, grpc_call *call, const auth_identity *c
     if (r < 0)
         unary_finish(call, err.code, err.msg, NULL);
     else
-        reply_job(call, &jobworker__v1__stop_job_res__descriptor, job);
+        reply_job(call, &jobworker__v1__stop_job_res__descriptor, caller, job);
 }
 
 /* store_final_fn: runs once on the thread that completed the job. */
@@ -296,7 +303,7 @@ static int handle_list(rpc_server *srv, rpc_incoming *in, jw_error *err)
     } else {
         for (size_t i = 0; i < n; i++) {
             store_job_snapshot(jobs[i], &infos[i]);
-            codec_job_from_info(&infos[i], &jm[i], &lm[i], &um[i]);
+            codec_job_view(&infos[i], shows_host_pid(in->caller), &jm[i], &lm[i], &um[i]);
             jp[i] = &jm[i];
         }
         Jobworker__V1__Jobs res;

@@ -285,15 +285,13 @@ static void test_codec_job_view(void **state)
                            .status = JOB_STATUS_RUNNING,
                            .pid = 4242,
                            .start_time_ns = 7};
-    Jobworker__V1__Job admin, viewer, legacy;
-    Jobworker__V1__ResourceLimits la, lv, ll;
-    Jobworker__V1__ResourceUsage ua, uv, ul;
+    Jobworker__V1__Job admin, viewer;
+    Jobworker__V1__ResourceLimits la, lv;
+    Jobworker__V1__ResourceUsage ua, uv;
     codec_job_view(&info, true, &admin, &la, &ua);
     codec_job_view(&info, false, &viewer, &lv, &uv);
-    codec_job_from_info(&info, &legacy, &ll, &ul);
     assert_int_equal(admin.pid, 4242);
     assert_int_equal(viewer.pid, 0);
-    assert_int_equal(legacy.pid, 4242); /* today's call sites: unchanged until rpc passes roles */
     assert_string_equal(viewer.id, info.id);
     assert_int_equal(viewer.status, JOB_STATUS_RUNNING);
     assert_int_equal(viewer.start_time_unix_ns, 7);
