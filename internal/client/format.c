@@ -170,6 +170,8 @@ int jw_fmt_job_json(FILE *out, const Jobworker__V1__Job *job)
     json_enum(out, "network", jw_fmt_network_name(job->network), job->network);
     putc(',', out);
     json_str(out, "user", job->user);
+    if (job->args_omitted > 0) /* only in listings, and only when the server cut them */
+        fprintf(out, ",\"args_omitted\":%" PRId32, job->args_omitted);
     fprintf(out,
             ",\"limits\":{\"cpu_percent\":%" PRId32 ",\"memory_bytes\":%" PRId64
             ",\"io_bps\":%" PRId64 ",\"memory_high_bytes\":%" PRId64 ",\"pids_max\":%" PRId32 "}",
@@ -189,7 +191,10 @@ int jw_fmt_jobs_json(FILE *out, const Jobworker__V1__Jobs *jobs)
             putc(',', out);
         jw_fmt_job_json(out, jobs->jobs[i]);
     }
-    fputs("]}", out);
+    putc(']', out);
+    if (jobs->jobs_omitted > 0)
+        fprintf(out, ",\"jobs_omitted\":%" PRId32, jobs->jobs_omitted);
+    putc('}', out);
     return check(out);
 }
 
@@ -611,6 +616,8 @@ static int fill_row(char **cells, const Jobworker__V1__Job *job)
     if (!m)
         return -ENOMEM;
     jw_fmt_command_line(m, job->command, job->args, job->n_args);
+    if (job->args_omitted > 0)
+        fprintf(m, " ...(+%" PRId32 " args)", job->args_omitted);
     if (fclose(m) != 0)
         return -ENOMEM;
     truncate_width(cells[COL_COMMAND], JW_FMT_COMMAND_WIDTH);
@@ -655,6 +662,11 @@ int jw_fmt_jobs_table(FILE *out, const Jobworker__V1__Jobs *jobs)
         put_row(out, header, widths);
         for (size_t i = 0; i < n; i++)
             put_row(out, cells + i * NCOLS, widths);
+        if (jobs->jobs_omitted > 0)
+            fprintf(out,
+                    "(%" PRId32 " older job(s) not shown: a listing holds at most 2 MiB; "
+                    "jobctl get ID shows any job)\n",
+                    jobs->jobs_omitted);
         r = check(out);
     }
     for (size_t i = 0; i < n * NCOLS; i++)

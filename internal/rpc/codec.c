@@ -183,3 +183,17 @@ size_t codec_chunk_trailer(uint8_t *buf, int64_t offset)
     buf[0] = (2 << 3) | 0; /* field 2 (offset), varint */
     return 1 + put_varint(buf + 1, (uint64_t)offset);
 }
+
+void codec_job_cut_args(Jobworker__V1__Job *job, size_t max_bytes)
+{
+    size_t total = 0, keep = 0;
+    while (keep < job->n_args) {
+        size_t len = strlen(job->args[keep]);
+        if (total + len > max_bytes)
+            break;
+        total += len;
+        keep++;
+    }
+    job->args_omitted = (int32_t)(job->n_args - keep);
+    job->n_args = keep;
+}

@@ -37,6 +37,10 @@ void codec_job_request_from_pb(const Jobworker__V1__CreateJobReq *req, job_reque
 void codec_job_view(const store_job_info *info, bool show_host_pid, Jobworker__V1__Job *job,
                     Jobworker__V1__ResourceLimits *limits, Jobworker__V1__ResourceUsage *usage);
 
+/* For listings: keeps the leading args whose bytes together stay within max_bytes (whole args
+ * only, so no UTF-8 sequence is cut), and counts the rest in job->args_omitted. */
+void codec_job_cut_args(Jobworker__V1__Job *job, size_t max_bytes);
+
 /* A DataChunk's wire form written straight into a slice: header, `n` data bytes that the caller
  * reads into the returned data pointer, then the offset field. Returns the header size. */
 size_t codec_chunk_header(uint8_t *buf, size_t data_len);

@@ -277,6 +277,21 @@ static int handle_stop(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error
     return 1;
 }
 
+/* One job of a listing: its snapshot (the message borrows its strings) and message. */
+typedef struct list_entry {
+    store_job_info info;
+    Jobworker__V1__Job jm;
+    Jobworker__V1__ResourceLimits lm;
+    Jobworker__V1__ResourceUsage um;
+} list_entry;
+
+/* GetJobs answers with at most LIST_RESPONSE_MAX bytes (gRPC clients accept 4 MiB by default),
+ * whatever the table holds: each job's args are cut to LIST_ARGS_MAX bytes of whole args and
+ * the newest jobs that fit are kept, the rest counted in jobs_omitted. Memory per call is
+ * bounded by what is sent, not by the table. */
+#define LIST_RESPONSE_MAX (2 * 1024 * 1024)
+#define LIST_ARGS_MAX     1024
+
 static int handle_list(rpc_server *srv, rpc_incoming *in, jw_error *err)
 {
     int r = service_authorize(in->caller, AUTH_METHOD_GET_JOBS, err);
@@ -293,33 +308,53 @@ static int handle_list(rpc_server *srv, rpc_incoming *in, jw_error *err)
     r = service_list_jobs(srv->cfg.svc, in->caller, &jobs, &n, err);
     if (r < 0)
         return r;
-    store_job_info *infos = calloc(n ? n : 1, sizeof(*infos));
-    Jobworker__V1__Job *jm = calloc(n ? n : 1, sizeof(*jm));
-    Jobworker__V1__Job **jp = calloc(n ? n : 1, sizeof(*jp));
-    Jobworker__V1__ResourceLimits *lm = calloc(n ? n : 1, sizeof(*lm));
-    Jobworker__V1__ResourceUsage *um = calloc(n ? n : 1, sizeof(*um));
-    if (!infos || !jm || !jp || !lm || !um) {
+    list_entry *e = NULL;
+    size_t kept = 0, cap = 0, bytes = 0;
+    for (size_t k = n; k-- > 0;) { /* newest first */
+        if (kept == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            list_entry *ne = realloc(e, ncap * sizeof(*ne));
+            if (!ne) {
+                r = jw_error_errno_code(err, JW_INTERNAL, ENOMEM, "list jobs");
+                break;
+            }
+            e = ne;
+            cap = ncap;
+        }
+        list_entry *x = &e[kept];
+        store_job_snapshot(jobs[k], &x->info);
+        codec_job_view(&x->info, shows_host_pid(in->caller), &x->jm, &x->lm, &x->um);
+        codec_job_cut_args(&x->jm, LIST_ARGS_MAX);
+        size_t sz = protobuf_c_message_get_packed_size(&x->jm.base) + 8; /* tag and length */
+        if (bytes + sz > LIST_RESPONSE_MAX)
+            break;
+        bytes += sz;
+        kept++;
+    }
+    Jobworker__V1__Job **jp = r == 0 ? calloc(kept ? kept : 1, sizeof(*jp)) : NULL;
+    if (r == 0 && !jp)
         r = jw_error_errno_code(err, JW_INTERNAL, ENOMEM, "list jobs");
-    } else {
-        for (size_t i = 0; i < n; i++) {
-            store_job_snapshot(jobs[i], &infos[i]);
-            codec_job_view(&infos[i], shows_host_pid(in->caller), &jm[i], &lm[i], &um[i]);
-            jp[i] = &jm[i];
+    if (r == 0) {
+        /* Each message points into its own entry, which realloc may have moved: build them
+         * again now that e stays where it is. Oldest first. */
+        for (size_t i = 0; i < kept; i++) {
+            list_entry *x = &e[kept - 1 - i];
+            codec_job_view(&x->info, shows_host_pid(in->caller), &x->jm, &x->lm, &x->um);
+            codec_job_cut_args(&x->jm, LIST_ARGS_MAX);
+            jp[i] = &x->jm;
         }
         Jobworker__V1__Jobs res;
         jobworker__v1__jobs__init(&res);
-        res.n_jobs = n;
+        res.n_jobs = kept;
         res.jobs = jp;
+        res.jobs_omitted = (int32_t)(n - kept);
         unary_finish(in->call, JW_OK, NULL, &res.base);
     }
     for (size_t i = 0; i < n; i++)
         store_job_unref(jobs[i]);
     free(jobs);
-    free(infos);
-    free(jm);
     free(jp);
-    free(lm);
-    free(um);
+    free(e);
     return r;
 }
 

@@ -119,9 +119,10 @@ t_h2_utf8() {
 h2_check "invalid UTF-8 in command/args: INVALID_ARGUMENT naming field, byte and offset; nothing stored" t_h2_utf8
 
 t_h2_arg_limits() {
-    local a out id json filler script='echo "$#"'
+    local a out id filler script='echo "$#"'
     a=$($PY -c 'print("a" * 131071)')
     # The longest argument execve takes runs to completion.
+    # shellcheck disable=SC2016 # the job's shell expands it
     id=$(jc create sh -c 'printf %s "${#0}"' "$a") || return 1
     h2_wait "$id" COMPLETED || return 1
     expect_eq "$(jc stream "$id")" 131071 || return 1
@@ -182,7 +183,10 @@ h2_server_refuses() {
         --ca "$CERTS/ca.crt" --data-dir "$H2/data-$name" --audit-log "$H2/audit-$name.log" \
         "${flags[@]}" 2>&1)
     rc=$?
-    [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] || { echo "$name: server exit status $rc: $out" >&2; return 1; }
+    if [ "$rc" -eq 0 ] || [ "$rc" -eq 124 ]; then
+        echo "$name: server exit status $rc: $out" >&2
+        return 1
+    fi
     expect_contains "$out" "$4" "($name)"
 }
 
