@@ -35,6 +35,8 @@ typedef struct lw_listener {
     unsigned prev;       /* accept queue at the previous look */
     int64_t stuck_since; /* monotonic ns of the first look of a non-empty, never shrinking queue;
                           * 0 when not stuck */
+    int stuck_looks;     /* looks since then: a stopped process or a suspended VM makes time pass
+                          * without anyone, the watch included, getting a chance to accept */
 } lw_listener;
 
 struct listenwatch {
@@ -212,15 +214,21 @@ static bool look(listenwatch *w, int64_t now, unsigned *ret_queue)
         unsigned q = 0;
         if (accept_queue(l->fd, &q) < 0) {
             l->stuck_since = 0;
+            l->stuck_looks = 0;
             continue;
         }
         /* A queue that became empty or shrank was accepted from: the listener lives. */
-        if (q == 0 || q < l->prev)
+        if (q == 0 || q < l->prev) {
             l->stuck_since = 0;
-        else if (l->stuck_since == 0)
+            l->stuck_looks = 0;
+        } else if (l->stuck_since == 0) {
             l->stuck_since = now;
+        } else {
+            l->stuck_looks++;
+        }
         l->prev = q;
-        if (l->stuck_since != 0 && now - l->stuck_since >= (int64_t)w->cfg.stuck_ms * 1000000) {
+        if (l->stuck_since != 0 && now - l->stuck_since >= (int64_t)w->cfg.stuck_ms * 1000000 &&
+            l->stuck_looks >= w->cfg.stuck_ms / w->cfg.interval_ms) {
             *ret_queue = q;
             return true;
         }

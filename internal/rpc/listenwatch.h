@@ -20,8 +20,11 @@
  * Once a second it also counts /proc/self/fd and logs a warning when more than 90 % of the
  * RLIMIT_NOFILE soft limit is in use (again only after the count fell below 75 %).
  *
- * The watch allocates nothing after listenwatch_start, opens only close-on-exec fds, and stops
- * within one wake-up when listenwatch_stop is called.
+ * The watch allocates nothing after listenwatch_start and opens its one fd (/proc/self/fd,
+ * close-on-exec, read again with getdents64) at start, so it keeps working at the limit. A long
+ * stop of the whole process (SIGSTOP, a suspended VM) is not taken for a dead listener: the
+ * window also needs stuck_ms / interval_ms looks. It stops within one wake-up of
+ * listenwatch_stop.
  */
 #ifndef JW_RPC_LISTENWATCH_H
 #define JW_RPC_LISTENWATCH_H
