@@ -406,8 +406,12 @@ int daemon_run(const daemon_config *cfg)
         r = setup_cgroups(&d);
     if (r == 0)
         r = start_serving(&d);
-    if (r == 0)
+    if (r == 0) {
         serve(&d, &sigs);
+        /* The watch sent the SIGTERM: a non-zero status makes the supervisor restart us. */
+        if (rpc_server_listener_died(d.srv))
+            r = 3;
+    }
     teardown(&d);
     return r;
 }

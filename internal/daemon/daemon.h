@@ -35,7 +35,8 @@ void daemon_config_init(daemon_config *cfg);
 
 /* Runs the server until SIGTERM or SIGINT. Returns the process exit code: 0 after a clean
  * shutdown, 1 when the host or a file is not usable (the log says what and how to fix it), 2 for
- * a configuration that can never work (e.g. --job-user root without --allow-root-jobs). */
+ * a configuration that can never work (e.g. --job-user root without --allow-root-jobs), 3 when
+ * gRPC stopped accepting connections (rpc/listenwatch.h) and the server shut down for a restart. */
 int daemon_run(const daemon_config *cfg);
 
 #endif

@@ -3,6 +3,7 @@
 #define JW_RPC_INTERNAL_H
 
 #include "auth/auth.h"
+#include "rpc/listenwatch.h"
 #include "rpc/server.h"
 #include "rpc/stream.h"
 
@@ -29,6 +30,7 @@ struct rpc_server {
     int pending_stops;      /* StopJob calls waiting for their job's end */
     int tag_shutdown;
     auth_tls_stage *tls; /* the staged TLS files gRPC's credentials watch (creds.c) */
+    listenwatch *watch;  /* notices a listener gRPC gave up on (listenwatch.h); may be NULL */
 };
 
 /* Stages the TLS files of srv->cfg and creates gRPC TLS server credentials that watch the

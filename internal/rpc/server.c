@@ -622,6 +622,10 @@ int rpc_server_start(const rpc_server_config *cfg, rpc_server **ret, jw_error *e
         }
         srv->n_workers++;
     }
+    /* gRPC 1.51 never accepts again after an EMFILE; without the watch nothing would tell. */
+    r = listenwatch_start(&(listenwatch_config){.port = srv->port}, &srv->watch);
+    if (r < 0)
+        log_warning("start the listener watch: %s, ignoring", strerror(-r));
     *ret = srv;
     return 0;
 
@@ -657,8 +661,15 @@ int rpc_server_port(const rpc_server *srv)
     return srv->port;
 }
 
+bool rpc_server_listener_died(const rpc_server *srv)
+{
+    return listenwatch_fired(srv->watch);
+}
+
 void rpc_server_begin_shutdown(rpc_server *srv)
 {
+    /* A listener that gRPC closes, and a queue nobody accepts from, are no longer news. */
+    listenwatch_stop(srv->watch);
     pthread_mutex_lock(&srv->lock);
     if (srv->shutting_down) {
         pthread_mutex_unlock(&srv->lock);
@@ -674,6 +685,7 @@ void rpc_server_free(rpc_server *srv)
 {
     if (!srv)
         return;
+    listenwatch_free(TAKE_PTR(srv->watch));
     rpc_server_begin_shutdown(srv);
     /* Give streams a moment to send their UNAVAILABLE status, then cut what remains. */
     if (!stream_registry_wait_empty(srv->streams, 2000))

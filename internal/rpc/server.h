@@ -13,6 +13,7 @@
 #include "service/service.h"
 #include "util/error.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 
 typedef struct rpc_server rpc_server;
@@ -43,6 +44,9 @@ int rpc_server_reload_tls(rpc_server *srv, auth_tls_summary *ret, jw_error *err)
 void rpc_server_tls_summary(rpc_server *srv, auth_tls_summary *ret);
 /* The bound port (useful with port 0). */
 int rpc_server_port(const rpc_server *srv);
+/* True once the listener watch (rpc/listenwatch.h) found that gRPC stopped accepting
+ * connections; it then sent SIGTERM to the process. Valid until rpc_server_free(). */
+bool rpc_server_listener_died(const rpc_server *srv);
 /* Step 1 of shutdown: refuse new calls, and end every stream with UNAVAILABLE. Jobs keep running
  * (the caller stops them through the supervisor next). */
 void rpc_server_begin_shutdown(rpc_server *srv);

@@ -9,7 +9,7 @@
 # nothing to say about them. Any TSan report fails the run (halt_on_error).
 
 TSAN_BUILD ?= $(BUILD)-tsan
-TSAN_TESTS := test_store test_engine test_service
+TSAN_TESTS := test_store test_engine test_service test_listenwatch
 TSAN_OPTIONS_DEFAULT := halt_on_error=1 second_deadlock_stack=1 history_size=4
 
 .PHONY: test-tsan tsan-bins
