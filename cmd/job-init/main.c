@@ -218,7 +218,7 @@ static void parse_args(int argc, char **argv, options *o)
         } else if (strcmp(a, "--net-none") == 0) {
             o->net_none = 1;
             continue;
-        } else if (!v) {
+        } else if (!v) { /* NOLINT(bugprone-branch-clone): no value, and below no such option */
             fail(JOBINIT_STAGE_ARGS, EINVAL);
         } else if (strcmp(a, "--cgroup") == 0) {
             o->cg_dir = v;

@@ -76,7 +76,7 @@ static int for_each_fd(listenwatch *w, void (*fn)(listenwatch *w, int fd), int *
             off += de->d_reclen;
             if (de->d_name[0] < '0' || de->d_name[0] > '9')
                 continue;
-            int fd = atoi(de->d_name);
+            int fd = (int)strtol(de->d_name, NULL, 10);
             if (fd == w->dir_fd)
                 continue;
             n++;
@@ -100,7 +100,7 @@ static void consider_fd(listenwatch *w, int fd)
     vlen = sizeof(v);
     if (getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &v, &vlen) < 0 || v != IPPROTO_TCP)
         return;
-    struct sockaddr_storage ss;
+    struct sockaddr_storage ss = {0};
     socklen_t slen = sizeof(ss);
     if (getsockname(fd, (struct sockaddr *)&ss, &slen) < 0)
         return;
@@ -122,7 +122,7 @@ static void find_listeners(listenwatch *w)
     w->n_listeners = 0;
     int r = for_each_fd(w, consider_fd, NULL);
     if (r < 0)
-        log_warning("listener watch: read /proc/self/fd: %s, ignoring", strerror(-r));
+        log_warning_errno(-r, "listener watch: read /proc/self/fd: %m, ignoring");
     if (w->n_listeners == 0 && !w->missing_logged) {
         log_debug("listener watch: no listening socket of port %d found yet", w->cfg.port);
         w->missing_logged = true;

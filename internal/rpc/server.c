@@ -331,10 +331,13 @@ static int handle_list(rpc_server *srv, rpc_incoming *in, jw_error *err)
         bytes += sz;
         kept++;
     }
-    Jobworker__V1__Job **jp = r == 0 ? calloc(kept ? kept : 1, sizeof(*jp)) : NULL;
-    if (r == 0 && !jp)
-        r = jw_error_errno_code(err, JW_INTERNAL, ENOMEM, "list jobs");
+    Jobworker__V1__Job **jp = NULL;
     if (r == 0) {
+        jp = calloc(kept ? kept : 1, sizeof(*jp));
+        if (!jp)
+            r = jw_error_errno_code(err, JW_INTERNAL, ENOMEM, "list jobs");
+    }
+    if (r == 0 && jp) {
         /* Each message points into its own entry, which realloc may have moved: build them
          * again now that e stays where it is. Oldest first. */
         for (size_t i = 0; i < kept; i++) {
@@ -625,7 +628,7 @@ int rpc_server_start(const rpc_server_config *cfg, rpc_server **ret, jw_error *e
     /* gRPC 1.51 never accepts again after an EMFILE; without the watch nothing would tell. */
     r = listenwatch_start(&(listenwatch_config){.port = srv->port}, &srv->watch);
     if (r < 0)
-        log_warning("start the listener watch: %s, ignoring", strerror(-r));
+        log_warning_errno(-r, "start the listener watch: %m, ignoring");
     *ret = srv;
     return 0;
 
