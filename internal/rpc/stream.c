@@ -119,24 +119,22 @@ static void drain_destroy_cq(grpc_completion_queue *cq)
     grpc_completion_queue_destroy(cq);
 }
 
-/* Answers a refused call on its own queue, from the worker that took it: no thread. The client
- * half-closed after its one request, so the batch completes at once; a peer that does not is
- * cancelled after a short bound. */
+/* Answers a refused call on its own queue, from the worker that took it: no thread. The batch
+ * does not wait for the client's half-close (a peer could withhold it to hold a worker): it
+ * completes once the status is on its way, which flow control does not hold back; a batch that
+ * still does not complete is cancelled after a short bound. */
 static void refuse(stream_registry *reg, grpc_call *call, grpc_completion_queue *cq,
                    const auth_identity *caller, const char *job_id, jw_code code, const char *msg)
 {
     grpc_slice details = grpc_slice_from_copied_string(msg);
-    int cancelled = 0;
-    grpc_op ops[3];
+    grpc_op ops[2];
     memset(ops, 0, sizeof(ops));
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
     ops[1].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[1].data.send_status_from_server.status = (grpc_status_code)code;
     ops[1].data.send_status_from_server.status_details = &details;
-    ops[2].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
-    ops[2].data.recv_close_on_server.cancelled = &cancelled;
     char tag;
-    if (grpc_call_start_batch(call, ops, 3, &tag, NULL) == GRPC_CALL_OK) {
+    if (grpc_call_start_batch(call, ops, 2, &tag, NULL) == GRPC_CALL_OK) {
         gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                                              gpr_time_from_millis(REFUSE_TIMEOUT_MS, GPR_TIMESPAN));
         /* Skip a shutdown wake that may have been posted while the stream was registered. */
