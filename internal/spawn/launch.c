@@ -67,11 +67,12 @@ static void free_env(char **env)
 
 /* Fixed-size strings job-init's argv points into; they live as long as the argv. */
 typedef struct argv_bufs {
-    char hostname[32], uid[24], gid[24];
+    char hostname[32], uid[24], gid[24], tmp_size[24];
 } argv_bufs;
 
 /* job-init [--cgroup DIR --cgroup-rel REL] [--uid N --gid N] [--workdir DIR] --hostname NAME
- * [--net-none] -- COMMAND [ARGS...], NULL-terminated, in `argv` of nargs + ARGV_EXTRA slots. */
+ * [--tmp-size BYTES] [--net-none] -- COMMAND [ARGS...], NULL-terminated, in `argv` of nargs +
+ * ARGV_EXTRA slots. */
 static void build_argv(const launch_options *o, argv_bufs *b, const char **argv)
 {
     size_t argc = 0;
@@ -97,6 +98,11 @@ static void build_argv(const launch_options *o, argv_bufs *b, const char **argv)
     }
     argv[argc++] = "--hostname";
     argv[argc++] = b->hostname;
+    if (o->tmp_size > 0) {
+        snprintf(b->tmp_size, sizeof(b->tmp_size), "%lld", (long long)o->tmp_size);
+        argv[argc++] = "--tmp-size";
+        argv[argc++] = b->tmp_size;
+    }
     if (o->network == JOB_NETWORK_NONE)
         argv[argc++] = "--net-none";
     argv[argc++] = "--";

@@ -586,6 +586,8 @@ int supervisor_new(const supervisor_config *cfg, store *st, supervisor **ret, jw
     sv->cfg = *cfg;
     if (sv->cfg.stop_grace_ms <= 0)
         sv->cfg.stop_grace_ms = 100;
+    if (sv->cfg.tmp_size <= 0)
+        sv->cfg.tmp_size = SUPERVISOR_DEFAULT_TMP_SIZE;
     sv->st = st;
     pthread_mutex_init(&sv->lock, NULL);
     pthread_cond_init(&sv->cleanup_cond, NULL);
@@ -750,7 +752,8 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
                          .cgroup_rel_path = e->cg ? cgroup_job_rel_path(e->cg) : NULL,
                          .uid = sv->cfg.job_uid,
                          .gid = sv->cfg.job_gid,
-                         .workdir = e->has_workdir ? workdir : NULL};
+                         .workdir = e->has_workdir ? workdir : NULL,
+                         .tmp_size = sv->cfg.tmp_size};
     launch_result lr;
     r = launch_job_init(&lo, &lr, err);
     if (r < 0)

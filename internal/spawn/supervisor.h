@@ -28,7 +28,12 @@ typedef struct supervisor_config {
     int64_t stop_grace_ms;     /* SIGTERM .. kill; default 100 */
     long job_uid, job_gid;     /* credentials of jobs; -1 = the server's own (tests only) */
     const char *work_root;     /* per-job working directories <work_root>/<id>; NULL = "/" */
+    /* Size cap of each of a job's private tmpfs mounts on /tmp, /var/tmp and /dev/shm;
+     * 0 = SUPERVISOR_DEFAULT_TMP_SIZE. Their pages are charged to the job's memory cgroup too. */
+    int64_t tmp_size;
 } supervisor_config;
+
+#define SUPERVISOR_DEFAULT_TMP_SIZE (INT64_C(64) * 1024 * 1024)
 
 int supervisor_new(const supervisor_config *cfg, store *st, supervisor **ret, jw_error *err);
 /* Stops every job with reason SERVER_SHUTDOWN and waits until all are reaped and cleaned up.

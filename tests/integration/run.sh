@@ -262,6 +262,7 @@ check "SIGTERM with running jobs exits 0 and leaves no job process" t_shutdown
 source "$REPO/tests/integration/streaming.sh"
 [ -f "$REPO/tests/integration/security.sh" ] && source "$REPO/tests/integration/security.sh"
 source "$REPO/tests/integration/hardening.sh"
+source "$REPO/tests/integration/isolation.sh"
 
 echo "integration: $PASSED passed, $FAILED failed"
 if [ "$FAILED" -ne 0 ]; then

@@ -265,13 +265,11 @@ static void test_start_failed(void **state)
     assert_non_null(strstr(info.error, "No such file or directory"));
     store_job_unref(job);
 
-    /* A file that is not executable. */
-    char path[128];
-    snprintf(path, sizeof(path), "%s/notexec", f->dir);
-    int fd = open(path, O_CREAT | O_WRONLY, 0644);
-    assert_true(fd >= 0);
-    close(fd);
-    job = start(f, 0, path, NULL, 0);
+    /* A file that is not executable (outside /tmp, which is private to the job). */
+    struct stat st;
+    assert_int_equal(stat("/etc/passwd", &st), 0);
+    assert_int_equal(st.st_mode & 0111, 0);
+    job = start(f, 0, "/etc/passwd", NULL, 0);
     finish(job, &info);
     assert_int_equal(info.reason, JOB_REASON_START_FAILED);
     assert_non_null(strstr(info.error, "Permission denied"));
@@ -564,6 +562,45 @@ static void test_credentials_and_workdir(void **state)
     store_job_unref(job);
 }
 
+/* /tmp, /var/tmp and /dev/shm are the job's own: empty tmpfs mounts (1777, nosuid, nodev, 64 MiB
+ * each) that another job does not see and that are gone with the job, including from the host. */
+static void test_private_tmp(void **state)
+{
+    fixture *f = *state;
+    store_job_info info;
+    char mark[64], script[1024];
+    snprintf(mark, sizeof(mark), "jw-private-tmp-%d", (int)getpid());
+    snprintf(script, sizeof(script),
+             "for d in /tmp /var/tmp /dev/shm; do"
+             "  ls -A $d | wc -l; stat -c '%%a' $d;"
+             "  awk -v d=$d '$2 == d { print $3, $4 }' /proc/self/mounts | tail -n 1;"
+             "  echo data >$d/%s && echo wrote;"
+             "done; dd if=/dev/zero of=/tmp/big bs=1M count=80 2>&1 | grep -c 'No space'",
+             mark);
+    store_job *a = run_sh(f, script, &info);
+    assert_int_equal(info.status, JOB_STATUS_COMPLETED);
+    char *out = read_output(a);
+    const char *one = "0\n1777\ntmpfs rw,nosuid,nodev,relatime,size=65536k\nwrote\n";
+    char expect[512];
+    snprintf(expect, sizeof(expect), "%s%s%s1\n", one, one, one);
+    assert_string_equal(out, expect);
+    free(out);
+    store_job_unref(a);
+    /* Nothing of it on the host. */
+    const char *dirs[] = {"/tmp", "/var/tmp", "/dev/shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char path[256];
+        snprintf(path, sizeof(path), "%s/%s", dirs[i], mark);
+        assert_int_equal(access(path, F_OK), -1);
+    }
+    /* A second job starts with empty directories again. */
+    store_job *b = run_sh(f, "ls -A /tmp /var/tmp /dev/shm | grep -vc ':$'", &info);
+    out = read_output(b);
+    assert_string_equal(out, "2\n"); /* the two blank separator lines of ls only */
+    free(out);
+    store_job_unref(b);
+}
+
 static void test_network_none(void **state)
 {
     fixture *f = *state;
@@ -695,6 +732,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_namespaces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_credentials_and_workdir, setup_nobody, teardown),
         cmocka_unit_test_setup_teardown(test_network_none, setup_nobody, teardown),
+        cmocka_unit_test_setup_teardown(test_private_tmp, setup_nobody, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_forwarded_to_command, setup_long_grace,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stop_during_shutdown_reason, setup, teardown),
