@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -202,6 +203,14 @@ int launch_job_init(const launch_options *o, launch_result *ret, jw_error *err)
         return jw_error_errno_code(err, JW_RESOURCE_EXHAUSTED, r, "create pipes");
     }
     _cleanup_close_ int out_r = outp[0], out_w0 = outp[1], st_r = stp[0], st_w0 = stp[1];
+    /* A pipe's inode belongs to its creator (root) with mode 0600, and opening /dev/stdout or
+     * /dev/stderr (/proc/self/fd/N) re-opens it with a permission check, which a job user fails.
+     * Write permission for others (0622) lets the job re-open its own output for writing, and
+     * for nothing else: only a process that may ptrace a job process reaches the pipe through
+     * /proc/<pid>/fd, the pipe has no other name, and reading stays the server's. The status
+     * pipe keeps 0600: job-init closes it before the command starts. */
+    if (fchmod(out_w0, 0622) < 0)
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "fchmod the job's output pipe");
     (void)fcntl(out_r, F_SETPIPE_SZ, PIPE_SIZE); /* a larger pipe only helps throughput */
     _cleanup_close_ int null0 = open("/dev/null", O_RDONLY | O_CLOEXEC);
     _cleanup_close_ int null_fd = null0 >= 0 ? dup_high(null0) : -1;

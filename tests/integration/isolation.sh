@@ -29,4 +29,16 @@ t_private_tmp() {
 }
 check "jobs get private /tmp, /var/tmp and /dev/shm that vanish with them" t_private_tmp
 
+# /dev/stdout and /dev/stderr re-open the job's output pipe as the job user (nobody here).
+t_dev_stdout() {
+    local id json out
+    id=$(jc create bash -c 'echo out >/dev/stdout; echo err >/dev/stderr; tee /dev/stderr <<<x') || return 1
+    wait_status "$id" COMPLETED FAILED || return 1
+    json=$(jc -o json get "$id")
+    expect_eq "$(json_field "$json" status)" COMPLETED "($(json_field "$json" error))" || return 1
+    out=$(jc stream "$id") || return 1
+    expect_eq "$(echo "$out" | tr '\n' ' ')" "out err x x " || return 1
+}
+check "/dev/stdout and /dev/stderr work inside jobs" t_dev_stdout
+
 stop_server || fail "isolation server exit" "non-zero exit status"

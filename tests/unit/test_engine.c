@@ -601,6 +601,27 @@ static void test_private_tmp(void **state)
     store_job_unref(b);
 }
 
+/* /dev/stdout and /dev/stderr re-open the output pipe (/proc/self/fd/1, 2) with a permission check
+ * as the job user; they work, and in order with the plain fds. The pipe cannot be re-opened for
+ * reading, and job-init's status pipe is not among the command's fds. */
+static void test_dev_stdout_stderr(void **state)
+{
+    fixture *f = *state;
+    store_job_info info;
+    store_job *job =
+        run_sh(f,
+               "echo out >/dev/stdout; echo err >/dev/stderr; echo x | tee /dev/stderr;"
+               "(: </proc/self/fd/1) 2>/dev/null || echo no-read;"
+               "ls /proc/self/fd | tr '\\n' ' ' >&2; echo",
+               &info);
+    assert_int_equal(info.status, JOB_STATUS_COMPLETED);
+    char *out = read_output(job);
+    /* ls's own directory fd (3) is the only one beyond 0..2. */
+    assert_string_equal(out, "out\nerr\nx\nx\nno-read\n0 1 2 3 \n");
+    free(out);
+    store_job_unref(job);
+}
+
 static void test_network_none(void **state)
 {
     fixture *f = *state;
@@ -733,6 +754,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_credentials_and_workdir, setup_nobody, teardown),
         cmocka_unit_test_setup_teardown(test_network_none, setup_nobody, teardown),
         cmocka_unit_test_setup_teardown(test_private_tmp, setup_nobody, teardown),
+        cmocka_unit_test_setup_teardown(test_dev_stdout_stderr, setup_nobody, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_forwarded_to_command, setup_long_grace,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stop_during_shutdown_reason, setup, teardown),
