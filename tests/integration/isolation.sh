@@ -68,9 +68,10 @@ t_job_identity() {
     wait_status "$b" COMPLETED || return 1
     out=$(jc stream "$b" | tr '\n' ' ')
     ub=${out%% *}
-    [ "$ua" != "$ub" ] && [ $((ua - UID0)) -ge 0 ] && [ $((ua - UID0)) -le 1 ] &&
-        [ $((ub - UID0)) -ge 0 ] && [ $((ub - UID0)) -le 1 ] ||
-        { echo "job uids '$ua' and '$ub', want two different ones in $UID0-$((UID0 + 1))" >&2; return 1; }
+    if [ "$ua" = "$ub" ] || ! [[ "$ua" =~ ^($UID0|$((UID0 + 1)))$ && "$ub" =~ ^($UID0|$((UID0 + 1)))$ ]]; then
+        echo "job uids '$ua' and '$ub', want two different ones in $UID0-$((UID0 + 1))" >&2
+        return 1
+    fi
     expect_eq "$out" "$ub 1 1 1 " "(job B against job A's working directory)" || return 1
     expect_eq "$(stat -c '%u %a' "$T/data/work/$a")" "$ua 700" "(A's working directory)" || return 1
     # Both uids held (A, C): a third job is refused and leaves nothing behind.
