@@ -31,6 +31,8 @@ typedef struct options {
     long uid, gid; /* -1 = keep */
     const char *workdir;
     const char *hostname;
+    unsigned long long tmp_size; /* bytes of each private tmpfs; 0 = no private tmpfs */
+    int workdir_fd;              /* O_PATH fd of workdir, opened before the tmpfs mounts */
     int net_none;
     char **argv; /* the command */
 } options;
@@ -104,9 +106,27 @@ static int reset_signals(void)
     return 0;
 }
 
-/* In the job's namespaces: a private mount tree with a /proc of the job's PID namespace, the
- * job's hostname, and a loopback interface that is up when the job has no network. */
-static int setup_namespaces(const options *o)
+/* The job's own /tmp, /var/tmp and /dev/shm (systemd's PrivateTmp): empty tmpfs mounts, mode
+ * 1777, nosuid and nodev, each capped at o->tmp_size bytes (their pages are also charged to the
+ * job's memory cgroup, so memory.max bounds them together with the job's own memory). Nothing a
+ * job writes there is seen by another job or outlives it: the mounts live only in the job's mount
+ * namespace, which dies with job-init. A directory the host does not have is skipped. */
+static int mount_private_tmp(const options *o)
+{
+    static const char *const dirs[] = {"/tmp", "/var/tmp", "/dev/shm"};
+    char data[64];
+    snprintf(data, sizeof(data), "mode=1777,size=%llu", o->tmp_size);
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        if (mount("tmpfs", dirs[i], "tmpfs", MS_NOSUID | MS_NODEV, data) < 0 && errno != ENOENT)
+            return -errno;
+    }
+    return 0;
+}
+
+/* In the job's namespaces: a private mount tree with a /proc of the job's PID namespace, private
+ * temporary directories, the job's hostname, and a loopback interface that is up when the job
+ * has no network. */
+static int setup_namespaces(options *o)
 {
     if (getpid() != 1)
         return -EINVAL; /* the server always starts us in a new PID namespace */
@@ -114,6 +134,18 @@ static int setup_namespaces(const options *o)
         return -errno;
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         return -errno;
+    /* The working directory may lie under one of the directories covered next (a data directory
+     * in /tmp): it is held open from here and entered with fchdir(). */
+    if (o->workdir) {
+        o->workdir_fd = open(o->workdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (o->workdir_fd < 0)
+            return -errno;
+    }
+    if (o->tmp_size > 0) {
+        int r = mount_private_tmp(o);
+        if (r < 0)
+            return r;
+    }
     if (o->hostname && sethostname(o->hostname, strlen(o->hostname)) < 0)
         return -errno;
     if (o->net_none) {
@@ -182,8 +214,11 @@ static void run_command(const options *o, int exec_pipe)
         stage = JOBINIT_STAGE_CREDENTIALS;
         r = drop_credentials(o);
     }
-    if (r == 0 && o->workdir && chdir(o->workdir) < 0)
+    /* fchdir() checks search permission with the job's credentials, as chdir() would. */
+    if (r == 0 && o->workdir_fd >= 0 && fchdir(o->workdir_fd) < 0)
         r = -errno;
+    if (o->workdir_fd >= 0)
+        close(o->workdir_fd);
     if (r == 0) {
         stage = JOBINIT_STAGE_SETUP;
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
@@ -232,6 +267,12 @@ static void parse_args(int argc, char **argv, options *o)
             o->workdir = v;
         } else if (strcmp(a, "--hostname") == 0) {
             o->hostname = v;
+        } else if (strcmp(a, "--tmp-size") == 0) {
+            char *end;
+            errno = 0;
+            o->tmp_size = strtoull(v, &end, 10);
+            if (errno || *end || end == v)
+                fail(JOBINIT_STAGE_ARGS, EINVAL);
         } else {
             fail(JOBINIT_STAGE_ARGS, EINVAL);
         }
@@ -244,7 +285,7 @@ static void parse_args(int argc, char **argv, options *o)
 
 int main(int argc, char **argv)
 {
-    options o = {.uid = -1, .gid = -1};
+    options o = {.uid = -1, .gid = -1, .workdir_fd = -1};
     /* If the server dies (even by SIGKILL), the job dies with it, and with job-init its whole
      * PID namespace: no job outlives the server that could report or stop it. A restarted
      * server also removes leftover cgroups. */
@@ -300,6 +341,8 @@ int main(int argc, char **argv)
         run_command(&o, ep[1]);
     }
     close(ep[1]);
+    if (o.workdir_fd >= 0)
+        close(o.workdir_fd);
     int32_t rec[2];
     ssize_t n;
     do {

@@ -54,6 +54,7 @@ static void usage(FILE *f)
         "  --audit-log FILE         append audit lines here (default: the log on stderr)\n"
         "  --job-user USER          user jobs run as (default " JW_DEFAULT_JOB_USER ")\n"
         "  --allow-root-jobs        allow --job-user to be root (uid 0)\n"
+        "  --job-uid-range A-B      run every job as a uid (and gid) of its own from A-B\n"
         "  --default-network MODE   host or none (own namespace with loopback only) for\n"
         "                           requests that do not choose (default " JW_DEFAULT_NETWORK ")\n"
         "  --log-level LEVEL        error, warning, info or debug (default info)\n"
@@ -110,6 +111,7 @@ static int parse_options(int argc, char **argv, options *o)
         OPT_LOG_LEVEL,
         OPT_WORKERS,
         OPT_JOB_USER,
+        OPT_JOB_UID_RANGE,
         OPT_ALLOW_ROOT,
         OPT_DEF_NET,
     };
@@ -140,6 +142,7 @@ static int parse_options(int argc, char **argv, options *o)
         {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
         {"workers", required_argument, NULL, OPT_WORKERS},
         {"job-user", required_argument, NULL, OPT_JOB_USER},
+        {"job-uid-range", required_argument, NULL, OPT_JOB_UID_RANGE},
         {"allow-root-jobs", no_argument, NULL, OPT_ALLOW_ROOT},
         {"default-network", required_argument, NULL, OPT_DEF_NET},
         {"help", no_argument, NULL, 'h'},
@@ -209,6 +212,7 @@ static int parse_options(int argc, char **argv, options *o)
         case OPT_MAX_OUTPUT: r = parse_size_flag("--max-output", optarg, &o->max_output); break;
         case OPT_AUDIT: o->audit_log = optarg; break;
         case OPT_JOB_USER: o->job_user = optarg; break;
+        case OPT_JOB_UID_RANGE: o->job_uid_range = optarg; break;
         case OPT_ALLOW_ROOT: o->allow_root_jobs = true; break;
         case OPT_DEF_NET:
             if (strcmp(optarg, "host") != 0 && strcmp(optarg, "none") != 0) {

@@ -5,6 +5,7 @@
 #include "rpc/server.h"
 #include "service/service.h"
 #include "spawn/supervisor.h"
+#include "spawn/uidpool.h"
 #include "spawn/workdir.h"
 #include "store/store.h"
 #include "util/defaults.h"
@@ -49,6 +50,7 @@ typedef struct server_state {
     const daemon_config *cfg;
     char job_init[PATH_MAX];
     long job_uid, job_gid;
+    uint32_t job_uid_first, job_uid_count; /* --job-uid-range; count 0 = all jobs as job_uid */
     char job_user_display[256];
     job_host host;
     cgroup_manager *cgm;
@@ -113,6 +115,21 @@ static int find_job_init(server_state *d)
 static int resolve_job_user(server_state *d)
 {
     const char *user = d->cfg->job_user;
+    if (d->cfg->job_uid_range) {
+        if (uid_pool_parse_range(d->cfg->job_uid_range, &d->job_uid_first, &d->job_uid_count) < 0) {
+            log_error("--job-uid-range '%s': want FIRST-LAST within 1-2147483646, at most %u "
+                      "uids, without 65534 and 65535",
+                      d->cfg->job_uid_range, UID_POOL_MAX_COUNT);
+            return 2;
+        }
+        /* The working directories' parents are checked with the first uid: every uid of the
+         * range is "others" to them alike. */
+        d->job_uid = d->job_gid = (long)d->job_uid_first;
+        snprintf(d->job_user_display, sizeof(d->job_user_display), "dynamic (%s)",
+                 d->cfg->job_uid_range);
+        log_info("every job runs as a uid (and gid) of its own from %s", d->cfg->job_uid_range);
+        return 0;
+    }
     struct passwd *pw = getpwnam(user);
     if (!pw) {
         log_error("--job-user '%s' is not a user on this host", user);
@@ -280,6 +297,8 @@ static int start_serving(server_state *d)
                              .stop_grace_ms = o->stop_grace_ms,
                              .job_uid = d->job_uid,
                              .job_gid = d->job_gid,
+                             .job_uid_first = d->job_uid_first,
+                             .job_uid_count = d->job_uid_count,
                              .work_root = d->work_root};
     if (supervisor_new(&svc, d->st, &d->sv, &err) < 0) {
         log_error("%s", err.msg);

@@ -26,6 +26,7 @@ typedef struct daemon_config {
     int64_t max_jobs, max_streams, max_streams_per_job, max_streams_per_client, max_output, workers;
     const char *audit_log; /* NULL = the log */
     const char *job_user;
+    const char *job_uid_range; /* "FIRST-LAST": a uid of its own per job; NULL = all as job_user */
     bool allow_root_jobs;
     const char *default_network; /* "host" or "none" */
 } daemon_config;

@@ -4,7 +4,11 @@
  * namespace for `network: none`), so job-init is PID 1 of the job:
  *
  *   job-init [--cgroup DIR --cgroup-rel REL] [--uid N --gid N] [--workdir DIR]
- *            [--hostname NAME] [--net-none] -- COMMAND [ARGS...]
+ *            [--hostname NAME] [--tmp-size BYTES] [--net-none] -- COMMAND [ARGS...]
+ *
+ * --tmp-size gives the job private tmpfs mounts of that many bytes each on /tmp, /var/tmp and
+ * /dev/shm (mode 1777, nosuid, nodev); without it the job sees the host's. The working directory
+ * is opened before those mounts, so it may lie under one of them.
  *
  * with fd 0 = /dev/null, fds 1 and 2 = the job's output pipe and fd JOBINIT_STATUS_FD = the write
  * end of a status pipe. job-init joins the cgroup, mounts a fresh /proc, drops nothing itself,

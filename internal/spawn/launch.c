@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -67,11 +68,12 @@ static void free_env(char **env)
 
 /* Fixed-size strings job-init's argv points into; they live as long as the argv. */
 typedef struct argv_bufs {
-    char hostname[32], uid[24], gid[24];
+    char hostname[32], uid[24], gid[24], tmp_size[24];
 } argv_bufs;
 
 /* job-init [--cgroup DIR --cgroup-rel REL] [--uid N --gid N] [--workdir DIR] --hostname NAME
- * [--net-none] -- COMMAND [ARGS...], NULL-terminated, in `argv` of nargs + ARGV_EXTRA slots. */
+ * [--tmp-size BYTES] [--net-none] -- COMMAND [ARGS...], NULL-terminated, in `argv` of nargs +
+ * ARGV_EXTRA slots. */
 static void build_argv(const launch_options *o, argv_bufs *b, const char **argv)
 {
     size_t argc = 0;
@@ -97,6 +99,11 @@ static void build_argv(const launch_options *o, argv_bufs *b, const char **argv)
     }
     argv[argc++] = "--hostname";
     argv[argc++] = b->hostname;
+    if (o->tmp_size > 0) {
+        snprintf(b->tmp_size, sizeof(b->tmp_size), "%lld", (long long)o->tmp_size);
+        argv[argc++] = "--tmp-size";
+        argv[argc++] = b->tmp_size;
+    }
     if (o->network == JOB_NETWORK_NONE)
         argv[argc++] = "--net-none";
     argv[argc++] = "--";
@@ -196,6 +203,14 @@ int launch_job_init(const launch_options *o, launch_result *ret, jw_error *err)
         return jw_error_errno_code(err, JW_RESOURCE_EXHAUSTED, r, "create pipes");
     }
     _cleanup_close_ int out_r = outp[0], out_w0 = outp[1], st_r = stp[0], st_w0 = stp[1];
+    /* A pipe's inode belongs to its creator (root) with mode 0600, and opening /dev/stdout or
+     * /dev/stderr (/proc/self/fd/N) re-opens it with a permission check, which a job user fails.
+     * Write permission for others (0622) lets the job re-open its own output for writing, and
+     * for nothing else: only a process that may ptrace a job process reaches the pipe through
+     * /proc/<pid>/fd, the pipe has no other name, and reading stays the server's. The status
+     * pipe keeps 0600: job-init closes it before the command starts. */
+    if (fchmod(out_w0, 0622) < 0)
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "fchmod the job's output pipe");
     (void)fcntl(out_r, F_SETPIPE_SZ, PIPE_SIZE); /* a larger pipe only helps throughput */
     _cleanup_close_ int null0 = open("/dev/null", O_RDONLY | O_CLOEXEC);
     _cleanup_close_ int null_fd = null0 >= 0 ? dup_high(null0) : -1;

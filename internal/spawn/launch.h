@@ -16,6 +16,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 /* Everything job-init is started from. Strings are borrowed for the duration of the call. */
@@ -30,6 +31,7 @@ typedef struct launch_options {
     const char *cgroup_rel_path; /* the same relative to the cgroup2 mount (required with it) */
     long uid, gid;               /* the command's credentials; -1 = the server's own (tests) */
     const char *workdir;         /* the command's working directory and HOME; NULL = "/" */
+    int64_t tmp_size;            /* bytes of each private /tmp, /var/tmp, /dev/shm; 0 = none */
 } launch_options;
 
 /* What a launch produced. The fds are close-on-exec and non-blocking and belong to the caller. */

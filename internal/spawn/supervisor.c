@@ -16,6 +16,7 @@
 
 #include "spawn/jobinit-proto.h"
 #include "spawn/launch.h"
+#include "spawn/uidpool.h"
 #include "spawn/workdir.h"
 #include "util/cleanup.h"
 #include "util/log.h"
@@ -65,6 +66,8 @@ struct sv_entry {
     int st_fd; /* job-init's status pipe: the EXITED record arrives here */
     int ev_fd; /* the cgroup's cgroup.events while the loop waits for it to empty; -1 otherwise */
     bool has_workdir; /* <work_root>/<id> exists and must be removed at the end */
+    long uid, gid;    /* the job's credentials */
+    bool uid_held;    /* uid came from sv->uids and goes back at the end */
 
     /* Guarded by sv->lock. */
     bool started;           /* registered with the loop (or handed to cleanup directly) */
@@ -96,6 +99,7 @@ typedef struct sv_action {
 struct supervisor {
     supervisor_config cfg;
     store *st;
+    uid_pool *uids; /* NULL: every job runs as cfg.job_uid */
     int epfd;
     int wakefd;
     sv_watch w_wake;
@@ -475,6 +479,27 @@ static void *sv_thread(void *arg)
 
 /* ---- The cleanup thread ---- */
 
+/* Gives the job's uid back once nothing of the job can still use it or own something in its
+ * name: its processes are gone (its PID namespace died with job-init, and its cgroup, when it has
+ * one, is empty) and its working directory was removed. Otherwise the uid is kept out of use for
+ * the rest of the server's life, so that the next job to get it cannot reach what is left. */
+static void release_uid(supervisor *sv, sv_entry *e, bool gone)
+{
+    if (!e->uid_held)
+        return;
+    e->uid_held = false;
+    if (!gone) {
+        log_error("job %s: uid %ld not given back for reuse: its cgroup was not empty or its "
+                  "working directory could not be removed at its end; the uid stays unused until "
+                  "the server restarts",
+                  store_job_id(e->job), e->uid);
+        return;
+    }
+    int r = uid_pool_release(sv->uids, (uint32_t)e->uid);
+    if (r < 0)
+        log_error_errno(r, "job %s: give back uid %ld: %m", store_job_id(e->job), e->uid);
+}
+
 /* Everything slow of a job's end, then the end itself: usage, cgroup and working directory
  * removal, the final state. */
 static void finish_entry(supervisor *sv, sv_entry *e)
@@ -495,12 +520,16 @@ static void finish_entry(supervisor *sv, sv_entry *e)
         if (r < 0)
             log_error_errno(r, "job %s: remove cgroup '%s': %m", id, path);
     }
+    bool gone = e->cg_empty;
     if (e->has_workdir) {
         int r = workdir_remove(sv->cfg.work_root, id);
-        if (r < 0)
+        if (r < 0) {
             log_error_errno(r, "job %s: remove working directory '%s/%s': %m", id,
                             sv->cfg.work_root, id);
+            gone = false;
+        }
     }
+    release_uid(sv, e, gone);
 
     job_usage usage = {.cpu_usec = cu.cpu_usec,
                        .memory_peak_bytes = cu.memory_peak,
@@ -596,7 +625,16 @@ int supervisor_new(const supervisor_config *cfg, store *st, supervisor **ret, jw
     sv->cfg = *cfg;
     if (sv->cfg.stop_grace_ms <= 0)
         sv->cfg.stop_grace_ms = 100;
+    if (sv->cfg.tmp_size <= 0)
+        sv->cfg.tmp_size = SUPERVISOR_DEFAULT_TMP_SIZE;
     sv->st = st;
+    if (cfg->job_uid_count > 0) {
+        int q = uid_pool_new(cfg->job_uid_first, cfg->job_uid_count, &sv->uids, err);
+        if (q < 0) {
+            free(sv);
+            return q;
+        }
+    }
     pthread_mutex_init(&sv->lock, NULL);
     pthread_cond_init(&sv->cleanup_cond, NULL);
     sv->cleanup_tail = &sv->cleanup_head;
@@ -669,6 +707,7 @@ void supervisor_free(supervisor *sv)
         close(sv->wakefd);
     free(sv->buf);
     free(sv->actions);
+    uid_pool_free(sv->uids);
     pthread_cond_destroy(&sv->cleanup_cond);
     pthread_mutex_destroy(&sv->lock);
     free(sv);
@@ -741,10 +780,22 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
             goto fail;
     }
 
+    e->uid = sv->cfg.job_uid;
+    e->gid = sv->cfg.job_gid;
+    if (sv->uids) {
+        uint32_t uid;
+        r = uid_pool_acquire(sv->uids, &uid, err);
+        if (r < 0)
+            goto fail;
+        e->uid = e->gid = (long)uid;
+        e->uid_held = true;
+        log_debug("job %s: runs as uid %ld, gid %ld", info.id, e->uid, e->gid);
+    }
+
     char workdir[PATH_MAX];
     if (sv->cfg.work_root) {
-        r = workdir_create(sv->cfg.work_root, info.id, sv->cfg.job_uid, sv->cfg.job_gid, workdir,
-                           sizeof(workdir), err);
+        r = workdir_create(sv->cfg.work_root, info.id, e->uid, e->gid, workdir, sizeof(workdir),
+                           err);
         if (r < 0)
             goto fail;
         e->has_workdir = true;
@@ -758,17 +809,17 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
                          .network = info.network,
                          .cgroup_path = e->cg ? cgroup_job_path(e->cg) : NULL,
                          .cgroup_rel_path = e->cg ? cgroup_job_rel_path(e->cg) : NULL,
-                         .uid = sv->cfg.job_uid,
-                         .gid = sv->cfg.job_gid,
-                         .workdir = e->has_workdir ? workdir : NULL};
+                         .uid = e->uid,
+                         .gid = e->gid,
+                         .workdir = e->has_workdir ? workdir : NULL,
+                         .tmp_size = sv->cfg.tmp_size};
     launch_result lr;
     r = launch_job_init(&lo, &lr, err);
     if (r < 0)
         goto fail;
     if (lr.pid == 0) {
         /* The job's own failure: nothing of it ran, so its directory is empty and quick to go. */
-        if (e->has_workdir)
-            (void)workdir_remove(sv->cfg.work_root, info.id);
+        release_uid(sv, e, !e->has_workdir || workdir_remove(sv->cfg.work_root, info.id) == 0);
         r = cgroup_job_destroy(e->cg);
         if (r < 0)
             log_error_errno(r, "job %s: remove its cgroup: %m", info.id);
@@ -821,8 +872,8 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
     return 0;
 
 fail:
-    if (e->has_workdir)
-        (void)workdir_remove(sv->cfg.work_root, info.id);
+    /* Nothing of the job runs: job-init, if it was started, was killed and reaped. */
+    release_uid(sv, e, !e->has_workdir || workdir_remove(sv->cfg.work_root, info.id) == 0);
     if (e->cg) {
         (void)cgroup_job_kill(e->cg);
         int q = cgroup_job_destroy(e->cg);

@@ -27,8 +27,18 @@ typedef struct supervisor_config {
     cgroup_manager *cgroups;   /* NULL = --no-cgroups: jobs run without limits */
     int64_t stop_grace_ms;     /* SIGTERM .. kill; default 100 */
     long job_uid, job_gid;     /* credentials of jobs; -1 = the server's own (tests only) */
-    const char *work_root;     /* per-job working directories <work_root>/<id>; NULL = "/" */
+    /* job_uid_count > 0: every job runs as a uid of its own (its gid the same number), taken
+     * from job_uid_first .. job_uid_first + job_uid_count - 1 (uidpool.h) for as long as the job
+     * runs, least recently used first; job_uid/job_gid are then unused. A start finding every
+     * uid held fails with RESOURCE_EXHAUSTED. */
+    uint32_t job_uid_first, job_uid_count;
+    const char *work_root; /* per-job working directories <work_root>/<id>; NULL = "/" */
+    /* Size cap of each of a job's private tmpfs mounts on /tmp, /var/tmp and /dev/shm;
+     * 0 = SUPERVISOR_DEFAULT_TMP_SIZE. Their pages are charged to the job's memory cgroup too. */
+    int64_t tmp_size;
 } supervisor_config;
+
+#define SUPERVISOR_DEFAULT_TMP_SIZE (INT64_C(64) * 1024 * 1024)
 
 int supervisor_new(const supervisor_config *cfg, store *st, supervisor **ret, jw_error *err);
 /* Stops every job with reason SERVER_SHUTDOWN and waits until all are reaped and cleaned up.

@@ -267,6 +267,7 @@ source "$REPO/tests/integration/daemon.sh"
 source "$REPO/tests/integration/stopstorm.sh"
 source "$REPO/tests/integration/hardening2.sh"
 source "$REPO/tests/integration/fdlimit.sh"
+source "$REPO/tests/integration/isolation.sh"
 
 echo "integration: $PASSED passed, $FAILED failed"
 if [ "$FAILED" -ne 0 ]; then

@@ -40,7 +40,11 @@ static const char *testbin(const char *name, char *buf, size_t size)
     return buf;
 }
 
-static int setup_full(void **state, long uid, bool workdirs, int64_t grace_ms)
+#define DYN_UID_FIRST 1879048192u
+#define DYN_UID_COUNT 2u
+
+static int setup_full_uids(void **state, long uid, bool workdirs, int64_t grace_ms,
+                           uint32_t uid_count)
 {
     fixture *f = calloc(1, sizeof(*f));
     snprintf(f->dir, sizeof(f->dir), "/tmp/jw-engine-XXXXXX");
@@ -59,10 +63,23 @@ static int setup_full(void **state, long uid, bool workdirs, int64_t grace_ms)
                              .stop_grace_ms = grace_ms,
                              .job_uid = uid,
                              .job_gid = uid,
-                             .work_root = workdirs ? f->work : NULL};
+                             .work_root = workdirs ? f->work : NULL,
+                             .job_uid_first = uid_count ? DYN_UID_FIRST : 0,
+                             .job_uid_count = uid_count};
     assert_int_equal(supervisor_new(&cfg, f->st, &f->sv, &err), 0);
     *state = f;
     return 0;
+}
+
+static int setup_full(void **state, long uid, bool workdirs, int64_t grace_ms)
+{
+    return setup_full_uids(state, uid, workdirs, grace_ms, 0);
+}
+
+/* Every job with a uid of its own from a range of two, with per-job working directories. */
+static int setup_dynamic(void **state)
+{
+    return setup_full_uids(state, 65534, true, 100, DYN_UID_COUNT);
 }
 
 static int setup(void **state)
@@ -265,13 +282,11 @@ static void test_start_failed(void **state)
     assert_non_null(strstr(info.error, "No such file or directory"));
     store_job_unref(job);
 
-    /* A file that is not executable. */
-    char path[128];
-    snprintf(path, sizeof(path), "%s/notexec", f->dir);
-    int fd = open(path, O_CREAT | O_WRONLY, 0644);
-    assert_true(fd >= 0);
-    close(fd);
-    job = start(f, 0, path, NULL, 0);
+    /* A file that is not executable (outside /tmp, which is private to the job). */
+    struct stat st;
+    assert_int_equal(stat("/etc/passwd", &st), 0);
+    assert_int_equal(st.st_mode & 0111, 0);
+    job = start(f, 0, "/etc/passwd", NULL, 0);
     finish(job, &info);
     assert_int_equal(info.reason, JOB_REASON_START_FAILED);
     assert_non_null(strstr(info.error, "Permission denied"));
@@ -564,6 +579,164 @@ static void test_credentials_and_workdir(void **state)
     store_job_unref(job);
 }
 
+/* /tmp, /var/tmp and /dev/shm are the job's own: empty tmpfs mounts (1777, nosuid, nodev, 64 MiB
+ * each) that another job does not see and that are gone with the job, including from the host. */
+static void test_private_tmp(void **state)
+{
+    fixture *f = *state;
+    store_job_info info;
+    char mark[64], script[1024];
+    snprintf(mark, sizeof(mark), "jw-private-tmp-%d", (int)getpid());
+    snprintf(script, sizeof(script),
+             "for d in /tmp /var/tmp /dev/shm; do"
+             "  ls -A $d | wc -l; stat -c '%%a' $d;"
+             "  awk -v d=$d '$2 == d { print $3, $4 }' /proc/self/mounts | tail -n 1;"
+             "  echo data >$d/%s && echo wrote;"
+             "done; dd if=/dev/zero of=/tmp/big bs=1M count=80 2>&1 | grep -c 'No space'",
+             mark);
+    store_job *a = run_sh(f, script, &info);
+    assert_int_equal(info.status, JOB_STATUS_COMPLETED);
+    char *out = read_output(a);
+    const char *one = "0\n1777\ntmpfs rw,nosuid,nodev,relatime,size=65536k\nwrote\n";
+    char expect[512];
+    snprintf(expect, sizeof(expect), "%s%s%s1\n", one, one, one);
+    assert_string_equal(out, expect);
+    free(out);
+    store_job_unref(a);
+    /* Nothing of it on the host. */
+    const char *dirs[] = {"/tmp", "/var/tmp", "/dev/shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char path[256];
+        snprintf(path, sizeof(path), "%s/%s", dirs[i], mark);
+        assert_int_equal(access(path, F_OK), -1);
+    }
+    /* A second job starts with empty directories again. */
+    store_job *b = run_sh(f, "ls -A /tmp /var/tmp /dev/shm | grep -vc ':$'", &info);
+    out = read_output(b);
+    assert_string_equal(out, "2\n"); /* the two blank separator lines of ls only */
+    free(out);
+    store_job_unref(b);
+}
+
+/* /dev/stdout and /dev/stderr re-open the output pipe (/proc/self/fd/1, 2) with a permission check
+ * as the job user; they work, and in order with the plain fds. The pipe cannot be re-opened for
+ * reading, and job-init's status pipe is not among the command's fds. */
+static void test_dev_stdout_stderr(void **state)
+{
+    fixture *f = *state;
+    store_job_info info;
+    store_job *job =
+        run_sh(f,
+               "echo out >/dev/stdout; echo err >/dev/stderr; echo x | tee /dev/stderr;"
+               "(: </proc/self/fd/1) 2>/dev/null || echo no-read;"
+               "ls /proc/self/fd | tr '\\n' ' ' >&2; echo",
+               &info);
+    assert_int_equal(info.status, JOB_STATUS_COMPLETED);
+    char *out = read_output(job);
+    /* ls's own directory fd (3) is the only one beyond 0..2. */
+    assert_string_equal(out, "out\nerr\nx\nx\nno-read\n0 1 2 3 \n");
+    free(out);
+    store_job_unref(job);
+}
+
+/* Waits until the job's output is at least `size` bytes. */
+static void wait_output_size(store_job *job, int64_t size)
+{
+    for (int i = 0; i < 1000; i++) {
+        int64_t n;
+        store_job_output_state(job, &n, NULL);
+        if (n >= size)
+            return;
+        usleep(10000);
+    }
+    fail_msg("job output stayed below %lld bytes", (long long)size);
+}
+
+/* Each job runs as a uid of its own: two jobs at once differ, each owns its working directory
+ * (0700) and the other cannot list, read or write it; a third finds the range used up
+ * (RESOURCE_EXHAUSTED) and nothing of it is left; after the end the uids are reused. */
+static void test_dynamic_uids(void **state)
+{
+    fixture *f = *state;
+    const char *aargs[] = {"-c", "echo secret >secret; id -u; id -g; echo ready; sleep 30"};
+    store_job *a = start(f, 0, "sh", aargs, 2);
+    wait_output_size(a, 2 * 11 + 6);
+    store_job_info ai;
+    store_job_snapshot(a, &ai);
+    char adir[256];
+    snprintf(adir, sizeof(adir), "%s/%s", f->work, ai.id);
+    struct stat st;
+    assert_int_equal(stat(adir, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
+    char *aout = read_output(a);
+    char expect[128];
+    snprintf(expect, sizeof(expect), "%u\n%u\nready\n", (unsigned)st.st_uid, (unsigned)st.st_gid);
+    assert_string_equal(aout, expect);
+    free(aout);
+    assert_true(st.st_uid >= DYN_UID_FIRST && st.st_uid < DYN_UID_FIRST + DYN_UID_COUNT);
+
+    /* Relative to B's own working directory: the fixture's directory is in the host's /tmp,
+     * which B does not see. */
+    char script[1024];
+    snprintf(script, sizeof(script),
+             "id -u; ls ../%s 2>&1 | grep -c 'Permission denied';"
+             "cat ../%s/secret 2>&1 | grep -c 'Permission denied';"
+             "touch ../%s/x 2>&1 | grep -c 'Permission denied'",
+             ai.id, ai.id, ai.id);
+    store_job_info bi;
+    store_job *b = run_sh(f, script, &bi);
+    char *bout = read_output(b);
+    snprintf(expect, sizeof(expect), "%u\n1\n1\n1\n",
+             (unsigned)(st.st_uid == DYN_UID_FIRST ? DYN_UID_FIRST + 1 : DYN_UID_FIRST));
+    assert_string_equal(bout, expect);
+    free(bout);
+    store_job_unref(b);
+
+    /* B's uid is free again; hold it with C, so that D finds none. */
+    const char *cargs[] = {"30"};
+    store_job *c = start(f, 0, "sleep", cargs, 1);
+    store_job *d = NULL;
+    jw_error err = JW_ERROR_INIT;
+    store_job_spec spec = {.command = "true", .owner = "test", .network = JOB_NETWORK_HOST};
+    assert_int_equal(store_job_new(f->st, &spec, &d, &err), 0);
+    assert_true(supervisor_start_job(f->sv, d, &err) < 0);
+    assert_int_equal(err.code, JW_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(err.msg, "all 2 uids of 1879048192-1879048193 are held"));
+    store_job_info di;
+    store_job_snapshot(d, &di);
+    snprintf(adir, sizeof(adir), "%s/%s", f->work, di.id);
+    assert_int_equal(access(adir, F_OK), -1);
+    store_job_unref(d);
+
+    /* Both end; their uids come back and serve the next two jobs. */
+    assert_int_equal(supervisor_stop_job(f->sv, a, JOB_REASON_STOPPED, &err), 0);
+    assert_int_equal(supervisor_stop_job(f->sv, c, JOB_REASON_STOPPED, &err), 0);
+    store_job_info ci;
+    finish(a, &ai);
+    finish(c, &ci);
+    store_job_unref(a);
+    store_job_unref(c);
+    unsigned seen = 0;
+    store_job *e[2];
+    for (int i = 0; i < 2; i++) {
+        const char *eargs[] = {"-c", "id -u; sleep 30"};
+        e[i] = start(f, 0, "sh", eargs, 2);
+        wait_output_size(e[i], 11);
+        char *out = read_output(e[i]);
+        unsigned u = (unsigned)strtoul(out, NULL, 10);
+        free(out);
+        assert_true(u >= DYN_UID_FIRST && u < DYN_UID_FIRST + DYN_UID_COUNT);
+        seen |= 1u << (u - DYN_UID_FIRST);
+    }
+    assert_int_equal(seen, 3);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(supervisor_stop_job(f->sv, e[i], JOB_REASON_STOPPED, &err), 0);
+        store_job_info ei;
+        finish(e[i], &ei);
+        store_job_unref(e[i]);
+    }
+}
+
 static void test_network_none(void **state)
 {
     fixture *f = *state;
@@ -695,6 +868,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_namespaces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_credentials_and_workdir, setup_nobody, teardown),
         cmocka_unit_test_setup_teardown(test_network_none, setup_nobody, teardown),
+        cmocka_unit_test_setup_teardown(test_private_tmp, setup_nobody, teardown),
+        cmocka_unit_test_setup_teardown(test_dev_stdout_stderr, setup_nobody, teardown),
+        cmocka_unit_test_setup_teardown(test_dynamic_uids, setup_dynamic, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_forwarded_to_command, setup_long_grace,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_stop_during_shutdown_reason, setup, teardown),
