@@ -52,9 +52,12 @@ static void usage(FILE *f)
         "                           (default %d)\n"
         "  --max-output SIZE        output kept per job (default " JW_DEFAULT_MAX_OUTPUT_TEXT ")\n"
         "  --audit-log FILE         append audit lines here (default: the log on stderr)\n"
-        "  --job-user USER          user jobs run as (default " JW_DEFAULT_JOB_USER ")\n"
+        "  --job-uid-range A-B      run every job as a uid (and gid) of its own from A-B,\n"
+        "                           released when the job ends (default " JW_DEFAULT_JOB_UID_RANGE
+        ")\n"
+        "  --job-user USER          run every job as USER instead (without --job-uid-range);\n"
+        "                           jobs can then reach each other's files\n"
         "  --allow-root-jobs        allow --job-user to be root (uid 0)\n"
-        "  --job-uid-range A-B      run every job as a uid (and gid) of its own from A-B\n"
         "  --default-network MODE   host or none (own namespace with loopback only) for\n"
         "                           requests that do not choose (default " JW_DEFAULT_NETWORK ")\n"
         "  --log-level LEVEL        error, warning, info or debug (default info)\n"
@@ -84,6 +87,7 @@ static int parse_int_flag(const char *name, const char *v, int64_t min, int64_t 
 
 static int parse_options(int argc, char **argv, options *o)
 {
+    bool user_given = false, range_given = false;
     enum {
         OPT_LISTEN = 256,
         OPT_CERT,
@@ -211,8 +215,14 @@ static int parse_options(int argc, char **argv, options *o)
             break;
         case OPT_MAX_OUTPUT: r = parse_size_flag("--max-output", optarg, &o->max_output); break;
         case OPT_AUDIT: o->audit_log = optarg; break;
-        case OPT_JOB_USER: o->job_user = optarg; break;
-        case OPT_JOB_UID_RANGE: o->job_uid_range = optarg; break;
+        case OPT_JOB_USER:
+            o->job_user = optarg;
+            user_given = true;
+            break;
+        case OPT_JOB_UID_RANGE:
+            o->job_uid_range = optarg;
+            range_given = true;
+            break;
         case OPT_ALLOW_ROOT: o->allow_root_jobs = true; break;
         case OPT_DEF_NET:
             if (strcmp(optarg, "host") != 0 && strcmp(optarg, "none") != 0) {
@@ -244,6 +254,9 @@ static int parse_options(int argc, char **argv, options *o)
         default: usage(stderr); return -EINVAL;
         }
     }
+    /* An explicit --job-user is the opt-out of a uid per job (unless a range is given too). */
+    if (user_given && !range_given)
+        o->job_uid_range = NULL;
     if (r == 0 && optind < argc) {
         fprintf(stderr, "jobworker-server: unexpected argument '%s'\n", argv[optind]);
         r = -EINVAL;

@@ -41,6 +41,7 @@ void daemon_config_init(daemon_config *cfg)
         .max_output = JW_DEFAULT_MAX_OUTPUT_BYTES,
         .workers = JW_DEFAULT_WORKERS,
         .job_user = JW_DEFAULT_JOB_USER,
+        .job_uid_range = JW_DEFAULT_JOB_UID_RANGE,
         .default_network = JW_DEFAULT_NETWORK,
     };
 }
@@ -62,7 +63,8 @@ typedef struct server_state {
     service *svc;
     FILE *audit;
     rpc_server *srv;
-    int lock_fd; /* the data directory's lock, held for the life of the process */
+    int lock_fd;             /* the data directory's lock, held for the life of the process */
+    int64_t job_nofile_soft; /* the open files limit before raise_fd_limit, for jobs */
 } server_state;
 
 static void teardown(server_state *d)
@@ -292,7 +294,8 @@ static int start_serving(server_state *d)
     int r = prepare_work_root(d);
     if (r != 0)
         return r;
-    supervisor_config svc = {.job_init_path = d->job_init,
+    supervisor_config svc = {.job_nofile_soft = d->job_nofile_soft,
+                             .job_init_path = d->job_init,
                              .cgroups = d->cgm,
                              .stop_grace_ms = o->stop_grace_ms,
                              .job_uid = d->job_uid,
@@ -379,7 +382,7 @@ static void serve(server_state *d, const sigset_t *sigs)
 /* Every connection, stream, job pipe and pidfd is an fd: the common soft limit of 1024 is
  * reached by about a thousand idle TCP connections, and gRPC 1.51 stops accepting for good
  * after an EMFILE. Raise the soft limit to the hard limit, as systemd services get, and say so. */
-static void raise_fd_limit(void)
+static void raise_fd_limit(int64_t *ret_old_soft)
 {
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0) {
@@ -391,6 +394,7 @@ static void raise_fd_limit(void)
         return;
     }
     rlim_t old = rl.rlim_cur;
+    *ret_old_soft = (int64_t)old;
     rl.rlim_cur = rl.rlim_max;
     if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
         log_warning("raise the open files limit from %llu to %llu: %m, ignoring",
@@ -402,7 +406,8 @@ static void raise_fd_limit(void)
 
 int daemon_run(const daemon_config *cfg)
 {
-    raise_fd_limit();
+    int64_t job_nofile = 0;
+    raise_fd_limit(&job_nofile);
     /* Signals are taken synchronously by this thread; every thread started from here on
      * (gRPC's included) inherits the mask. */
     sigset_t sigs;
@@ -413,7 +418,7 @@ int daemon_run(const daemon_config *cfg)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    server_state d = {.cfg = cfg, .lock_fd = -1};
+    server_state d = {.cfg = cfg, .lock_fd = -1, .job_nofile_soft = job_nofile};
     int r = find_job_init(&d);
     if (r == 0)
         r = resolve_job_user(&d);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -132,6 +133,7 @@ typedef struct child_args {
     const char *path;
     char *const *argv;
     char *const *envp;
+    struct rlimit nofile; /* rlim_cur 0 = keep the server's */
 } child_args;
 
 /* Runs in the child on its own stack, sharing the parent's memory while the parent is suspended:
@@ -144,6 +146,9 @@ static int child_main(void *arg)
      * window in which job-init could be orphaned. It fires when the thread that called clone()
      * exits, an RPC worker, which lives until after every job was stopped at shutdown. */
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    /* The server raised its own open files limit; the job gets the usual one back. */
+    if (a->nofile.rlim_cur)
+        setrlimit(RLIMIT_NOFILE, &a->nofile);
     if (dup2(a->null_fd, 0) < 0 || dup2(a->out_w, 1) < 0 || dup2(a->out_w, 2) < 0 ||
         dup2(a->st_w, JOBINIT_STATUS_FD) < 0)
         _exit(JOBINIT_EXIT_FAILED);
@@ -233,6 +238,11 @@ int launch_job_init(const launch_options *o, launch_result *ret, jw_error *err)
                      .path = o->job_init_path,
                      .argv = (char *const *)argv,
                      .envp = env};
+    if (o->nofile_soft > 0 && getrlimit(RLIMIT_NOFILE, &ca.nofile) == 0 &&
+        (rlim_t)o->nofile_soft < ca.nofile.rlim_cur)
+        ca.nofile.rlim_cur = (rlim_t)o->nofile_soft;
+    else
+        ca.nofile.rlim_cur = 0;
     int pidfd_int = -1;
     pid_t pid = clone_job_init(o, &ca, &pidfd_int);
     free_env(env);

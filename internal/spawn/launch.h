@@ -32,6 +32,7 @@ typedef struct launch_options {
     long uid, gid;               /* the command's credentials; -1 = the server's own (tests) */
     const char *workdir;         /* the command's working directory and HOME; NULL = "/" */
     int64_t tmp_size;            /* bytes of each private /tmp, /var/tmp, /dev/shm; 0 = none */
+    int64_t nofile_soft;         /* job-init's soft RLIMIT_NOFILE when lower than ours; 0 = ours */
 } launch_options;
 
 /* What a launch produced. The fds are close-on-exec and non-blocking and belong to the caller. */

@@ -812,7 +812,8 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
                          .uid = e->uid,
                          .gid = e->gid,
                          .workdir = e->has_workdir ? workdir : NULL,
-                         .tmp_size = sv->cfg.tmp_size};
+                         .tmp_size = sv->cfg.tmp_size,
+                         .nofile_soft = sv->cfg.job_nofile_soft};
     launch_result lr;
     r = launch_job_init(&lo, &lr, err);
     if (r < 0)

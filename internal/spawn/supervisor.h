@@ -36,6 +36,8 @@ typedef struct supervisor_config {
     /* Size cap of each of a job's private tmpfs mounts on /tmp, /var/tmp and /dev/shm;
      * 0 = SUPERVISOR_DEFAULT_TMP_SIZE. Their pages are charged to the job's memory cgroup too. */
     int64_t tmp_size;
+    int64_t job_nofile_soft; /* the soft open files limit jobs get (the server raised its own);
+                              * 0 = the server's */
 } supervisor_config;
 
 #define SUPERVISOR_DEFAULT_TMP_SIZE (INT64_C(64) * 1024 * 1024)

@@ -47,7 +47,7 @@ int uid_pool_parse_range(const char *text, uint32_t *ret_first, uint32_t *ret_co
     const char *dash = strchr(text, '-');
     if (!dash)
         return -EINVAL;
-    uint32_t first, last;
+    uint32_t first = 0, last = 0;
     int r = parse_u32(text, dash, &first);
     if (r == 0)
         r = parse_u32(dash + 1, dash + strlen(dash), &last);

@@ -21,6 +21,9 @@
 #define JW_DEFAULT_WORKERS                4
 #define JW_DEFAULT_CHUNK_BYTES            (128 * 1024)
 #define JW_DEFAULT_JOB_USER               "nobody"
-#define JW_DEFAULT_NETWORK                "host"
+/* 0x70000000 + 64 Ki: outside systemd's system, dynamic (61184-65519), container
+ * (524288-1879048191) and foreign (0x7FFE0000...) ranges, below 2^31. */
+#define JW_DEFAULT_JOB_UID_RANGE "1879048192-1879113727"
+#define JW_DEFAULT_NETWORK       "host"
 
 #endif

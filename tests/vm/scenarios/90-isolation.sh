@@ -40,7 +40,7 @@ cp "$PROBE" "$SUID" && chown 0:0 "$SUID" && chmod 4755 "$SUID"
 # Control: run as nobody outside a job (no no_new_privs), it does become root.
 SUID_CONTROL=$("$PROBE" as 65534 65534 "$SUID" ids 2>&1)
 
-server_up
+server_up --job-user nobody # this scenario checks the fixed-user mode; 95-identity the default
 info "isolation: server pid $SERVER_PID; $(ls -d /proc/[0-9]* | wc -l) processes on the host"
 
 # --- fds: the hygiene helper lists its own fds without forking.
