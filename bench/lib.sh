@@ -8,15 +8,18 @@ cd "$REPO" || exit 1
 BUILD=${BUILD:-build/release}
 case "$BUILD" in /*) ;; *) BUILD="$REPO/$BUILD" ;; esac
 BIN="$BUILD/bin"
-PATTERN="$BUILD/testbin/pattern"
 LOADGEN="$BUILD/bench/loadgen"
 
-for f in "$BIN/jobworker-server" "$BIN/jobctl" "$BIN/job-init" "$PATTERN" "$LOADGEN"; do
+for f in "$BIN/jobworker-server" "$BIN/jobctl" "$BIN/job-init" "$BUILD/testbin/pattern" "$LOADGEN"; do
     if ! [ -x "$f" ]; then
         echo "bench: $f is missing; run 'make bench'" >&2
         exit 1
     fi
 done
+# Jobs have a private /tmp: with the build tree below it, they run a copy of the helper.
+source "$REPO/tests/job-visible.sh"
+JOBBIN=$(job_visible_dir "$BUILD/testbin") || exit 1
+PATTERN="$JOBBIN/pattern"
 
 # sshd is the reference for throughput and latency; `make bench` installs it through
 # scripts/deps.txt, a direct run of this script does it here.
@@ -48,6 +51,7 @@ cleanup() {
     [ -n "$MASTER_PID" ] && kill -TERM "$MASTER_PID" 2>/dev/null
     [ -n "$SSHD_PID" ] && kill -TERM "$SSHD_PID" 2>/dev/null
     rm -rf "$T"
+    job_visible_cleanup "$JOBBIN"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

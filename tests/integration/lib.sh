@@ -6,7 +6,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${BUILD:-build/release}
 case "$BUILD" in /*) ;; *) BUILD="$REPO/$BUILD" ;; esac
 BIN="$BUILD/bin"
-TESTBIN="$BUILD/testbin"
+source "$REPO/tests/job-visible.sh"
+TESTBIN=$(job_visible_dir "$BUILD/testbin") || { echo "integration: cannot copy $BUILD/testbin" >&2; exit 1; }
 PY=/usr/bin/python3
 
 T=$(mktemp -d /tmp/jw-it-XXXXXX)
@@ -24,6 +25,7 @@ cleanup() {
     [ -n "$SERVER_PID" ] && kill -KILL "$SERVER_PID" 2>/dev/null
     pkill -KILL -f "$T/" 2>/dev/null
     rm -rf "$T"
+    job_visible_cleanup "$TESTBIN"
 }
 trap cleanup EXIT
 
