@@ -198,7 +198,12 @@ t_followers() {
     # A follower that cancels midway (Ctrl-C) must not disturb the others.
     jc stream --follow "$id" >"$T/cancel.out" &
     local cpid=$!
-    sleep 0.7
+    # Cancel midway: once it streams (under ASan on a busy host a jobctl takes over 0.7 s just to
+    # start, and a signal before it blocks SIGTERM kills it with 143 instead of its 130).
+    for _ in $(seq 200); do
+        [ -s "$T/cancel.out" ] && break
+        sleep 0.05
+    done
     # SIGTERM, since a background job of a non-interactive shell has SIGINT ignored.
     kill -TERM "$cpid"
     wait "$cpid"
