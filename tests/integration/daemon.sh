@@ -168,7 +168,7 @@ check "Job.pid: host pid for admins, 0 for viewers (GetJob and GetJobs)" t_dz_pi
 # listings grew the server by hundreds of MB.
 t_dz_list_bounded() {
     local rss0 rss1 first i pids=()
-    rss0=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$SERVER_PID/status")
+    rss0=$(rss_kib "$SERVER_PID")
     first=$($PY - "$T/py" "$CERTS" "$PORT" <<'EOF'
 import sys
 sys.path.insert(0, sys.argv[1])
@@ -196,7 +196,7 @@ EOF
         pids+=($!)
     done
     wait "${pids[@]}" || { echo "a concurrent listing failed: $(head -c 300 "$DZ/list.1")" >&2; return 1; }
-    rss1=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$SERVER_PID/status")
+    rss1=$(rss_kib "$SERVER_PID")
     # (grep, not expect_contains: the listing is megabytes long)
     grep -q '"jobs_omitted":' "$DZ/list.1" || { echo "no jobs_omitted" >&2; return 1; }
     grep -q '"args":\["a"\],' "$DZ/list.1" || { echo "big args not cut" >&2; return 1; }
@@ -207,8 +207,8 @@ EOF
     jc list >"$DZ/list.human" || return 1
     grep -q "older job(s) not shown" "$DZ/list.human" || { echo "no omitted line" >&2; return 1; }
     grep -q -- '...(+1 args)' "$DZ/list.human" || { echo "no args mark" >&2; return 1; }
-    echo "8 concurrent listings of 640 jobs (40 with 120 KB args): server VmRSS $rss0 KiB before, $rss1 KiB after"
-    [ $((rss1 - rss0)) -lt 65536 ] || { echo "server grew by $((rss1 - rss0)) KiB" >&2; return 1; }
+    echo "8 concurrent listings of 640 jobs (40 with 120 KB args): server VmRSS $rss0 KiB before, $rss1 KiB after${SANITIZED:+ (not judged: sanitizer build)}"
+    [ -n "$SANITIZED" ] || [ $((rss1 - rss0)) -lt 65536 ] || { echo "server grew by $((rss1 - rss0)) KiB" >&2; return 1; }
 }
 check "GetJobs bounded: args cut in listings, oldest jobs counted past 2 MiB, 8 concurrent listings cheap" t_dz_list_bounded
 

@@ -53,12 +53,6 @@ hz_check() {
     echo "    took $((SECONDS - t0)) s"
 }
 
-# Sanitizer builds (ASan's quarantine and shadow memory) make the server's RSS meaningless: the
-# RSS bounds are then reported, not judged.
-SANITIZED=
-ldd "$BIN/jobworker-server" 2>/dev/null | grep -Eq 'lib(asan|tsan|ubsan)' && SANITIZED=1
-
-rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
 fd_count() { ls "/proc/$1/fd" | wc -l; }
 
 # ---- bad requests and StopJob semantics: a server with a 3 s stop grace period ----

@@ -10,6 +10,12 @@ source "$REPO/tests/job-visible.sh"
 TESTBIN=$(job_visible_dir "$BUILD/testbin") || { echo "integration: cannot copy $BUILD/testbin" >&2; exit 1; }
 PY=/usr/bin/python3
 
+# Sanitizer builds (ASan's quarantine and shadow memory) make the server's RSS meaningless: the
+# RSS bounds are then reported, not judged.
+SANITIZED=
+ldd "$BIN/jobworker-server" 2>/dev/null | grep -Eq 'lib(asan|tsan|ubsan)' && SANITIZED=1
+rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
+
 T=$(mktemp -d /tmp/jw-it-XXXXXX)
 chmod 711 "$T" # jobs run as nobody and must reach their working directories under $T/data
 CERTS="$T/certs"
