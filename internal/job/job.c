@@ -263,7 +263,7 @@ const char *job_reason_name(job_reason r)
 {
     static const char *const names[] = {"UNSPECIFIED",  "EXITED",         "SIGNALED",
                                         "OOM_KILLED",   "STOPPED",        "TIMED_OUT",
-                                        "START_FAILED", "SERVER_SHUTDOWN"};
+                                        "START_FAILED", "SERVER_SHUTDOWN", "SERVER_LOST"};
     return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "UNSPECIFIED";
 }
 

@@ -56,6 +56,7 @@ typedef enum {
     JOB_REASON_TIMED_OUT = 5,
     JOB_REASON_START_FAILED = 6,
     JOB_REASON_SERVER_SHUTDOWN = 7,
+    JOB_REASON_SERVER_LOST = 8, /* the server died while the job ran (found at the next start) */
 } job_reason;
 
 typedef enum {
