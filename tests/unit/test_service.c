@@ -126,17 +126,18 @@ static void test_roles_by_method(void **state)
     store_job *job = create(f, "sleep 30");
     const char *id = store_job_id(job);
     const auth_identity *callers[] = {NULL, &nobody, &viewer, &admin};
-    /* Expected codes per caller, for CreateJob, GetJob, StopJob, GetJobs, GetJobsStream. */
-    const jw_code want[4][5] = {
+    /* Expected codes per caller, for CreateJob, GetJob, StopJob, GetJobs, GetJobsStream,
+     * DeleteJob. */
+    const jw_code want[4][6] = {
         {JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED,
-         JW_UNAUTHENTICATED},
+         JW_UNAUTHENTICATED, JW_UNAUTHENTICATED},
         {JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED,
-         JW_PERMISSION_DENIED},
-        {JW_PERMISSION_DENIED, JW_OK, JW_PERMISSION_DENIED, JW_OK, JW_OK},
-        {JW_OK, JW_OK, JW_OK, JW_OK, JW_OK},
+         JW_PERMISSION_DENIED, JW_PERMISSION_DENIED},
+        {JW_PERMISSION_DENIED, JW_OK, JW_PERMISSION_DENIED, JW_OK, JW_OK, JW_PERMISSION_DENIED},
+        {JW_OK, JW_OK, JW_OK, JW_OK, JW_OK, JW_OK},
     };
     for (int c = 0; c < 4; c++) {
-        for (int m = 0; m <= AUTH_METHOD_GET_JOBS_STREAM; m++) {
+        for (int m = 0; m <= AUTH_METHOD_DELETE_JOB; m++) {
             jw_error err = JW_ERROR_INIT;
             int r = service_authorize(callers[c], (auth_method)m, &err);
             assert_int_equal(r < 0 ? err.code : JW_OK, want[c][m]);
@@ -162,11 +163,19 @@ static void test_roles_by_method(void **state)
             store_job_unref(got);
         store_job **jobs = NULL;
         size_t n = 0;
-        r = service_list_jobs(f->svc, callers[c], &jobs, &n, &err);
+        char next[SERVICE_PAGE_TOKEN_MAX];
+        service_list_req lr = {0};
+        r = service_list_jobs(f->svc, callers[c], &lr, &jobs, &n, next, &err);
         assert_int_equal(r < 0 ? err.code : JW_OK, want[c][AUTH_METHOD_GET_JOBS]);
         for (size_t i = 0; r == 0 && i < n; i++)
             store_job_unref(jobs[i]);
         free(jobs);
+        if (want[c][AUTH_METHOD_DELETE_JOB] != JW_OK) {
+            /* Refused before the job is looked at: the running job stays. */
+            r = service_delete_job(f->svc, callers[c], id, &got, &err);
+            assert_int_equal(err.code, want[c][AUTH_METHOD_DELETE_JOB]);
+            assert_true(r < 0);
+        }
         if (want[c][AUTH_METHOD_STOP_JOB] != JW_OK) {
             r = service_stop_job(f->svc, callers[c], id, NULL, NULL, &got, &err);
             assert_int_equal(err.code, want[c][AUTH_METHOD_STOP_JOB]);
