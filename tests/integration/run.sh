@@ -26,6 +26,7 @@ finish() {
 
 # JW_IT_GROUP=NAME runs only tests/integration/NAME.sh (for development; refused in CI).
 if [ -n "${JW_IT_GROUP:-}" ]; then
+    # shellcheck source=/dev/null # one of the group files below, named at run time
     source "$REPO/tests/integration/$JW_IT_GROUP.sh"
     finish
     exit 0
