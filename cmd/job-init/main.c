@@ -10,8 +10,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <net/if.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,26 +127,83 @@ static int mount_private_tmp(const options *o)
     return 0;
 }
 
-/* In the job's namespaces: a private mount tree with a /proc of the job's PID namespace, private
- * temporary directories, the job's hostname, and a loopback interface that is up when the job
- * has no network. */
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442 /* the same number on every architecture */
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+
+/* mount_setattr(2)'s argument (Linux 5.12), spelled out so that job-init does not depend on the C
+ * library's headers having it. */
+typedef struct ro_mount_attr {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+} ro_mount_attr;
+
+static int set_mount_attr(const char *path, unsigned flags, uint64_t set, uint64_t clr)
+{
+    ro_mount_attr a = {.attr_set = set, .attr_clr = clr};
+    if (syscall(SYS_mount_setattr, AT_FDCWD, path, flags, &a, sizeof(a)) < 0)
+        return -errno;
+    return 0;
+}
+
+/* A read-only view of the host's file system for the job (systemd's ProtectSystem=strict, but
+ * stricter: /dev and /sys are read-only too, so the host's /dev/mqueue is not a shared
+ * world-writable place). Every mount of the job's private tree becomes read-only in one atomic
+ * mount_setattr(AT_RECURSIVE); only the working directory, bind-mounted onto itself first, is
+ * made writable again. What job-init mounts afterwards (/proc, the private tmpfs mounts) is new
+ * and writable. Files a job leaves in a world-writable host directory (/run/lock, /var/crash, a
+ * directory of the operator's) would otherwise be found by the next job with the same uid.
+ * Device nodes stay usable: writing to a character device or a pipe is not a write to the file
+ * system that holds its node (/dev/null, /dev/tty, /dev/stdout keep working).
+ *
+ * Only the job's own copies of the mounts change: the host and the server do not see it. A root
+ * job keeps CAP_SYS_ADMIN and can undo it. On a kernel without mount_setattr (before 5.12) the
+ * job is refused rather than started without the protection (systemd falls back to a walk that
+ * remounts each mount of /proc/self/mountinfo; jobworker does not), with a line in the job's
+ * output naming the requirement. */
+static int make_host_readonly(const char *workdir)
+{
+    if (workdir && mount(workdir, workdir, NULL, MS_BIND, NULL) < 0)
+        return -errno;
+    int r = set_mount_attr("/", AT_RECURSIVE, MOUNT_ATTR_RDONLY, 0);
+    if (r == -ENOSYS) {
+        static const char msg[] = "job-init: a read-only view of the host's file system needs "
+                                  "mount_setattr(2), Linux 5.12 or later\n";
+        ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+        (void)n;
+    }
+    if (r < 0)
+        return r;
+    if (workdir)
+        r = set_mount_attr(workdir, 0, 0, MOUNT_ATTR_RDONLY);
+    return r;
+}
+
+/* In the job's namespaces: a private, read-only mount tree in which the working directory is
+ * writable, with a /proc of the job's PID namespace, private temporary directories, the job's
+ * hostname, and a loopback interface that is up when the job has no network. */
 static int setup_namespaces(options *o)
 {
     if (getpid() != 1)
         return -EINVAL; /* the server always starts us in a new PID namespace */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         return -errno;
+    int r = make_host_readonly(o->workdir);
+    if (r < 0)
+        return r;
     if (mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0)
         return -errno;
     /* The working directory may lie under one of the directories covered next (a data directory
-     * in /tmp): it is held open from here and entered with fchdir(). */
+     * in /tmp): it is held open from here (its writable bind mount) and entered with fchdir(). */
     if (o->workdir) {
         o->workdir_fd = open(o->workdir, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (o->workdir_fd < 0)
             return -errno;
     }
     if (o->tmp_size > 0) {
-        int r = mount_private_tmp(o);
+        r = mount_private_tmp(o);
         if (r < 0)
             return r;
     }
@@ -154,7 +215,7 @@ static int setup_namespaces(options *o)
             return -errno;
         struct ifreq ifr = {0};
         snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
-        int r = ioctl(s, SIOCGIFFLAGS, &ifr);
+        r = ioctl(s, SIOCGIFFLAGS, &ifr);
         if (r == 0) {
             ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
             r = ioctl(s, SIOCSIFFLAGS, &ifr);
@@ -199,6 +260,56 @@ static int drop_credentials(const options *o)
     return 0;
 }
 
+#if defined(__x86_64__)
+#define KEYS_ARCH        AUDIT_ARCH_X86_64
+#define KEYS_NR_MASK     (~0x40000000u) /* x32 calls are x86_64's numbers with this bit */
+#define KEYS_COMPAT_ARCH AUDIT_ARCH_I386
+#define KEYS_COMPAT_NR   286u, 287u, 288u /* add_key, request_key, keyctl through int 0x80 */
+#elif defined(__aarch64__)
+#define KEYS_ARCH        AUDIT_ARCH_AARCH64
+#define KEYS_NR_MASK     (~0u)
+#define KEYS_COMPAT_ARCH AUDIT_ARCH_ARM
+#define KEYS_COMPAT_NR   309u, 310u, 311u
+#else
+#error "job-init: add this architecture's audit arch and key system call numbers"
+#endif
+
+/* No kernel keyrings for jobs, as Docker's and Podman's default seccomp profiles do: add_key,
+ * request_key and keyctl fail with EPERM. Keyrings are not covered by any namespace the job has:
+ * the user keyring (@u), the user session keyring (@us) and the persistent keyring belong to the
+ * uid and outlive the job, so a job could leave keys for the next job that gets its uid from the
+ * pool (or share them with every job of one --job-user, and host processes of that user), and
+ * the session keyring the job inherits is the server's. The filter is installed after
+ * no_new_privs and stays on every process of the job, root jobs included. */
+static int deny_keyrings(void)
+{
+    enum { DENY = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA) };
+    static const uint32_t compat[] = {KEYS_COMPAT_NR};
+    struct sock_filter f[] = {
+        /* 0 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        /* 1 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, KEYS_ARCH, 0, 7), /* else to 9 */
+        /* 2 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        /* 3 */ BPF_STMT(BPF_ALU | BPF_AND | BPF_K, KEYS_NR_MASK),
+        /* 4 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_add_key, 3, 0), /* to 8 */
+        /* 5 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_request_key, 2, 0),
+        /* 6 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_keyctl, 1, 0),
+        /* 7 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        /* 8 */ BPF_STMT(BPF_RET | BPF_K, DENY),
+        /* The compatible 32-bit system calls of the same kernel. */
+        /* 9 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, KEYS_COMPAT_ARCH, 0, 4), /* else to 14 */
+        /* 10 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        /* 11 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, compat[0], 3, 0), /* to 15 */
+        /* 12 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, compat[1], 2, 0),
+        /* 13 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, compat[2], 1, 0),
+        /* 14 */ BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        /* 15 */ BPF_STMT(BPF_RET | BPF_K, DENY),
+    };
+    struct sock_fprog prog = {.len = sizeof(f) / sizeof(f[0]), .filter = f};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+        return -errno;
+    return 0;
+}
+
 /* The forked command: its own session and process group, default signals, the job's
  * credentials and directory, no_new_privs; then exec. Failures go to the exec pipe. */
 static void run_command(const options *o, int exec_pipe)
@@ -223,6 +334,8 @@ static void run_command(const options *o, int exec_pipe)
         stage = JOBINIT_STAGE_SETUP;
         if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
             r = -errno;
+        if (r == 0)
+            r = deny_keyrings();
     }
     if (r == 0) {
         umask(022);

@@ -7,6 +7,9 @@
  *   signal PID        signal PID: ok | <errno name>       kill(PID, 0)
  *   ptrace PID        ptrace PID: ok | <errno name>       PTRACE_ATTACH (detaches on success)
  *   connect IP PORT   connect IP:PORT: ok | <errno name>  TCP connect, 2 s timeout
+ *   write PATH        write PATH: ok | <errno name>       create (or truncate) PATH, write a line
+ *   keyring           keyring: ok | <errno name>          add_key of a "user" key to the user
+ *                                                         keyring (@u), the uid's own
  *   as UID GID CMD... drops to UID/GID (no supplementary group, no no_new_privs) and execs CMD:
  *                     the control that a setuid binary does work outside a job (last probe)
  */
@@ -23,6 +26,7 @@
 #include <string.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -113,6 +117,24 @@ static void probe_connect(const char *ip, int port)
     printf("connect %s:%d: %s\n", ip, port, res);
 }
 
+static void probe_write(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int e = 0;
+    if (fd < 0)
+        e = errno;
+    else if (write(fd, "isoprobe\n", 9) != 9 || close(fd) < 0)
+        e = errno ? errno : EIO;
+    printf("write %s: %s\n", path, e ? err_name(e) : "ok");
+}
+
+static void probe_keyring(void)
+{
+    /* KEY_SPEC_USER_KEYRING, without libkeyutils. */
+    long r = syscall(SYS_add_key, "user", "jw-isoprobe", "secret", (size_t)6, -4);
+    printf("keyring: %s\n", r >= 0 ? "ok" : err_name(errno));
+}
+
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
@@ -135,6 +157,10 @@ int main(int argc, char **argv)
             execv(argv[i + 3], &argv[i + 3]);
             printf("as: exec %s: %s\n", argv[i + 3], err_name(errno));
             return 1;
+        } else if (strcmp(p, "write") == 0 && i + 1 < argc) {
+            probe_write(argv[++i]);
+        } else if (strcmp(p, "keyring") == 0) {
+            probe_keyring();
         } else if (strcmp(p, "connect") == 0 && i + 2 < argc) {
             probe_connect(argv[i + 1], atoi(argv[i + 2]));
             i += 2;

@@ -1,7 +1,7 @@
 # shellcheck shell=bash disable=SC2016 # job scripts are single-quoted on purpose
 # Isolation between jobs and from the host, through the real server (sourced by run.sh): private
-# /tmp, /var/tmp and /dev/shm, /dev/stdout and /dev/stderr as the job user, and (with
-# --job-uid-range) one identity per job. Runs its own servers.
+# /tmp, /var/tmp and /dev/shm, /dev/stdout and /dev/stderr as the job user, (with
+# --job-uid-range) one identity per job, and a read-only host file system. Runs its own servers.
 
 ISO_MARK="jw-iso-$$"
 
@@ -95,5 +95,29 @@ t_job_identity() {
     jc stop "$a" >/dev/null && jc stop "$c" >/dev/null
 }
 check "--job-uid-range: a uid per job, working directories private to it, reused after the end" t_job_identity
+
+# A released uid serves the next job: nothing the old job could leave in a world-writable host
+# directory outside its private temporary directories (/run/lock, /var/crash, one of the
+# operator's, here a fresh 1777 directory under /var/lib) may wait there for it, so the host's
+# file system is read-only for jobs (EROFS); the working directory, /tmp, /var/tmp, /dev/shm and
+# /dev/null stay writable. Kernel keyrings (per uid, outliving the job) are refused.
+t_readonly_host() {
+    local ww id out want
+    ww=$(mktemp -d /var/lib/jw-it-ww-XXXXXX) && chmod 1777 "$ww" || return 1
+    id=$(jc create "$TESTBIN/isoprobe" write "$ww/$ISO_MARK" write ./mine write /tmp/t \
+        write /var/tmp/t write /dev/shm/t write /dev/null keyring) || { rmdir "$ww"; return 1; }
+    wait_status "$id" COMPLETED FAILED
+    out=$(jc stream "$id" | tr '\n' '|')
+    if [ -e "$ww/$ISO_MARK" ]; then
+        rm -rf "$ww"
+        echo "the job left $ww/$ISO_MARK on the host" >&2
+        return 1
+    fi
+    rmdir "$ww" || return 1
+    want="write $ww/$ISO_MARK: EROFS|write ./mine: ok|write /tmp/t: ok|write /var/tmp/t: ok|"
+    want+="write /dev/shm/t: ok|write /dev/null: ok|keyring: EPERM|"
+    expect_eq "$out" "$want" "(the job's writes)"
+}
+check "read-only host file system for jobs: EROFS in a world-writable host directory, working directory and private tmp writable, no keyrings" t_readonly_host
 
 stop_server || fail "isolation uid-range server exit" "non-zero exit status"

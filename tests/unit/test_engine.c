@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -618,6 +619,45 @@ static void test_private_tmp(void **state)
     store_job_unref(b);
 }
 
+/* The host's file system is read-only for a job: a file in a world-writable host directory (one
+ * outside the private temporary directories, made here mode 1777) is refused with EROFS, so the
+ * next job with the same uid cannot find it; the working directory, /tmp, /var/tmp, /dev/shm,
+ * /dev/null and the job's own /proc stay writable. Kernel keyrings are refused (EPERM). */
+static void test_readonly_host(void **state)
+{
+    fixture *f = *state;
+    char ww[] = "/var/lib/jw-engine-ww-XXXXXX";
+    assert_non_null(mkdtemp(ww));
+    assert_int_equal(chmod(ww, 01777), 0);
+    char probe[PATH_MAX], rel[256];
+    assert_non_null(realpath(testbin("isoprobe", rel, sizeof(rel)), probe));
+    char script[PATH_MAX + 1024];
+    snprintf(script, sizeof(script),
+             "%s write %s/left write ./mine write /tmp/t write /var/tmp/t write /dev/shm/t"
+             " write /dev/null keyring;"
+             "awk '$2 == \"/\" { split($4, o, \",\"); print o[1] }' /proc/self/mounts | tail -n 1;"
+             "echo 0 >/proc/self/oom_score_adj && echo proc",
+             probe, ww);
+    store_job_info info;
+    store_job *job = run_sh(f, script, &info);
+    assert_int_equal(info.status, JOB_STATUS_COMPLETED);
+    char *out = read_output(job);
+    char expect[1024];
+    snprintf(expect, sizeof(expect),
+             "write %s/left: EROFS\nwrite ./mine: ok\nwrite /tmp/t: ok\nwrite /var/tmp/t: ok\n"
+             "write /dev/shm/t: ok\nwrite /dev/null: ok\nkeyring: EPERM\nro\nproc\n",
+             ww);
+    char left[PATH_MAX];
+    snprintf(left, sizeof(left), "%s/left", ww);
+    int left_there = access(left, F_OK) == 0;
+    unlink(left);
+    assert_int_equal(rmdir(ww), 0);
+    assert_string_equal(out, expect);
+    assert_false(left_there);
+    free(out);
+    store_job_unref(job);
+}
+
 /* /dev/stdout and /dev/stderr re-open the output pipe (/proc/self/fd/1, 2) with a permission check
  * as the job user; they work, and in order with the plain fds. The pipe cannot be re-opened for
  * reading, and job-init's status pipe is not among the command's fds. */
@@ -870,6 +910,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_network_none, setup_nobody, teardown),
         cmocka_unit_test_setup_teardown(test_private_tmp, setup_nobody, teardown),
         cmocka_unit_test_setup_teardown(test_dev_stdout_stderr, setup_nobody, teardown),
+        cmocka_unit_test_setup_teardown(test_readonly_host, setup_nobody, teardown),
         cmocka_unit_test_setup_teardown(test_dynamic_uids, setup_dynamic, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_forwarded_to_command, setup_long_grace,
                                         teardown),

@@ -3,7 +3,11 @@
 # identity: with --job-uid-range every job runs as a uid (and gid) of its own. Two jobs at once
 # get different uids; job B cannot list, read or write job A's working directory (0700, A's
 # uid); a third job while both uids are held is refused with RESOURCE_EXHAUSTED; after the end
-# the uids serve new jobs again. Also /dev/stdout and /dev/stderr work for the job's uid.
+# the uids serve new jobs again. Also /dev/stdout and /dev/stderr work for the job's uid, and
+# the host's file system is read-only for jobs: a job cannot leave files in world-writable host
+# places (a 1777 directory under /var/lib, /run/lock, the host's /dev/mqueue) for the next job
+# that gets its uid, while its working directory, /tmp and /dev/null stay writable and kernel
+# keyrings (per uid, outliving the job) are refused.
 . /jw/lib.sh
 SCENARIO=identity
 UID0=1879048192
@@ -97,4 +101,28 @@ else
         fail identity.devstdout "ended $(jf status) with '$out', want COMPLETED with 'out err x x '"
     fi
 fi
+# Read-only host: world-writable host places refuse the job's files (EROFS).
+WW=/var/lib/jw-vm-ww
+mkdir -p "$WW" /run/lock /dev/mqueue && chmod 1777 "$WW" /run/lock
+mqueue=
+mount -t mqueue mqueue /dev/mqueue 2>/dev/null && mqueue=1
+MARK=jw-vm-ro-$$
+if ! create -- "$TESTBIN/isoprobe" write "$WW/$MARK" write /run/lock/$MARK write /dev/mqueue/$MARK \
+    write ./mine write /tmp/t write /dev/null keyring || ! wait_final "$JOB" 20; then
+    fail identity.readonly "$ERR"
+else
+    out=$(output "$JOB" | tr '\n' '|')
+    want="write $WW/$MARK: EROFS|write /run/lock/$MARK: EROFS|write /dev/mqueue/$MARK: EROFS|"
+    want="${want}write ./mine: ok|write /tmp/t: ok|write /dev/null: ok|keyring: EPERM|"
+    left=
+    for f in "$WW/$MARK" /run/lock/$MARK /dev/mqueue/$MARK; do [ -e "$f" ] && left="$left $f"; done
+    if [ "$out" != "$want" ] || [ -n "$left" ]; then
+        fail identity.readonly "job wrote '$out' (want '$want'); left on the host:${left:- nothing}"
+    else
+        pass identity.readonly "as uid $(jf user) (mqueue mounted: ${mqueue:-no}): $out"
+    fi
+fi
+rm -f "$WW/$MARK" /run/lock/$MARK /dev/mqueue/$MARK
+[ -n "$mqueue" ] && umount /dev/mqueue
+rmdir "$WW"
 finish
