@@ -11,7 +11,8 @@
  * is opened before those mounts, so it may lie under one of them.
  *
  * with fd 0 = /dev/null, fds 1 and 2 = the job's output pipe and fd JOBINIT_STATUS_FD = the write
- * end of a status pipe. job-init joins the cgroup, mounts a fresh /proc, drops nothing itself,
+ * end of a status pipe. job-init joins the cgroup, makes the host's mounts read-only (all but the
+ * working directory), mounts a fresh /proc and the private tmpfs, drops nothing itself,
  * and forks the command, which takes the job's credentials and execs. Over the status pipe
  * job-init then sends exactly:
  *   - STARTED once the command was exec'd, or FAILED (stage, errno) and exits

@@ -4,9 +4,9 @@
  *
  * Released uids go to the back of the queue and are handed out again only after every other free
  * uid of the range (least recently used first): a uid comes back to a new job as late as
- * possible. What a job left on the host's file system outside its working directory and private
- * temporary directories (a world-writable directory elsewhere) still belongs to its uid and would
- * be reachable by the next job that gets it; see docs/security.md.
+ * possible. A job cannot leave files for the next holder of its uid outside its working directory
+ * (removed before the uid is released): job-init gives it a read-only view of the host and
+ * private temporary directories, and no kernel keyring; see docs/security.md.
  *
  * Thread-safe: every call takes the pool's lock.
  */
