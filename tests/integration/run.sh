@@ -273,6 +273,7 @@ source "$REPO/tests/integration/stopstorm.sh"
 source "$REPO/tests/integration/hardening2.sh"
 source "$REPO/tests/integration/fdlimit.sh"
 source "$REPO/tests/integration/isolation.sh"
+source "$REPO/tests/integration/listing.sh"
 
 echo "integration: $PASSED passed, $FAILED failed"
 if [ "$FAILED" -ne 0 ]; then
