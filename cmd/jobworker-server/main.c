@@ -30,7 +30,20 @@ static void usage(FILE *f)
         "  --crl FILE|DIR           refuse client certificates revoked by these PEM CRLs\n"
         "                           (a file, or a directory of files; default: no check)\n"
         "                           SIGHUP re-reads --cert, --key, --ca and --crl\n"
-        "  --data-dir DIR           job output files (default " JW_DEFAULT_DATA_DIR ")\n"
+        "  --data-dir DIR           job history (jobs.db) and output (default " JW_DEFAULT_DATA_DIR
+        ")\n"
+        "  --db FILE                job history database (default DIR/jobs.db; :memory:\n"
+        "                           keeps no history across restarts, for tests)\n"
+        "  --db-sync MODE           normal (survives a crash of the server) or full (also\n"
+        "                           power loss; fsync per write) (default " JW_DEFAULT_DB_SYNC ")\n"
+        "  --retain-age DUR         remove finished jobs older than DUR "
+        "(default " JW_DEFAULT_RETAIN_AGE_TEXT "; 0 = keep)\n"
+        "  --retain-output SIZE     keep at most SIZE of finished jobs' output "
+        "(default " JW_DEFAULT_RETAIN_OUTPUT_TEXT ";\n"
+        "                           0 = no limit)\n"
+        "  --retain-jobs N          keep at most N finished jobs (default %d; 0 = no limit)\n"
+        "  --retain-interval DUR    how often retention runs "
+        "(default " JW_DEFAULT_RETAIN_INTERVAL_TEXT ")\n"
         "  --no-cgroups             run jobs without resource limits on hosts without\n"
         "                           cgroup v2 controllers (limits_enforced=false)\n"
         "  --cgroup-root DIR        cgroup2 mount (default /sys/fs/cgroup)\n"
@@ -45,7 +58,7 @@ static void usage(FILE *f)
         "  --default-pids N         default pids.max (default unlimited)\n"
         "  --stop-grace DUR         SIGTERM to kill grace period (default %dms)\n"
         "  --job-init PATH          job-init helper (default: next to this binary)\n"
-        "  --max-jobs N             jobs kept in memory (default %d)\n"
+        "  --max-jobs N             unfinished jobs at once (default %d)\n"
         "  --max-streams N          concurrent output streams (default %d)\n"
         "  --max-streams-per-job N  concurrent streams of one job (default %d)\n"
         "  --max-streams-per-client N  concurrent streams of one client certificate CN\n"
@@ -63,9 +76,9 @@ static void usage(FILE *f)
         "  --log-level LEVEL        error, warning, info or debug (default info)\n"
         "  --workers N              threads answering unary calls (default %d)\n"
         "  -h, --help               this text\n",
-        JW_DEFAULT_CPU_PERCENT, JW_DEFAULT_STOP_GRACE_MS, JW_DEFAULT_MAX_JOBS,
-        JW_DEFAULT_MAX_STREAMS, JW_DEFAULT_MAX_STREAMS_PER_JOB, JW_DEFAULT_MAX_STREAMS_PER_CLIENT,
-        JW_DEFAULT_WORKERS);
+        JW_DEFAULT_RETAIN_JOBS, JW_DEFAULT_CPU_PERCENT, JW_DEFAULT_STOP_GRACE_MS,
+        JW_DEFAULT_MAX_JOBS, JW_DEFAULT_MAX_STREAMS, JW_DEFAULT_MAX_STREAMS_PER_JOB,
+        JW_DEFAULT_MAX_STREAMS_PER_CLIENT, JW_DEFAULT_WORKERS);
 }
 
 static int parse_size_flag(const char *name, const char *v, int64_t *ret)
@@ -118,6 +131,12 @@ static int parse_options(int argc, char **argv, options *o)
         OPT_JOB_UID_RANGE,
         OPT_ALLOW_ROOT,
         OPT_DEF_NET,
+        OPT_DB,
+        OPT_DB_SYNC,
+        OPT_RETAIN_AGE,
+        OPT_RETAIN_OUTPUT,
+        OPT_RETAIN_JOBS,
+        OPT_RETAIN_INTERVAL,
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -126,6 +145,12 @@ static int parse_options(int argc, char **argv, options *o)
         {"ca", required_argument, NULL, OPT_CA},
         {"crl", required_argument, NULL, OPT_CRL},
         {"data-dir", required_argument, NULL, OPT_DATA_DIR},
+        {"db", required_argument, NULL, OPT_DB},
+        {"db-sync", required_argument, NULL, OPT_DB_SYNC},
+        {"retain-age", required_argument, NULL, OPT_RETAIN_AGE},
+        {"retain-output", required_argument, NULL, OPT_RETAIN_OUTPUT},
+        {"retain-jobs", required_argument, NULL, OPT_RETAIN_JOBS},
+        {"retain-interval", required_argument, NULL, OPT_RETAIN_INTERVAL},
         {"no-cgroups", no_argument, NULL, OPT_NO_CGROUPS},
         {"cgroup-root", required_argument, NULL, OPT_CGROUP_ROOT},
         {"cgroup-parent", required_argument, NULL, OPT_CGROUP_PARENT},
@@ -200,6 +225,35 @@ static int parse_options(int argc, char **argv, options *o)
             }
             break;
         case OPT_JOB_INIT: o->job_init = optarg; break;
+        case OPT_DB: o->db_path = optarg; break;
+        case OPT_DB_SYNC:
+            if (strcmp(optarg, "normal") != 0 && strcmp(optarg, "full") != 0) {
+                fprintf(stderr, "jobworker-server: --db-sync '%s' is not normal or full\n", optarg);
+                r = -EINVAL;
+            }
+            o->db_sync = optarg;
+            break;
+        case OPT_RETAIN_AGE:
+            r = parse_duration_ms(optarg, &o->retain_age_ms);
+            if (r < 0)
+                fprintf(stderr, "jobworker-server: --retain-age '%s' is not a duration (e.g. 7d)\n",
+                        optarg);
+            break;
+        case OPT_RETAIN_OUTPUT:
+            r = parse_size_flag("--retain-output", optarg, &o->retain_output);
+            break;
+        case OPT_RETAIN_JOBS:
+            r = parse_int_flag("--retain-jobs", optarg, 0, INT64_MAX, &o->retain_jobs);
+            break;
+        case OPT_RETAIN_INTERVAL:
+            r = parse_duration_ms(optarg, &o->retain_interval_ms);
+            if (r < 0 || o->retain_interval_ms < 100 || o->retain_interval_ms > 86400000) {
+                fprintf(stderr,
+                        "jobworker-server: --retain-interval '%s' is not a duration in 100ms..1d\n",
+                        optarg);
+                r = -EINVAL;
+            }
+            break;
         case OPT_MAX_JOBS:
             r = parse_int_flag("--max-jobs", optarg, 1, INT32_MAX, &o->max_jobs);
             break;

@@ -43,6 +43,11 @@ void daemon_config_init(daemon_config *cfg)
         .job_user = JW_DEFAULT_JOB_USER,
         .job_uid_range = JW_DEFAULT_JOB_UID_RANGE,
         .default_network = JW_DEFAULT_NETWORK,
+        .db_sync = JW_DEFAULT_DB_SYNC,
+        .retain_age_ms = JW_DEFAULT_RETAIN_AGE_MS,
+        .retain_output = JW_DEFAULT_RETAIN_OUTPUT_BYTES,
+        .retain_jobs = JW_DEFAULT_RETAIN_JOBS,
+        .retain_interval_ms = JW_DEFAULT_RETAIN_INTERVAL_MS,
     };
 }
 
@@ -285,8 +290,15 @@ static int start_serving(server_state *d)
     const daemon_config *o = d->cfg;
     jw_error err = JW_ERROR_INIT;
     store_config sc = {.data_dir = o->data_dir,
+                       .db_path = o->db_path,
+                       .db_sync = o->db_sync && strcmp(o->db_sync, "full") == 0 ? JOBDB_SYNC_FULL
+                                                                                : JOBDB_SYNC_NORMAL,
                        .max_jobs = (size_t)o->max_jobs,
-                       .max_output_bytes = o->max_output};
+                       .max_output_bytes = o->max_output,
+                       .retain_age_ns = o->retain_age_ms * 1000000,
+                       .retain_output_bytes = o->retain_output,
+                       .retain_jobs = o->retain_jobs,
+                       .sweep_interval_ms = o->retain_interval_ms};
     if (store_new(&sc, &d->st, &err) < 0) {
         log_error("%s", err.msg);
         return 1;

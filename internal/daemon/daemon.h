@@ -29,6 +29,9 @@ typedef struct daemon_config {
     const char *job_uid_range; /* "FIRST-LAST": a uid of its own per job; NULL = all as job_user */
     bool allow_root_jobs;
     const char *default_network; /* "host" or "none" */
+    const char *db_path;         /* NULL = <data_dir>/jobs.db */
+    const char *db_sync;         /* "normal" or "full" */
+    int64_t retain_age_ms, retain_output, retain_jobs, retain_interval_ms; /* 0 = no limit */
 } daemon_config;
 
 /* Fills every field with its default (util/defaults.h). */

@@ -1,6 +1,7 @@
 #include "db/jobdb.h"
 
 #include "util/cleanup.h"
+#include "util/log.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -52,7 +53,8 @@ static const char *const migrations[JOBDB_SCHEMA_VERSION] = {
     "pid, start_ns, end_ns, exit_code, signal, error, cpu_usec, memory_peak_bytes, "               \
     "io_read_bytes, io_write_bytes, output_bytes, output_dropped, output_errno, output_errno_at"
 #define STATE_SET                                                                                  \
-    "status = ?2, reason = ?3, pid = ?4, start_ns = ?5, end_ns = ?6, exit_code = ?7, signal = ?8, " \
+    "status = ?2, reason = ?3, pid = ?4, start_ns = ?5, end_ns = ?6, exit_code = ?7, signal = "    \
+    "?8, "                                                                                         \
     "error = ?9, cpu_usec = ?10, memory_peak_bytes = ?11, io_read_bytes = ?12, "                   \
     "io_write_bytes = ?13, output_bytes = ?14, output_dropped = ?15, output_errno = ?16, "         \
     "output_errno_at = ?17"
@@ -112,6 +114,11 @@ static int db_fail(const jobdb *db, sqlite3 *h, int rc, jw_error *err, const cha
     if ((rc & 0xff) == SQLITE_FULL || (ext & 0xff) == SQLITE_FULL)
         return jw_error_set(err, JW_RESOURCE_EXHAUSTED, -ENOSPC,
                             "job database '%s': %s: %s (the disk is full)", db->path, what, msg);
+    if ((rc & 0xff) == SQLITE_NOTADB || (rc & 0xff) == SQLITE_CORRUPT)
+        return jw_error_set(err, JW_FAILED_PRECONDITION, -EUCLEAN,
+                            "job database '%s' is not a usable SQLite database (%s: %s): move it "
+                            "away to start with an empty history, or restore it from a backup",
+                            db->path, what, msg);
     return jw_error_set(err, JW_UNAVAILABLE, -EIO, "job database '%s': %s: %s (SQLite code %d)",
                         db->path, what, msg, ext);
 }
@@ -148,8 +155,8 @@ static int conn_open(jobdb *db, bool create, conn **ret, jw_error *err)
         return r;
     }
     sqlite3_busy_timeout(c->h, 10000);
-    const char *sync = db->sync == JOBDB_SYNC_FULL ? "PRAGMA synchronous = FULL"
-                                                   : "PRAGMA synchronous = NORMAL";
+    const char *sync =
+        db->sync == JOBDB_SYNC_FULL ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL";
     int r = exec_sql(db, c->h, sync, err, "set the sync mode");
     if (r < 0) {
         conn_free(c);
@@ -162,8 +169,8 @@ static int conn_open(jobdb *db, bool create, conn **ret, jw_error *err)
 static int conn_prepare(jobdb *db, conn *c, jw_error *err)
 {
     for (int i = 0; i < ST_MAX; i++) {
-        int rc = sqlite3_prepare_v3(c->h, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->st[i],
-                                    NULL);
+        int rc =
+            sqlite3_prepare_v3(c->h, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &c->st[i], NULL);
         if (rc != SQLITE_OK)
             return db_fail(db, c->h, rc, err, "prepare a statement");
     }
@@ -226,6 +233,7 @@ static int migrate(jobdb *db, sqlite3 *h, jw_error *err)
                             "%d: it was written by a newer jobworker; run that version, or move "
                             "the file away to start with an empty history",
                             db->path, (long long)v, JOBDB_SCHEMA_VERSION);
+    int64_t from = v;
     for (; v < JOBDB_SCHEMA_VERSION; v++) {
         char sql[2048];
         snprintf(sql, sizeof(sql), "BEGIN IMMEDIATE; %s PRAGMA user_version = %lld; COMMIT;",
@@ -237,6 +245,9 @@ static int migrate(jobdb *db, sqlite3 *h, jw_error *err)
                                  (long long)v + 1);
         }
     }
+    if (from > 0 && from < JOBDB_SCHEMA_VERSION)
+        log_info("job database '%s' migrated from schema version %lld to %d", db->path,
+                 (long long)from, JOBDB_SCHEMA_VERSION);
     return 0;
 }
 

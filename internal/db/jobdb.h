@@ -94,8 +94,7 @@ typedef struct jobdb_query {
 } jobdb_query;
 
 /* *ret gets up to q->limit records (free each with jobdb_record_clear, then the array). */
-int jobdb_list(jobdb *db, const jobdb_query *q, jobdb_record **ret, size_t *ret_n,
-               jw_error *err);
+int jobdb_list(jobdb *db, const jobdb_query *q, jobdb_record **ret, size_t *ret_n, jw_error *err);
 
 /* Finished jobs (a final status) counted and their output bytes summed. */
 int jobdb_final_totals(jobdb *db, int64_t *ret_jobs, int64_t *ret_output_bytes, jw_error *err);

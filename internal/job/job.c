@@ -261,8 +261,8 @@ const char *job_status_name(job_status s)
 
 const char *job_reason_name(job_reason r)
 {
-    static const char *const names[] = {"UNSPECIFIED",  "EXITED",         "SIGNALED",
-                                        "OOM_KILLED",   "STOPPED",        "TIMED_OUT",
+    static const char *const names[] = {"UNSPECIFIED",  "EXITED",          "SIGNALED",
+                                        "OOM_KILLED",   "STOPPED",         "TIMED_OUT",
                                         "START_FAILED", "SERVER_SHUTDOWN", "SERVER_LOST"};
     return (unsigned)r < sizeof(names) / sizeof(names[0]) ? names[r] : "UNSPECIFIED";
 }

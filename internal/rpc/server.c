@@ -27,8 +27,9 @@ static const char *const method_paths[] = {
     [AUTH_METHOD_STOP_JOB] = "/jobworker.v1.JobService/StopJob",
     [AUTH_METHOD_GET_JOBS] = "/jobworker.v1.JobService/GetJobs",
     [AUTH_METHOD_GET_JOBS_STREAM] = "/jobworker.v1.JobService/GetJobsStream",
+    [AUTH_METHOD_DELETE_JOB] = "/jobworker.v1.JobService/DeleteJob",
 };
-#define N_METHODS    5
+#define N_METHODS    6 /* ARRAY_SIZE(method_paths); rpc-internal.h sizes methods[] */
 #define SLOT_UNKNOWN N_METHODS
 
 typedef struct rpc_slot {
@@ -285,10 +286,10 @@ typedef struct list_entry {
     Jobworker__V1__ResourceUsage um;
 } list_entry;
 
-/* GetJobs answers with at most LIST_RESPONSE_MAX bytes (gRPC clients accept 4 MiB by default),
- * whatever the table holds: each job's args are cut to LIST_ARGS_MAX bytes of whole args and
- * the newest jobs that fit are kept, the rest counted in jobs_omitted. Memory per call is
- * bounded by what is sent, not by the table. */
+/* A page of GetJobs holds at most LIST_RESPONSE_MAX bytes (gRPC clients accept 4 MiB by
+ * default), whatever the jobs hold: each job's args are cut to LIST_ARGS_MAX bytes of whole args,
+ * and a page that would grow past the cap ends early, its next_page_token continuing after the
+ * last job sent. Memory per call is bounded by the page, not by the history. */
 #define LIST_RESPONSE_MAX (2 * 1024 * 1024)
 #define LIST_ARGS_MAX     1024
 
@@ -298,59 +299,48 @@ static int handle_list(rpc_server *srv, rpc_incoming *in, jw_error *err)
     if (r < 0)
         return r;
     ProtobufCMessage *m = NULL;
-    r = codec_unpack(&jobworker__v1__empty_request__descriptor, in->payload, &m, err);
+    r = codec_unpack(&jobworker__v1__get_jobs_req__descriptor, in->payload, &m, err);
     if (r < 0)
         return r;
-    protobuf_c_message_free_unpacked(m, NULL);
-
+    Jobworker__V1__GetJobsReq *req = (Jobworker__V1__GetJobsReq *)m;
+    _Static_assert(sizeof(*req->status) == sizeof(int), "a proto enum is an int");
+    service_list_req lr = {.page_size = req->page_size,
+                           .page_token = req->page_token,
+                           .statuses = (const int *)req->status,
+                           .n_statuses = req->n_status,
+                           .owner = req->owner,
+                           .since_ns = req->since_unix_ns};
     store_job **jobs = NULL;
     size_t n = 0;
-    r = service_list_jobs(srv->cfg.svc, in->caller, &jobs, &n, err);
+    char next[SERVICE_PAGE_TOKEN_MAX];
+    r = service_list_jobs(srv->cfg.svc, in->caller, &lr, &jobs, &n, next, err);
+    protobuf_c_message_free_unpacked(m, NULL);
     if (r < 0)
         return r;
-    list_entry *e = NULL;
-    size_t kept = 0, cap = 0, bytes = 0;
-    for (size_t k = n; k-- > 0;) { /* newest first */
-        if (kept == cap) {
-            size_t ncap = cap ? cap * 2 : 64;
-            list_entry *ne = realloc(e, ncap * sizeof(*ne));
-            if (!ne) {
-                r = jw_error_errno_code(err, JW_INTERNAL, ENOMEM, "list jobs");
-                break;
-            }
-            e = ne;
-            cap = ncap;
-        }
+    list_entry *e = calloc(n ? n : 1, sizeof(*e));
+    Jobworker__V1__Job **jp = calloc(n ? n : 1, sizeof(*jp));
+    if (!e || !jp)
+        r = jw_error_errno_code(err, JW_INTERNAL, ENOMEM, "list jobs");
+    size_t kept = 0, bytes = 0;
+    for (size_t k = 0; r == 0 && k < n; k++) {
         list_entry *x = &e[kept];
         store_job_snapshot(jobs[k], &x->info);
         codec_job_view(&x->info, shows_host_pid(in->caller), &x->jm, &x->lm, &x->um);
         codec_job_cut_args(&x->jm, LIST_ARGS_MAX);
         size_t sz = protobuf_c_message_get_packed_size(&x->jm.base) + 8; /* tag and length */
-        if (bytes + sz > LIST_RESPONSE_MAX)
+        if (bytes + sz > LIST_RESPONSE_MAX && kept > 0) {
+            snprintf(next, sizeof(next), "v1.%lld", (long long)e[kept - 1].info.seq);
             break;
-        bytes += sz;
-        kept++;
-    }
-    Jobworker__V1__Job **jp = NULL;
-    if (r == 0) {
-        jp = calloc(kept ? kept : 1, sizeof(*jp));
-        if (!jp)
-            r = jw_error_errno_code(err, JW_INTERNAL, ENOMEM, "list jobs");
-    }
-    if (r == 0 && jp) {
-        /* Each message points into its own entry, which realloc may have moved: build them
-         * again now that e stays where it is. Oldest first. */
-        for (size_t i = 0; i < kept; i++) {
-            list_entry *x = &e[kept - 1 - i];
-            codec_job_view(&x->info, shows_host_pid(in->caller), &x->jm, &x->lm, &x->um);
-            codec_job_cut_args(&x->jm, LIST_ARGS_MAX);
-            jp[i] = &x->jm;
         }
+        bytes += sz;
+        jp[kept++] = &x->jm;
+    }
+    if (r == 0) {
         Jobworker__V1__Jobs res;
         jobworker__v1__jobs__init(&res);
         res.n_jobs = kept;
         res.jobs = jp;
-        res.jobs_omitted = (int32_t)(n - kept);
+        res.next_page_token = next;
         unary_finish(in->call, JW_OK, NULL, &res.base);
     }
     for (size_t i = 0; i < n; i++)
@@ -359,6 +349,23 @@ static int handle_list(rpc_server *srv, rpc_incoming *in, jw_error *err)
     free(jp);
     free(e);
     return r;
+}
+
+static int handle_delete(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error *err)
+{
+    char id[ID_ARG_MAX];
+    int r = service_authorize(in->caller, AUTH_METHOD_DELETE_JOB, err);
+    if (r == 0)
+        r = decode_id(&jobworker__v1__delete_job_req__descriptor, in->payload, id, sizeof(id), err);
+    store_job *job = NULL;
+    if (r == 0)
+        r = service_delete_job(srv->cfg.svc, in->caller, id, &job, err);
+    if (r < 0)
+        return r;
+    snprintf(job_id, UUID_STR_LEN, "%.36s", id);
+    reply_job(in->call, &jobworker__v1__delete_job_res__descriptor, in->caller, job);
+    store_job_unref(job);
+    return 0;
 }
 
 /* Runs one unary call: decode, call the service, audit, answer. Authorization comes first, in
@@ -373,6 +380,7 @@ static void dispatch(rpc_server *srv, auth_method method, rpc_incoming *in)
     case AUTH_METHOD_GET_JOB: r = handle_get(srv, in, job_id, &err); break;
     case AUTH_METHOD_STOP_JOB: r = handle_stop(srv, in, job_id, &err); break;
     case AUTH_METHOD_GET_JOBS: r = handle_list(srv, in, &err); break;
+    case AUTH_METHOD_DELETE_JOB: r = handle_delete(srv, in, job_id, &err); break;
     default: r = jw_error_set(&err, JW_UNIMPLEMENTED, -ENOSYS, "unknown method"); break;
     }
     if (r == 1)

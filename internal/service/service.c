@@ -158,16 +158,85 @@ int service_stop_result(store_job *job, jw_error *err)
     return 0;
 }
 
-int service_list_jobs(service *svc, const auth_identity *caller, store_job ***ret, size_t *ret_n,
+int service_page_token_parse(const char *token, int64_t *ret_seq)
+{
+    *ret_seq = 0;
+    if (!token || !*token)
+        return 0;
+    if (strncmp(token, "v1.", 3) != 0)
+        return -EINVAL;
+    const char *p = token + 3;
+    if (*p < '1' || *p > '9' || strlen(p) > 18)
+        return -EINVAL;
+    int64_t v = 0;
+    for (; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -EINVAL;
+        v = v * 10 + (*p - '0');
+    }
+    *ret_seq = v;
+    return 0;
+}
+
+int service_list_jobs(service *svc, const auth_identity *caller, const service_list_req *req,
+                      store_job ***ret, size_t *ret_n, char next_token[SERVICE_PAGE_TOKEN_MAX],
                       jw_error *err)
 {
     int r = service_authorize(caller, AUTH_METHOD_GET_JOBS, err);
     if (r < 0)
         return r;
-    r = store_list(svc->cfg.st, ret, ret_n);
+    if (req->page_size < 0 || req->page_size > SERVICE_PAGE_MAX)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "page_size %lld is out of range: 1 to %d (0 = %d)",
+                            (long long)req->page_size, SERVICE_PAGE_MAX, SERVICE_PAGE_DEFAULT);
+    store_query q = {.limit = req->page_size ? (size_t)req->page_size : SERVICE_PAGE_DEFAULT,
+                     .owner = req->owner,
+                     .since_ns = req->since_ns};
+    if (service_page_token_parse(req->page_token, &q.before_seq) < 0)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "page_token '%.64s' is not one this server gave out (use "
+                            "next_page_token of the previous page)",
+                            req->page_token);
+    if (req->n_statuses > SERVICE_LIST_STATUS_MAX)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "status lists %zu values, at most %d", req->n_statuses,
+                            SERVICE_LIST_STATUS_MAX);
+    for (size_t i = 0; i < req->n_statuses; i++) {
+        int st = req->statuses[i];
+        if (st < JOB_STATUS_INITIALIZING || st > JOB_STATUS_STOPPED)
+            return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                                "status %d is not a job status (1 INITIALIZING to 5 STOPPED)", st);
+        q.status_mask |= 1u << st;
+    }
+    if (req->owner && strlen(req->owner) > SERVICE_OWNER_MAX)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "owner is %zu bytes long, at most %d", strlen(req->owner),
+                            SERVICE_OWNER_MAX);
+    if (req->since_ns < 0)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "since_unix_ns %lld is negative",
+                            (long long)req->since_ns);
+    int64_t next = 0;
+    r = store_list(svc->cfg.st, &q, ret, ret_n, &next, err);
     if (r < 0)
-        return jw_error_errno_code(err, JW_INTERNAL, r, "list jobs");
+        return r;
+    next_token[0] = '\0';
+    if (next > 0)
+        snprintf(next_token, SERVICE_PAGE_TOKEN_MAX, "v1.%lld", (long long)next);
     return 0;
+}
+
+int service_delete_job(service *svc, const auth_identity *caller, const char *id, store_job **ret,
+                       jw_error *err)
+{
+    int r = service_authorize(caller, AUTH_METHOD_DELETE_JOB, err);
+    if (r < 0)
+        return r;
+    if (!id || !*id)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "id is empty");
+    if (!uuid_is_valid(id))
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "id '%.64s' is not a job id (a UUID)", id);
+    return store_job_delete(svc->cfg.st, id, ret, err);
 }
 
 /* ---- Streams ---- */

@@ -66,9 +66,36 @@ int service_stop_job(service *svc, const auth_identity *caller, const char *id, 
  * removed because it could not be started. */
 int service_stop_result(store_job *job, jw_error *err);
 
-/* New references to every job, oldest first; the caller unrefs each and frees the array. */
-int service_list_jobs(service *svc, const auth_identity *caller, store_job ***ret, size_t *ret_n,
+/* GetJobs: a page of jobs, newest first. */
+#define SERVICE_PAGE_DEFAULT    1000
+#define SERVICE_PAGE_MAX        10000
+#define SERVICE_LIST_STATUS_MAX 64   /* status filters in one request */
+#define SERVICE_OWNER_MAX       1024 /* bytes of the owner filter */
+#define SERVICE_PAGE_TOKEN_MAX  32   /* "v1." and a sequence number, with its NUL */
+
+typedef struct service_list_req {
+    int64_t page_size;      /* 0 = SERVICE_PAGE_DEFAULT */
+    const char *page_token; /* NULL or "" = the newest */
+    const int *statuses;    /* job_status values, any of; none = any status */
+    size_t n_statuses;
+    const char *owner; /* NULL or "" = any */
+    int64_t since_ns;  /* created at or after; 0 = any */
+} service_list_req;
+
+/* Validates the request (INVALID_ARGUMENT naming the field and value) and returns new references
+ * to the page's jobs (the caller unrefs each and frees the array). next_token gets the token of
+ * the next page, "" when this page is the last. */
+int service_list_jobs(service *svc, const auth_identity *caller, const service_list_req *req,
+                      store_job ***ret, size_t *ret_n, char next_token[SERVICE_PAGE_TOKEN_MAX],
                       jw_error *err);
+/* Turns a page token into the sequence number it continues before: 0 for "", -EINVAL for one
+ * this server never gave out. Pure; exported for the tests. */
+int service_page_token_parse(const char *token, int64_t *ret_seq);
+
+/* DeleteJob: removes a finished job's record and output. INVALID_ARGUMENT for a malformed id,
+ * NOT_FOUND for an unknown one, FAILED_PRECONDITION while it runs. *ret is the job as it was. */
+int service_delete_job(service *svc, const auth_identity *caller, const char *id, store_job **ret,
+                       jw_error *err);
 
 /* ---- GetJobsStream bookkeeping: a reader of one job's output at an offset ---- */
 

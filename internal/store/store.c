@@ -2,6 +2,7 @@
 
 #include "util/cleanup.h"
 #include "util/fileio.h"
+#include "util/log.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -48,6 +49,11 @@ struct store_job {
     job_limits limits;
     bool limits_enforced;
     int32_t timeout_seconds;
+    int64_t seq;       /* creation order in the history */
+    int64_t create_ns; /* when it was recorded */
+    bool detached;     /* read back from the history: final, output complete, not live */
+    bool in_readers;   /* detached and in the store's readers table (guarded by store lock) */
+    store_job *readers_next;
 
     /* Guarded by lock. */
     pthread_mutex_t lock;
@@ -70,22 +76,41 @@ struct store_job {
     job_reason stop_reason; /* the first stop asked for; UNSPECIFIED = none */
     final_waiter *waiters;  /* one-shot callbacks for the end, see store_job_on_final */
     size_t n_waiters;
+    bool saved_final;   /* its final record is durable (then it leaves the table) */
+    bool record_failed; /* a write of its record failed: logged once */
+    bool done_seen;     /* final and output closed was noticed (persist_final ran once) */
 };
 
 static final_waiter *take_waiters_if_done(store_job *job, bool removing);
+static bool became_done(store_job *job);
 static void call_waiters(store_job *job, final_waiter *w);
 
 struct store {
     pthread_mutex_t lock;
     char *data_dir;
     char *output_dir;
+    store_config cfg; /* the strings point to data_dir / nothing */
     size_t max_jobs;
     int64_t max_output_bytes;
-    store_job **order; /* insertion order */
+    jobdb *db;
+    store_job **order; /* insertion order: the live jobs */
     size_t n, cap;
     store_job **buckets;
     size_t n_buckets;
+    store_stats stats; /* guarded by lock */
+    /* Detached jobs that have subscribers, so that every stream of a finished job shares one
+     * object (and the per-job stream cap counts them all). Guarded by lock. */
+    store_job *readers[256];
+
+    pthread_t sweeper;
+    bool sweeper_started;
+    pthread_mutex_t sweep_lock; /* one sweep at a time; guards stop */
+    pthread_cond_t sweep_cond;
+    bool sweep_stop;
 };
+
+static void table_remove(store *s, store_job *job);
+static int persist_final(store_job *job);
 
 static uint64_t hash_id(const char *s)
 {
@@ -93,6 +118,28 @@ static uint64_t hash_id(const char *s)
     for (; *s; s++)
         h = (h ^ (unsigned char)*s) * 1099511628211ULL;
     return h;
+}
+
+static void *sweeper_main(void *arg);
+static int mark_lost(store *s, jw_error *err);
+
+/* A fresh history: output files left by a server that kept none belong to no record. */
+static void remove_stale_output(store *s)
+{
+    DIR *d = opendir(s->output_dir);
+    if (!d)
+        return;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l > 4 && strcmp(de->d_name + l - 4, ".out") == 0 &&
+            unlinkat(dirfd(d), de->d_name, 0) == 0)
+            n++;
+    }
+    closedir(d);
+    if (n)
+        log_info("new job history: removed %zu output file(s) of jobs that no history knows", n);
 }
 
 int store_new(const store_config *cfg, store **ret, jw_error *err)
@@ -103,6 +150,15 @@ int store_new(const store_config *cfg, store **ret, jw_error *err)
     if (!s)
         return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
     pthread_mutex_init(&s->lock, NULL);
+    pthread_mutex_init(&s->sweep_lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->sweep_cond, &ca);
+    pthread_condattr_destroy(&ca);
+    s->cfg = *cfg;
+    s->cfg.data_dir = NULL;
+    s->cfg.db_path = NULL;
     s->max_jobs = cfg->max_jobs;
     s->max_output_bytes = cfg->max_output_bytes;
     s->data_dir = strdup(cfg->data_dir);
@@ -120,16 +176,33 @@ int store_new(const store_config *cfg, store **ret, jw_error *err)
         store_free(s);
         return r;
     }
-    /* The table lives in memory only: output left by an earlier run belongs to no job. */
-    DIR *d = opendir(s->output_dir);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d))) {
-            size_t l = strlen(de->d_name);
-            if (l > 4 && strcmp(de->d_name + l - 4, ".out") == 0)
-                unlinkat(dirfd(d), de->d_name, 0);
+    _cleanup_free_ char *dbpath = NULL;
+    if (!cfg->db_path && asprintf(&dbpath, "%s/jobs.db", cfg->data_dir) < 0) {
+        store_free(s);
+        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+    }
+    jobdb_config dc = {.path = cfg->db_path ? cfg->db_path : dbpath, .sync = cfg->db_sync};
+    bool created = false;
+    r = jobdb_open(&dc, &s->db, &created, err);
+    if (r == 0 && created)
+        remove_stale_output(s);
+    if (r == 0)
+        r = mark_lost(s, err);
+    if (r < 0) {
+        store_free(s);
+        return r;
+    }
+    store_sweep_stats st;
+    jw_error serr = JW_ERROR_INIT;
+    if (store_sweep(s, now_realtime_ns(), &st, &serr) < 0)
+        log_warning("retention sweep at start: %s", serr.msg);
+    if (cfg->sweep_interval_ms > 0) {
+        int e = pthread_create(&s->sweeper, NULL, sweeper_main, s);
+        if (e) {
+            store_free(s);
+            return jw_error_errno_code(err, JW_INTERNAL, e, "start the retention thread");
         }
-        closedir(d);
+        s->sweeper_started = true;
     }
     *ret = s;
     return 0;
@@ -186,13 +259,23 @@ void store_free(store *s)
 {
     if (!s)
         return;
+    if (s->sweeper_started) {
+        pthread_mutex_lock(&s->sweep_lock);
+        s->sweep_stop = true;
+        pthread_cond_signal(&s->sweep_cond);
+        pthread_mutex_unlock(&s->sweep_lock);
+        pthread_join(s->sweeper, NULL);
+    }
     for (size_t i = 0; i < s->n; i++)
         store_job_unref(s->order[i]);
+    jobdb_close(s->db);
     free(s->order);
     free(s->buckets);
     free(s->data_dir);
     free(s->output_dir);
     pthread_mutex_destroy(&s->lock);
+    pthread_mutex_destroy(&s->sweep_lock);
+    pthread_cond_destroy(&s->sweep_cond);
     free(s);
 }
 
@@ -203,7 +286,9 @@ const char *store_output_dir(const store *s)
 
 static void output_path(const store *s, const char *id, char *buf, size_t size)
 {
-    snprintf(buf, size, "%s/%s.out", s->output_dir, id);
+    /* The data directory's path was checked to fit at start; a cut path would name nothing. */
+    if (snprintf(buf, size, "%s/%s.out", s->output_dir, id) >= (int)size)
+        buf[0] = '\0';
 }
 
 static int table_grow(store *s)
@@ -234,14 +319,11 @@ static int table_grow(store *s)
     return 0;
 }
 
-int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_error *err)
+static store_job *job_alloc(store *s)
 {
-    const char *command = spec->command, *owner = spec->owner;
-    const char *const *args = spec->args;
-    size_t nargs = spec->nargs;
     store_job *job = calloc(1, sizeof(*job));
     if (!job)
-        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+        return NULL;
     atomic_init(&job->refs, 1);
     pthread_mutex_init(&job->lock, NULL);
     pthread_condattr_t ca;
@@ -251,6 +333,130 @@ int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_erro
     pthread_condattr_destroy(&ca);
     job->out_fd = -1;
     job->owner_store = s;
+    return job;
+}
+
+/* The record of a job as it is now; strings are borrowed from the job and from *in. */
+static void record_of(const store_job *job, const store_job_info *in, jobdb_record *r)
+{
+    memset(r, 0, sizeof(*r));
+    memcpy(r->id, job->id, sizeof(r->id));
+    r->command = job->command;
+    r->args = job->args;
+    r->nargs = job->nargs;
+    r->owner = job->owner;
+    r->user = job->user;
+    r->network = job->network;
+    r->limits = job->limits;
+    r->limits_enforced = job->limits_enforced;
+    r->timeout_seconds = job->timeout_seconds;
+    r->create_ns = job->create_ns;
+    r->status = in->status;
+    r->reason = in->reason;
+    r->pid = in->pid;
+    r->start_ns = in->start_time_ns;
+    r->end_ns = in->end_time_ns;
+    r->exit_code = in->exit_code;
+    r->signal = in->signal;
+    r->error = (char *)in->error;
+    r->usage = in->usage;
+    r->output_bytes = in->output_bytes;
+    r->output_dropped = in->output_dropped;
+    r->output_errno = in->output_errno;
+    r->output_errno_at = in->output_errno_at;
+}
+
+/* A detached job from a record of the history; takes the record's strings. */
+static store_job *job_from_record(store *s, jobdb_record *r)
+{
+    store_job *job = job_alloc(s);
+    if (!job)
+        return NULL;
+    memcpy(job->id, r->id, sizeof(job->id));
+    job->command = TAKE_PTR(r->command);
+    job->args = TAKE_PTR(r->args);
+    job->nargs = r->nargs;
+    r->nargs = 0;
+    job->owner = TAKE_PTR(r->owner);
+    job->user = TAKE_PTR(r->user);
+    job->network = r->network;
+    job->limits = r->limits;
+    job->limits_enforced = r->limits_enforced;
+    job->timeout_seconds = r->timeout_seconds;
+    job->seq = r->seq;
+    job->create_ns = r->create_ns;
+    job->detached = true;
+    job->status = r->status;
+    job->reason = r->reason;
+    job->pid = r->pid;
+    job->start_time_ns = r->start_ns;
+    job->end_time_ns = r->end_ns;
+    job->exit_code = r->exit_code;
+    job->signal = r->signal;
+    job->error = r->error && *r->error ? TAKE_PTR(r->error) : NULL;
+    job->usage = r->usage;
+    job->output_size = r->output_bytes;
+    job->output_dropped = r->output_dropped;
+    job->output_errno = r->output_errno;
+    job->output_errno_at = r->output_errno_at;
+    job->output_closed = true;
+    job->saved_final = true;
+    return job;
+}
+
+/* Logs the first failed write of a job's record (the job goes on; the write is retried). */
+static void note_record_failure(store_job *job, const jw_error *err)
+{
+    store *s = job->owner_store;
+    pthread_mutex_lock(&job->lock);
+    bool first = !job->record_failed;
+    job->record_failed = true;
+    pthread_mutex_unlock(&job->lock);
+    pthread_mutex_lock(&s->lock);
+    s->stats.record_failures++;
+    pthread_mutex_unlock(&s->lock);
+    if (first)
+        log_error("job %s: its record could not be written: %s; it is kept in memory and the "
+                  "write is retried",
+                  job->id, err->msg);
+}
+
+/* Writes the job's current state to the history. */
+static int save_state(store_job *job)
+{
+    store_job_info in;
+    store_job_snapshot(job, &in);
+    jobdb_record r;
+    record_of(job, &in, &r);
+    jw_error err = JW_ERROR_INIT;
+    int ret = jobdb_update(job->owner_store->db, &r, &err);
+    if (ret < 0)
+        note_record_failure(job, &err);
+    return ret;
+}
+
+/* The job is final and its output closed: record it for good, then it leaves the table (it is
+ * read back from the history from now on). On failure it stays, and the sweep retries. */
+static int persist_final(store_job *job)
+{
+    int r = save_state(job);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&job->lock);
+    job->saved_final = true;
+    pthread_mutex_unlock(&job->lock);
+    table_remove(job->owner_store, job);
+    return 0;
+}
+
+int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_error *err)
+{
+    const char *command = spec->command, *owner = spec->owner;
+    const char *const *args = spec->args;
+    size_t nargs = spec->nargs;
+    store_job *job = job_alloc(s);
+    if (!job)
+        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
     job->status = JOB_STATUS_INITIALIZING;
     job->limits = spec->limits;
     job->limits_enforced = spec->limits_enforced;
@@ -273,28 +479,47 @@ int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_erro
         job_free(job);
         return jw_error_errno_code(err, JW_INTERNAL, r, "create job");
     }
+    job->create_ns = now_realtime_ns();
+
+    pthread_mutex_lock(&s->lock);
+    bool full = s->max_jobs && s->n >= s->max_jobs;
+    pthread_mutex_unlock(&s->lock);
+    if (full) {
+        job_free(job);
+        return jw_error_set(err, JW_RESOURCE_EXHAUSTED, -ENOSPC,
+                            "the server holds %zu unfinished jobs, its limit (--max-jobs)",
+                            s->max_jobs);
+    }
+
+    /* Recorded before anything else exists: a job the client hears of is never forgotten, and
+     * a failure here leaves nothing behind. */
+    store_job_info in;
+    store_job_snapshot(job, &in);
+    jobdb_record rec;
+    record_of(job, &in, &rec);
+    r = jobdb_insert(s->db, &rec, &job->seq, err);
+    if (r < 0) {
+        job_free(job);
+        return r;
+    }
+    const char *id = job->id;
 
     char path[PATH_MAX];
     output_path(s, job->id, path, sizeof(path));
     job->out_fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
     if (job->out_fd < 0) {
-        r = -errno;
+        r = jw_error_errno(err, errno, "create output file '%s'", path);
+        (void)jobdb_delete(s->db, &id, 1, NULL);
         job_free(job);
-        return jw_error_errno_code(err, JW_INTERNAL, r, "create output file '%s'", path);
+        return r;
     }
 
     pthread_mutex_lock(&s->lock);
-    if (s->max_jobs && s->n >= s->max_jobs) {
-        pthread_mutex_unlock(&s->lock);
-        unlink(path);
-        job_free(job);
-        return jw_error_set(err, JW_RESOURCE_EXHAUSTED, -ENOSPC,
-                            "the server holds %zu jobs, its limit (--max-jobs)", s->max_jobs);
-    }
     r = table_grow(s);
     if (r < 0) {
         pthread_mutex_unlock(&s->lock);
         unlink(path);
+        (void)jobdb_delete(s->db, &id, 1, NULL);
         job_free(job);
         return jw_error_set(err, JW_INTERNAL, r, "out of memory");
     }
@@ -308,7 +533,8 @@ int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_erro
     return 0;
 }
 
-void store_job_remove(store *s, store_job *job)
+/* Takes the job out of the table (if it is there) and drops the table's reference. */
+static void table_remove(store *s, store_job *job)
 {
     pthread_mutex_lock(&s->lock);
     size_t b = hash_id(job->id) % s->n_buckets;
@@ -328,19 +554,31 @@ void store_job_remove(store *s, store_job *job)
         }
     }
     pthread_mutex_unlock(&s->lock);
+    if (found)
+        store_job_unref(job);
+}
+
+void store_job_remove(store *s, store_job *job)
+{
+    store_job_ref(job);
+    table_remove(s, job);
     char path[PATH_MAX];
     output_path(s, job->id, path, sizeof(path));
     unlink(path);
+    const char *id = job->id;
+    jw_error err = JW_ERROR_INIT;
+    if (jobdb_delete(s->db, &id, 1, &err) < 0)
+        log_error("job %s never started, but its record could not be removed: %s", job->id,
+                  err.msg);
     /* Whoever waits for this job's end learns that it will not come: the job is not final. */
     pthread_mutex_lock(&job->lock);
     final_waiter *w = take_waiters_if_done(job, true);
     pthread_mutex_unlock(&job->lock);
     call_waiters(job, w);
-    if (found)
-        store_job_unref(job);
+    store_job_unref(job);
 }
 
-store_job *store_lookup(store *s, const char *id)
+static store_job *table_lookup(store *s, const char *id)
 {
     store_job *found = NULL;
     pthread_mutex_lock(&s->lock);
@@ -354,19 +592,117 @@ store_job *store_lookup(store *s, const char *id)
     return found;
 }
 
-int store_list(store *s, store_job ***ret, size_t *ret_n)
+/* Called with s->lock held. */
+static store_job **readers_slot(store *s, const char *id)
+{
+    store_job **p = &s->readers[hash_id(id) % ARRAY_SIZE(s->readers)];
+    while (*p && strcmp((*p)->id, id) != 0)
+        p = &(*p)->readers_next;
+    return p;
+}
+
+static store_job *readers_lookup(store *s, const char *id)
 {
     pthread_mutex_lock(&s->lock);
-    store_job **v = malloc((s->n ? s->n : 1) * sizeof(*v));
-    if (!v) {
-        pthread_mutex_unlock(&s->lock);
-        return -ENOMEM;
-    }
-    for (size_t i = 0; i < s->n; i++)
-        v[i] = store_job_ref(s->order[i]);
-    *ret_n = s->n;
+    store_job *j = *readers_slot(s, id);
+    if (j)
+        store_job_ref(j);
     pthread_mutex_unlock(&s->lock);
+    return j;
+}
+
+/* Forgets the shared object of a deleted job: later lookups find nothing. */
+static void readers_forget(store *s, const char *id)
+{
+    pthread_mutex_lock(&s->lock);
+    store_job **p = readers_slot(s, id);
+    if (*p) {
+        store_job *j = *p;
+        *p = j->readers_next;
+        j->in_readers = false;
+        j->readers_next = NULL;
+    }
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* The job from the history, detached; NULL when unknown (or unreadable: logged). */
+static store_job *history_lookup(store *s, const char *id)
+{
+    store_job *shared = readers_lookup(s, id);
+    if (shared)
+        return shared;
+    jobdb_record r;
+    jw_error err = JW_ERROR_INIT;
+    int ret = jobdb_get(s->db, id, &r, &err);
+    if (ret < 0) {
+        if (ret != -ENOENT)
+            log_error("read job %s: %s", id, err.msg);
+        return NULL;
+    }
+    store_job *job = job_from_record(s, &r);
+    jobdb_record_clear(&r);
+    return job;
+}
+
+store_job *store_lookup(store *s, const char *id)
+{
+    /* The table first: a job leaves it only after its final record is written. */
+    store_job *job = table_lookup(s, id);
+    return job ? job : history_lookup(s, id);
+}
+
+int store_list(store *s, const store_query *q, store_job ***ret, size_t *ret_n,
+               int64_t *ret_next_seq, jw_error *err)
+{
+    jobdb_query dq = {.before_seq = q->before_seq,
+                      .limit = q->limit ? q->limit : 1,
+                      .status_mask = q->status_mask,
+                      .owner = q->owner,
+                      .since_ns = q->since_ns};
+    jobdb_record *recs = NULL;
+    size_t n = 0;
+    int r = jobdb_list(s->db, &dq, &recs, &n, err);
+    if (r < 0)
+        return r;
+    store_job **v = calloc(n ? n : 1, sizeof(*v));
+    size_t k = 0;
+    for (size_t i = 0; v && i < n; i++) {
+        store_job *job = NULL;
+        /* A job the history shows unfinished is live: report its live state. One that ended
+         * between the query and now has left the table: read it again. */
+        if (!job_status_is_final(recs[i].status)) {
+            job = table_lookup(s, recs[i].id);
+            if (!job)
+                job = history_lookup(s, recs[i].id);
+            if (job && q->status_mask && !(q->status_mask & (1u << store_job_status(job)))) {
+                store_job_unref(job);
+                continue;
+            }
+            if (job)
+                job->seq = recs[i].seq;
+        }
+        if (!job)
+            job = job_from_record(s, &recs[i]);
+        if (!job) {
+            r = jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+            break;
+        }
+        v[k++] = job;
+    }
+    if (!v)
+        r = jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+    *ret_next_seq = n == dq.limit && n > 0 ? recs[n - 1].seq : 0;
+    for (size_t i = 0; i < n; i++)
+        jobdb_record_clear(&recs[i]);
+    free(recs);
+    if (r < 0) {
+        for (size_t i = 0; i < k; i++)
+            store_job_unref(v[i]);
+        free(v);
+        return r;
+    }
     *ret = v;
+    *ret_n = k;
     return 0;
 }
 
@@ -376,6 +712,62 @@ size_t store_count(store *s)
     size_t n = s->n;
     pthread_mutex_unlock(&s->lock);
     return n;
+}
+
+int store_job_delete(store *s, const char *id, store_job **ret, jw_error *err)
+{
+    store_job *job = store_lookup(s, id);
+    if (!job)
+        return jw_error_set(err, JW_NOT_FOUND, -ENOENT, "job %s not found", id);
+    pthread_mutex_lock(&job->lock);
+    job_status st = job->status;
+    bool closed = job->output_closed;
+    pthread_mutex_unlock(&job->lock);
+    if (!job_status_is_final(st) || !closed) {
+        store_job_unref(job);
+        return jw_error_set(err, JW_FAILED_PRECONDITION, -EBUSY,
+                            "job %s is %s: stop it first (jobctl stop %s), then delete it", id,
+                            job_status_name(st), id);
+    }
+    char path[PATH_MAX];
+    output_path(s, job->id, path, sizeof(path));
+    if (unlink(path) < 0 && errno != ENOENT) {
+        int e = errno;
+        pthread_mutex_lock(&s->lock);
+        s->stats.unlink_failures++;
+        pthread_mutex_unlock(&s->lock);
+        log_error_errno(-e, "delete job %s: remove its output '%s': %m", id, path);
+        store_job_unref(job);
+        return jw_error_errno_code(err, JW_INTERNAL, e, "remove output file '%s'", path);
+    }
+    const char *idp = job->id;
+    int r = jobdb_delete(s->db, &idp, 1, err);
+    if (r < 0) {
+        store_job_unref(job);
+        return r;
+    }
+    table_remove(s, job);
+    readers_forget(s, id);
+    if (ret)
+        *ret = job;
+    else
+        store_job_unref(job);
+    return 0;
+}
+
+void store_get_stats(store *s, store_stats *ret)
+{
+    pthread_mutex_lock(&s->lock);
+    *ret = s->stats;
+    ret->unsaved_now = 0;
+    for (size_t i = 0; i < s->n; i++) {
+        store_job *j = s->order[i];
+        pthread_mutex_lock(&j->lock);
+        if (job_status_is_final(j->status) && j->output_closed && !j->saved_final)
+            ret->unsaved_now++;
+        pthread_mutex_unlock(&j->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
 }
 
 const char *store_job_id(const store_job *job)
@@ -394,6 +786,8 @@ int store_job_set_running(store_job *job, pid_t pid, int64_t start_time_ns)
     job->pid = pid;
     job->start_time_ns = start_time_ns;
     pthread_mutex_unlock(&job->lock);
+    /* A failure is logged and counted; the final record carries this state too. */
+    (void)save_state(job);
     return 0;
 }
 
@@ -407,6 +801,15 @@ static final_waiter *take_waiters_if_done(store_job *job, bool removing)
     job->waiters = NULL;
     job->n_waiters = 0;
     return w;
+}
+
+/* Called with job->lock held: true exactly once, when the job is first both final and closed. */
+static bool became_done(store_job *job)
+{
+    if (job->detached || job->done_seen || !job_status_is_final(job->status) || !job->output_closed)
+        return false;
+    job->done_seen = true;
+    return true;
 }
 
 /* Calls and frees detached waiters; no lock is held. */
@@ -486,8 +889,11 @@ int store_job_finish(store_job *job, job_reason reason, int exit_code, int sig, 
     if (!job->start_time_ns)
         job->start_time_ns = end_time_ns;
     pthread_cond_broadcast(&job->cond);
+    bool done = became_done(job);
     final_waiter *w = take_waiters_if_done(job, false);
     pthread_mutex_unlock(&job->lock);
+    if (done)
+        (void)persist_final(job); /* before anyone hears of the end */
     call_waiters(job, w);
     return 0;
 }
@@ -505,6 +911,8 @@ void store_job_snapshot(store_job *job, store_job_info *ret)
     ret->timeout_seconds = job->timeout_seconds;
     ret->network = job->network;
     ret->user = job->user;
+    ret->seq = job->seq;
+    ret->create_ns = job->create_ns;
     pthread_mutex_lock(&job->lock);
     ret->status = job->status;
     ret->reason = job->reason;
@@ -614,8 +1022,11 @@ void store_job_close_output(store_job *job)
     job->output_closed = true;
     wake_subs(job);
     pthread_cond_broadcast(&job->cond);
+    bool done = became_done(job);
     final_waiter *w = take_waiters_if_done(job, false);
     pthread_mutex_unlock(&job->lock);
+    if (done)
+        (void)persist_final(job); /* before anyone hears of the end */
     call_waiters(job, w);
 }
 
@@ -624,6 +1035,9 @@ int store_job_open_output(store_job *job)
     char path[PATH_MAX];
     output_path(job->owner_store, job->id, path, sizeof(path));
     int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* A job recorded just before the server died may have no output file: it is empty. */
+    if (fd < 0 && errno == ENOENT && job->detached)
+        fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     return fd < 0 ? -errno : fd;
 }
 
@@ -652,6 +1066,16 @@ int store_sub_new(store_job *job, store_wake_fn wake, void *userdata, store_sub 
     job->subs = sub;
     job->n_subs++;
     pthread_mutex_unlock(&job->lock);
+    if (job->detached) {
+        store *s = job->owner_store;
+        pthread_mutex_lock(&s->lock);
+        store_job **p = readers_slot(s, job->id);
+        if (!*p && !job->in_readers) {
+            *p = job;
+            job->in_readers = true;
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
     *ret = sub;
     return 0;
 }
@@ -680,8 +1104,19 @@ void store_sub_free(store_sub *sub)
         job->subs = sub->next;
     if (sub->next)
         sub->next->prev = sub->prev;
-    job->n_subs--;
+    bool last = --job->n_subs == 0;
     pthread_mutex_unlock(&job->lock);
+    if (last && job->detached) {
+        store *s = job->owner_store;
+        pthread_mutex_lock(&s->lock);
+        store_job **p = readers_slot(s, job->id);
+        if (*p == job) {
+            *p = job->readers_next;
+            job->in_readers = false;
+            job->readers_next = NULL;
+        }
+        pthread_mutex_unlock(&s->lock);
+    }
     store_job_unref(job);
     free(sub);
 }
@@ -692,4 +1127,169 @@ size_t store_job_n_subs(store_job *job)
     size_t n = job->n_subs;
     pthread_mutex_unlock(&job->lock);
     return n;
+}
+
+/* ---- restart, retention ---- */
+
+/* Jobs the history shows unfinished ran under a server that is gone: they died with it (its
+ * death signal) and are recorded FAILED/SERVER_LOST with the output they left. */
+static int mark_lost(store *s, jw_error *err)
+{
+    int64_t now = now_realtime_ns();
+    size_t lost = 0;
+    for (;;) {
+        jobdb_query q = {.limit = 256,
+                         .status_mask =
+                             (1u << JOB_STATUS_INITIALIZING) | (1u << JOB_STATUS_RUNNING)};
+        jobdb_record *v = NULL;
+        size_t n = 0;
+        int r = jobdb_list(s->db, &q, &v, &n, err);
+        if (r < 0)
+            return jw_error_wrap(err, r, "find jobs left unfinished");
+        for (size_t i = 0; r == 0 && i < n; i++) {
+            jobdb_record *x = &v[i];
+            char path[PATH_MAX];
+            output_path(s, x->id, path, sizeof(path));
+            struct stat st;
+            x->output_bytes = stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+            x->status = JOB_STATUS_FAILED;
+            x->reason = JOB_REASON_SERVER_LOST;
+            x->end_ns = now;
+            if (!x->start_ns)
+                x->start_ns = now;
+            free(x->error);
+            x->error = strdup("the server went away while the job ran; its processes ended "
+                              "with it");
+            r = jobdb_update(s->db, x, err);
+            if (r == 0)
+                lost++;
+        }
+        for (size_t i = 0; i < n; i++)
+            jobdb_record_clear(&v[i]);
+        free(v);
+        if (r < 0)
+            return jw_error_wrap(err, r, "record a job left unfinished");
+        if (n < q.limit)
+            break;
+    }
+    s->stats.lost_at_start = (int64_t)lost;
+    if (lost)
+        log_warning("%zu job(s) were unfinished when the last server stopped: recorded as "
+                    "FAILED (SERVER_LOST), their output is kept",
+                    lost);
+    return 0;
+}
+
+/* Finished jobs whose final record failed to be written: try again. */
+static int64_t retry_unsaved(store *s)
+{
+    store_job **v = NULL;
+    size_t n = 0;
+    pthread_mutex_lock(&s->lock);
+    if (s->n)
+        v = calloc(s->n, sizeof(*v));
+    for (size_t i = 0; v && i < s->n; i++) {
+        store_job *j = s->order[i];
+        pthread_mutex_lock(&j->lock);
+        if (j->done_seen && !j->saved_final)
+            v[n++] = store_job_ref(j);
+        pthread_mutex_unlock(&j->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    int64_t saved = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (persist_final(v[i]) == 0) {
+            saved++;
+            log_info("job %s: its final record is written now", v[i]->id);
+        }
+        store_job_unref(v[i]);
+    }
+    free(v);
+    return saved;
+}
+
+#define SWEEP_BATCH 256
+
+int store_sweep(store *s, int64_t now_ns, store_sweep_stats *ret, jw_error *err)
+{
+    memset(ret, 0, sizeof(*ret));
+    ret->saved = retry_unsaved(s);
+    int64_t jobs = 0, bytes = 0;
+    int r = jobdb_final_totals(s->db, &jobs, &bytes, err);
+    if (r < 0)
+        return r;
+    const store_config *c = &s->cfg;
+    int64_t cutoff = c->retain_age_ns > 0 ? now_ns - c->retain_age_ns : INT64_MIN;
+    jobdb_victim v[SWEEP_BATCH];
+    const char *ids[SWEEP_BATCH];
+    for (;;) {
+        size_t n = 0, k = 0;
+        r = jobdb_oldest_final(s->db, v, SWEEP_BATCH, &n, err);
+        if (r < 0)
+            break;
+        bool over = true;
+        for (; k < n; k++) {
+            over = v[k].end_ns < cutoff || (c->retain_jobs > 0 && jobs > c->retain_jobs) ||
+                   (c->retain_output_bytes > 0 && bytes > c->retain_output_bytes);
+            if (!over)
+                break;
+            char path[PATH_MAX];
+            output_path(s, v[k].id, path, sizeof(path));
+            if (unlink(path) < 0 && errno != ENOENT) {
+                /* The record goes anyway: a file that stays would stop retention for good. */
+                if (ret->unlink_failed++ == 0)
+                    log_error_errno(-errno, "retention: remove '%s': %m (left on disk)", path);
+            }
+            ids[k] = v[k].id;
+            readers_forget(s, v[k].id);
+            jobs--;
+            bytes -= v[k].output_bytes;
+            ret->removed_jobs++;
+            ret->removed_bytes += v[k].output_bytes;
+        }
+        if (k > 0) {
+            r = jobdb_delete(s->db, ids, k, err);
+            if (r < 0)
+                break;
+        }
+        if (!over || n < SWEEP_BATCH)
+            break;
+    }
+    if (ret->unlink_failed) {
+        pthread_mutex_lock(&s->lock);
+        s->stats.unlink_failures += ret->unlink_failed;
+        pthread_mutex_unlock(&s->lock);
+    }
+    if (ret->removed_jobs)
+        log_info("retention: removed %lld finished job(s) and %lld bytes of output; %lld "
+                 "job(s) and %lld bytes kept",
+                 (long long)ret->removed_jobs, (long long)ret->removed_bytes, (long long)jobs,
+                 (long long)bytes);
+    return r;
+}
+
+static void *sweeper_main(void *arg)
+{
+    store *s = arg;
+    pthread_mutex_lock(&s->sweep_lock);
+    while (!s->sweep_stop) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        int64_t ns = t.tv_nsec + (s->cfg.sweep_interval_ms % 1000) * 1000000;
+        t.tv_sec += (time_t)(s->cfg.sweep_interval_ms / 1000 + ns / 1000000000);
+        t.tv_nsec = (long)(ns % 1000000000);
+        while (!s->sweep_stop &&
+               pthread_cond_timedwait(&s->sweep_cond, &s->sweep_lock, &t) != ETIMEDOUT)
+            ;
+        if (s->sweep_stop)
+            break;
+        pthread_mutex_unlock(&s->sweep_lock);
+        store_sweep_stats st;
+        jw_error err = JW_ERROR_INIT;
+        if (store_sweep(s, now_realtime_ns(), &st, &err) < 0)
+            log_warning("retention sweep: %s", err.msg);
+        pthread_mutex_lock(&s->sweep_lock);
+    }
+    pthread_mutex_unlock(&s->sweep_lock);
+    return NULL;
 }

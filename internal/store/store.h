@@ -1,4 +1,10 @@
-/* The job table and the job output log.
+/* The job table, the job history and the job output log.
+ *
+ * Live jobs (not final yet, or final but not yet durable) are held in memory; every job is also
+ * recorded in the history database (db/jobdb), written before CreateJob answers and at each
+ * state change, so finished jobs are read back from it and the server's memory does not grow
+ * with history. store_lookup and store_list return the same store_job objects for both: a
+ * finished job read from the database is a detached, final job whose output is complete.
  *
  * A store_job is a reference-counted record. Its identity and request (id, command, args,
  * limits, owner) never change after store_job_new; its state (status, pid, exit, usage...)
@@ -13,6 +19,7 @@
 #ifndef JW_STORE_STORE_H
 #define JW_STORE_STORE_H
 
+#include "db/jobdb.h"
 #include "job/job.h"
 #include "util/error.h"
 #include "util/misc.h"
@@ -28,8 +35,17 @@ typedef struct store_sub store_sub;
 
 typedef struct store_config {
     const char *data_dir;     /* created if missing; output files live in <data_dir>/output */
-    size_t max_jobs;          /* 0 = unlimited; RESOURCE_EXHAUSTED past it */
+    const char *db_path;      /* NULL = <data_dir>/jobs.db; ":memory:" keeps no history */
+    jobdb_sync db_sync;       /* see db/jobdb.h */
+    size_t max_jobs;          /* unfinished jobs at once; 0 = unlimited; RESOURCE_EXHAUSTED past */
     int64_t max_output_bytes; /* per job; 0 = unlimited. Past it output is dropped and counted */
+    /* Retention of finished jobs (0 = no limit of that kind): the oldest-ended are removed,
+     * record and output, while any limit is exceeded. */
+    int64_t retain_age_ns;
+    int64_t retain_output_bytes;
+    int64_t retain_jobs;
+    /* How often a background thread runs store_sweep(); 0 = never (the caller does). */
+    int64_t sweep_interval_ms;
 } store_config;
 
 /* What a job is created from. Strings are copied. */
@@ -71,10 +87,14 @@ typedef struct store_job_info {
     int64_t output_errno_at; /* the output's size when that write failed */
     job_network network;
     const char *user;
+    int64_t seq;       /* creation order in the history */
+    int64_t create_ns; /* when CreateJob recorded it */
 } store_job_info;
 
+/* Opens the history (refusing a damaged or newer database), records every job that was not
+ * final when the last server died as FAILED/SERVER_LOST, and runs one retention sweep. */
 int store_new(const store_config *cfg, store **ret, jw_error *err);
-/* Frees the table and every job reference it holds; removes no output file. */
+/* Stops the sweep thread, frees the table and every job reference it holds; removes no file. */
 void store_free(store *s);
 const char *store_output_dir(const store *s);
 
@@ -83,16 +103,56 @@ const char *store_output_dir(const store *s);
  * are refused while the disk is full instead of running with their output thrown away. */
 int store_check_space(store *s, int64_t min_free, jw_error *err);
 
-/* Creates a job in INITIALIZING with a fresh UUIDv4 id and an empty output file, and inserts it.
- * Copies command, args and owner. Returns a new reference. */
+/* Creates a job in INITIALIZING with a fresh UUIDv4 id and an empty output file, records it in
+ * the history and inserts it. Copies command, args and owner. Returns a new reference. When the
+ * history cannot be written (RESOURCE_EXHAUSTED for a full disk, UNAVAILABLE otherwise) nothing
+ * is created. */
 int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_error *err);
-/* Removes a job that never started (internal failure during start) and its output file. */
+/* Removes a job that never started (internal failure during start), its record and output. */
 void store_job_remove(store *s, store_job *job);
-/* A new reference to the job with this id, or NULL. */
+/* A new reference to the job with this id (live, or read from the history), or NULL. */
 store_job *store_lookup(store *s, const char *id);
-/* New references to every job, oldest first. The caller unrefs each and frees the array. */
-int store_list(store *s, store_job ***ret, size_t *ret_n);
+
+/* A page of the history, newest first; live jobs are reported with their live state. */
+typedef struct store_query {
+    int64_t before_seq;   /* 0 = from the newest */
+    size_t limit;         /* at least 1 */
+    unsigned status_mask; /* bit (1u << job_status); 0 = any */
+    const char *owner;    /* NULL or "" = any */
+    int64_t since_ns;     /* created at or after; 0 = any */
+} store_query;
+/* New references (the caller unrefs each and frees the array). *ret_next_seq is the
+ * before_seq of the next page, 0 when this page is the last. */
+int store_list(store *s, const store_query *q, store_job ***ret, size_t *ret_n,
+               int64_t *ret_next_seq, jw_error *err);
+/* Unfinished jobs held in memory. */
 size_t store_count(store *s);
+
+/* Removes a finished job's record and output at once. NOT_FOUND when unknown,
+ * FAILED_PRECONDITION while it runs. Streams already reading it end normally. *ret (may be
+ * NULL) gets a reference to the job as it was, for the answer. */
+int store_job_delete(store *s, const char *id, store_job **ret, jw_error *err);
+
+/* Retention and repair, also run by the sweep thread: records final states that could not be
+ * written before (a full disk), then removes finished jobs past the retention limits, oldest
+ * first, in small transactions. `now_ns` is the realtime clock. Logs what it removed. */
+typedef struct store_sweep_stats {
+    int64_t removed_jobs;
+    int64_t removed_bytes;
+    int64_t unlink_failed; /* output files that could not be removed (logged with the cause) */
+    int64_t saved;         /* final records written late */
+} store_sweep_stats;
+int store_sweep(store *s, int64_t now_ns, store_sweep_stats *ret, jw_error *err);
+
+/* Counters for the operator: records that could not be written when they changed (each is
+ * retried; the job stays in memory until it is durable) and output files left behind. */
+typedef struct store_stats {
+    int64_t unsaved_now;     /* finished jobs whose final record is not durable yet */
+    int64_t record_failures; /* failed writes of a job's record since start */
+    int64_t unlink_failures; /* output files that could not be removed since start */
+    int64_t lost_at_start;   /* jobs found unfinished at start: FAILED/SERVER_LOST */
+} store_stats;
+void store_get_stats(store *s, store_stats *ret);
 
 store_job *store_job_ref(store_job *job);
 void store_job_unref(store_job *job);

@@ -26,4 +26,14 @@
 #define JW_DEFAULT_JOB_UID_RANGE "1879048192-1879113727"
 #define JW_DEFAULT_NETWORK       "host"
 
+/* History (store/store.h): finished jobs are kept until one of these is exceeded. */
+#define JW_DEFAULT_RETAIN_AGE_MS        (7LL * 24 * 3600 * 1000)
+#define JW_DEFAULT_RETAIN_AGE_TEXT      "7d"
+#define JW_DEFAULT_RETAIN_OUTPUT_BYTES  (10LL << 30)
+#define JW_DEFAULT_RETAIN_OUTPUT_TEXT   "10G"
+#define JW_DEFAULT_RETAIN_JOBS          1000000
+#define JW_DEFAULT_RETAIN_INTERVAL_MS   60000
+#define JW_DEFAULT_RETAIN_INTERVAL_TEXT "1m"
+#define JW_DEFAULT_DB_SYNC              "normal"
+
 #endif

@@ -62,7 +62,7 @@ int parse_duration_ms(const char *s, int64_t *ret)
         char *end;
         errno = 0;
         unsigned long long v = strtoull(p, &end, 10);
-        if (errno == ERANGE || v > INT64_MAX / 3600000)
+        if (errno == ERANGE || v > INT64_MAX / 86400000)
             return -ERANGE;
         int64_t mult;
         if (strncmp(end, "ms", 2) == 0) {
@@ -76,6 +76,9 @@ int parse_duration_ms(const char *s, int64_t *ret)
             end++;
         } else if (*end == 'h') {
             mult = 3600000;
+            end++;
+        } else if (*end == 'd') {
+            mult = 86400000;
             end++;
         } else {
             return -EINVAL;

@@ -16,6 +16,10 @@ SANITIZED=
 ldd "$BIN/jobworker-server" 2>/dev/null | grep -Eq 'lib(asan|tsan|ubsan)' && SANITIZED=1
 rss_kib() { awk '$1 == "VmRSS:" { print $2 }' "/proc/$1/status"; }
 
+if [ -n "${JW_IT_GROUP:-}" ] && [ -n "${CI:-}" ]; then
+    echo "integration: JW_IT_GROUP is for development; CI runs every group" >&2
+    exit 1
+fi
 T=$(mktemp -d /tmp/jw-it-XXXXXX)
 chmod 711 "$T" # jobs run as nobody and must reach their working directories under $T/data
 CERTS="$T/certs"

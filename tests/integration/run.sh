@@ -13,6 +13,24 @@ protoc -I"$REPO/proto" --python_out="$T/py" jobworker/v1/jobworker.proto ||
     { echo "integration: protoc failed" >&2; exit 1; }
 py() { $PY "$REPO/tests/integration/pyclient.py" "$T/py" "$CERTS" "$PORT" "$@"; }
 
+# The summary and the exit status of the run.
+finish() {
+    echo "integration: $PASSED passed, $FAILED failed"
+    if [ "$FAILED" -ne 0 ]; then
+        echo "integration: failed: ${FAILED_NAMES[*]}" >&2
+        echo "---- server log ----" >&2
+        tail -30 "$T/server.log" >&2
+        exit 1
+    fi
+}
+
+# JW_IT_GROUP=NAME runs only tests/integration/NAME.sh (for development; refused in CI).
+if [ -n "${JW_IT_GROUP:-}" ]; then
+    source "$REPO/tests/integration/$JW_IT_GROUP.sh"
+    finish
+    exit 0
+fi
+
 start_server || exit 1
 
 # ---- admin: every RPC through jobctl ----
@@ -273,12 +291,7 @@ source "$REPO/tests/integration/stopstorm.sh"
 source "$REPO/tests/integration/hardening2.sh"
 source "$REPO/tests/integration/fdlimit.sh"
 source "$REPO/tests/integration/isolation.sh"
+source "$REPO/tests/integration/history.sh"
 source "$REPO/tests/integration/listing.sh"
 
-echo "integration: $PASSED passed, $FAILED failed"
-if [ "$FAILED" -ne 0 ]; then
-    echo "integration: failed: ${FAILED_NAMES[*]}" >&2
-    echo "---- server log ----" >&2
-    tail -30 "$T/server.log" >&2
-    exit 1
-fi
+finish

@@ -126,17 +126,18 @@ static void test_roles_by_method(void **state)
     store_job *job = create(f, "sleep 30");
     const char *id = store_job_id(job);
     const auth_identity *callers[] = {NULL, &nobody, &viewer, &admin};
-    /* Expected codes per caller, for CreateJob, GetJob, StopJob, GetJobs, GetJobsStream. */
-    const jw_code want[4][5] = {
+    /* Expected codes per caller, for CreateJob, GetJob, StopJob, GetJobs, GetJobsStream,
+     * DeleteJob. */
+    const jw_code want[4][6] = {
         {JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED,
-         JW_UNAUTHENTICATED},
+         JW_UNAUTHENTICATED, JW_UNAUTHENTICATED},
         {JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED,
-         JW_PERMISSION_DENIED},
-        {JW_PERMISSION_DENIED, JW_OK, JW_PERMISSION_DENIED, JW_OK, JW_OK},
-        {JW_OK, JW_OK, JW_OK, JW_OK, JW_OK},
+         JW_PERMISSION_DENIED, JW_PERMISSION_DENIED},
+        {JW_PERMISSION_DENIED, JW_OK, JW_PERMISSION_DENIED, JW_OK, JW_OK, JW_PERMISSION_DENIED},
+        {JW_OK, JW_OK, JW_OK, JW_OK, JW_OK, JW_OK},
     };
     for (int c = 0; c < 4; c++) {
-        for (int m = 0; m <= AUTH_METHOD_GET_JOBS_STREAM; m++) {
+        for (int m = 0; m <= AUTH_METHOD_DELETE_JOB; m++) {
             jw_error err = JW_ERROR_INIT;
             int r = service_authorize(callers[c], (auth_method)m, &err);
             assert_int_equal(r < 0 ? err.code : JW_OK, want[c][m]);
@@ -162,11 +163,19 @@ static void test_roles_by_method(void **state)
             store_job_unref(got);
         store_job **jobs = NULL;
         size_t n = 0;
-        r = service_list_jobs(f->svc, callers[c], &jobs, &n, &err);
+        char next[SERVICE_PAGE_TOKEN_MAX];
+        service_list_req lr = {0};
+        r = service_list_jobs(f->svc, callers[c], &lr, &jobs, &n, next, &err);
         assert_int_equal(r < 0 ? err.code : JW_OK, want[c][AUTH_METHOD_GET_JOBS]);
         for (size_t i = 0; r == 0 && i < n; i++)
             store_job_unref(jobs[i]);
         free(jobs);
+        if (want[c][AUTH_METHOD_DELETE_JOB] != JW_OK) {
+            /* Refused before the job is looked at: the running job stays. */
+            r = service_delete_job(f->svc, callers[c], id, &got, &err);
+            assert_int_equal(err.code, want[c][AUTH_METHOD_DELETE_JOB]);
+            assert_true(r < 0);
+        }
         if (want[c][AUTH_METHOD_STOP_JOB] != JW_OK) {
             r = service_stop_job(f->svc, callers[c], id, NULL, NULL, &got, &err);
             assert_int_equal(err.code, want[c][AUTH_METHOD_STOP_JOB]);
@@ -432,6 +441,105 @@ static void test_stream_bookkeeping(void **state)
     store_job_unref(live);
 }
 
+static void free_jobs(store_job **jobs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        store_job_unref(jobs[i]);
+    free(jobs);
+}
+
+/* GetJobs: every bad field is named; pages follow each other newest first without a gap or a
+ * repeat; filters apply. */
+static void test_list_pages_and_rules(void **state)
+{
+    fixture *f = *state;
+    char ids[5][UUID_STR_LEN];
+    for (int i = 0; i < 5; i++) {
+        store_job *j = create(f, "true");
+        wait_final(j);
+        snprintf(ids[i], sizeof(ids[i]), "%s", store_job_id(j));
+        store_job_unref(j);
+    }
+    store_job *run = create(f, "sleep 30");
+    store_job **jobs = NULL;
+    size_t n = 0;
+    char next[SERVICE_PAGE_TOKEN_MAX];
+    jw_error err = JW_ERROR_INIT;
+    static const int bad_status[] = {2, 9};
+    const struct {
+        service_list_req req;
+        const char *want;
+    } bad[] = {
+        {{.page_size = -1}, "page_size -1"},
+        {{.page_size = 10001}, "page_size 10001"},
+        {{.page_token = "abc"}, "page_token 'abc'"},
+        {{.page_token = "v1.0"}, "page_token 'v1.0'"},
+        {{.page_token = "v1.12x"}, "page_token 'v1.12x'"},
+        {{.statuses = bad_status, .n_statuses = 2}, "status 9"},
+        {{.since_ns = -5}, "since_unix_ns -5"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(service_list_jobs(f->svc, &viewer, &bad[i].req, &jobs, &n, next, &err),
+                         -EINVAL);
+        assert_int_equal(err.code, JW_INVALID_ARGUMENT);
+        assert_non_null(strstr(err.msg, bad[i].want));
+    }
+
+    /* Pages of 2: run, 4, 3 | 2, 1 ... newest first, each job once. */
+    service_list_req req = {.page_size = 2};
+    const char *want[] = {store_job_id(run), ids[4], ids[3], ids[2], ids[1], ids[0]};
+    size_t seen = 0;
+    for (int page = 0; page < 10; page++) {
+        assert_int_equal(service_list_jobs(f->svc, &viewer, &req, &jobs, &n, next, &err), 0);
+        for (size_t i = 0; i < n; i++)
+            assert_string_equal(store_job_id(jobs[i]), want[seen++]);
+        free_jobs(jobs, n);
+        if (!next[0])
+            break;
+        char *tok = strdup(next);
+        free((char *)req.page_token);
+        req.page_token = tok;
+    }
+    free((char *)req.page_token);
+    assert_int_equal(seen, 6);
+
+    /* Status filter: the running job is reported with its live state. */
+    service_list_req running = {.statuses = (const int[]){JOB_STATUS_RUNNING}, .n_statuses = 1};
+    assert_int_equal(service_list_jobs(f->svc, &viewer, &running, &jobs, &n, next, &err), 0);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(jobs[0], run);
+    assert_string_equal(next, "");
+    free_jobs(jobs, n);
+    service_list_req other = {.owner = "someone-else"};
+    assert_int_equal(service_list_jobs(f->svc, &viewer, &other, &jobs, &n, next, &err), 0);
+    assert_int_equal(n, 0);
+    free_jobs(jobs, n);
+
+    /* DeleteJob: a malformed id, an unknown one, a running one, then a finished one. */
+    store_job *gone = NULL;
+    assert_int_equal(service_delete_job(f->svc, &admin, "nope", &gone, &err), -EINVAL);
+    assert_int_equal(err.code, JW_INVALID_ARGUMENT);
+    assert_int_equal(
+        service_delete_job(f->svc, &admin, "00000000-0000-4000-8000-000000000000", &gone, &err),
+        -ENOENT);
+    assert_int_equal(err.code, JW_NOT_FOUND);
+    assert_int_equal(service_delete_job(f->svc, &admin, store_job_id(run), &gone, &err), -EBUSY);
+    assert_int_equal(err.code, JW_FAILED_PRECONDITION);
+    assert_int_equal(service_delete_job(f->svc, &admin, ids[2], &gone, &err), 0);
+    store_job_unref(gone);
+    assert_int_equal(service_get_job(f->svc, &viewer, ids[2], &gone, &err), -ENOENT);
+    stop_seen seen_stop = {0};
+    store_job *stopped = NULL;
+    assert_int_equal(
+        service_stop_job(f->svc, &admin, store_job_id(run), on_stopped, &seen_stop, &stopped, &err),
+        1);
+    wait_final(run);
+    for (int i = 0; i < 500 && seen_stop.calls == 0; i++)
+        usleep(2000);
+    store_job_unref(stopped);
+    store_job_unref(run);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -442,6 +550,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_by_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_storm_does_not_block, setup_long_grace, teardown),
         cmocka_unit_test_setup_teardown(test_stream_bookkeeping, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_pages_and_rules, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -89,9 +89,13 @@ static void test_create_lookup_list(void **state)
 
     store_job **all = NULL;
     size_t n = 0;
-    assert_int_equal(store_list(f->st, &all, &n), 0);
+    int64_t next = -1;
+    store_query q = {.limit = 10};
+    assert_int_equal(store_list(f->st, &q, &all, &n, &next, NULL), 0);
     assert_int_equal(n, 2);
-    assert_ptr_equal(all[0], a); /* oldest first */
+    assert_int_equal(next, 0);
+    assert_ptr_equal(all[0], b); /* newest first; live jobs are the live objects */
+    assert_ptr_equal(all[1], a);
     for (size_t i = 0; i < n; i++)
         store_job_unref(all[i]);
     free(all);
@@ -377,19 +381,32 @@ static void test_concurrent_readers(void **state)
     store_job_unref(job);
 }
 
+/* Output files in a data directory without a history belong to no job: a new history removes
+ * them. An existing history leaves files alone. */
 static void test_stale_output_removed(void **state)
 {
-    fixture *f = *state;
-    char path[256];
-    snprintf(path, sizeof(path), "%s/output/old.out", f->dir);
+    (void)state;
+    char dir[64] = "/tmp/jw-store-XXXXXX", path[256], cmd[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/output", dir);
+    assert_int_equal(mkdir(path, 0700), 0);
+    snprintf(path, sizeof(path), "%s/output/old.out", dir);
     FILE *fp = fopen(path, "w");
     assert_non_null(fp);
     fclose(fp);
-    store *again = NULL;
-    store_config cfg = {.data_dir = f->dir};
-    assert_int_equal(store_new(&cfg, &again, NULL), 0);
+    store *st = NULL;
+    store_config cfg = {.data_dir = dir};
+    assert_int_equal(store_new(&cfg, &st, NULL), 0);
     assert_int_equal(access(path, F_OK), -1);
-    store_free(again);
+    store_free(st);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    fclose(fp);
+    assert_int_equal(store_new(&cfg, &st, NULL), 0);
+    assert_int_equal(access(path, F_OK), 0);
+    store_free(st);
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
 }
 
 /* A write that fails for real (RLIMIT_FSIZE: EFBIG past the limit, after a partial write) counts
@@ -437,6 +454,170 @@ static void test_append_write_failure_counts_as_dropped(void **state)
     store_job_unref(job);
 }
 
+/* A job that ends: durable, out of the table, read back detached; a job left running when the
+ * store goes away (a crash) is FAILED/SERVER_LOST at the next start with its output. */
+static void test_history_restart(void **state)
+{
+    fixture *f = *state;
+    store_job *done = new_job(f->st, "done");
+    store_job *live = new_job(f->st, "live");
+    char done_id[UUID_STR_LEN], live_id[UUID_STR_LEN];
+    snprintf(done_id, sizeof(done_id), "%s", store_job_id(done));
+    snprintf(live_id, sizeof(live_id), "%s", store_job_id(live));
+    assert_int_equal(store_job_set_running(done, 10, 100), 0);
+    assert_int_equal(store_job_append(done, "hello", 5), 0);
+    assert_int_equal(store_job_finish(done, JOB_REASON_EXITED, 0, 0, NULL, NULL, 200), 0);
+    assert_int_equal(store_count(f->st), 2); /* output still open */
+    store_job_close_output(done);
+    assert_int_equal(store_count(f->st), 1); /* durable: left the table */
+    store_job *again = store_lookup(f->st, done_id);
+    assert_non_null(again);
+    assert_ptr_not_equal(again, done); /* read back from the history */
+    store_job_info info;
+    store_job_snapshot(again, &info);
+    assert_int_equal(info.status, JOB_STATUS_COMPLETED);
+    assert_int_equal(info.output_bytes, 5);
+    assert_string_equal(info.command, "done");
+    assert_string_equal(info.args[1], "b");
+    int64_t size = 0;
+    bool closed = false;
+    store_job_output_state(again, &size, &closed);
+    assert_int_equal(size, 5);
+    assert_true(closed);
+    store_job_unref(again);
+
+    assert_int_equal(store_job_set_running(live, 11, 100), 0);
+    assert_int_equal(store_job_append(live, "abc", 3), 0);
+    /* The store goes away without the job ending: what a kill -9 leaves. */
+    store_free(f->st);
+    store_job_unref(live);
+    store_job_unref(done);
+    store_config cfg = {.data_dir = f->dir, .max_jobs = 100};
+    assert_int_equal(store_new(&cfg, &f->st, NULL), 0);
+    store_stats stats;
+    store_get_stats(f->st, &stats);
+    assert_int_equal(stats.lost_at_start, 1);
+    again = store_lookup(f->st, live_id);
+    assert_non_null(again);
+    store_job_snapshot(again, &info);
+    assert_int_equal(info.status, JOB_STATUS_FAILED);
+    assert_int_equal(info.reason, JOB_REASON_SERVER_LOST);
+    assert_int_equal(info.output_bytes, 3);
+    assert_non_null(strstr(info.error, "server went away"));
+    int fd = store_job_open_output(again);
+    assert_true(fd >= 0);
+    char buf[8] = {0};
+    assert_int_equal(read(fd, buf, sizeof(buf)), 3);
+    assert_memory_equal(buf, "abc", 3);
+    close(fd);
+    store_job_unref(again);
+    again = store_lookup(f->st, done_id);
+    assert_non_null(again);
+    assert_int_equal(store_job_status(again), JOB_STATUS_COMPLETED);
+    store_job_unref(again);
+}
+
+static store_job *finished_job(store *st, const char *out, int64_t end_ns)
+{
+    store_job *job = new_job(st, "f");
+    assert_int_equal(store_job_set_running(job, 1, end_ns - 1), 0);
+    if (out)
+        assert_int_equal(store_job_append(job, out, strlen(out)), 0);
+    assert_int_equal(store_job_finish(job, JOB_REASON_EXITED, 0, 0, NULL, NULL, end_ns), 0);
+    store_job_close_output(job);
+    return job;
+}
+
+static bool known(store *st, const char *id)
+{
+    store_job *j = store_lookup(st, id);
+    store_job_unref(j);
+    return j != NULL;
+}
+
+/* The sweep removes the oldest-ended finished jobs, record and output, past each limit; a
+ * running job is never removed. */
+static void test_retention(void **state)
+{
+    fixture *f = *state;
+    store_free(f->st);
+    store_config cfg = {.data_dir = f->dir, .retain_jobs = 3};
+    assert_int_equal(store_new(&cfg, &f->st, NULL), 0);
+    char ids[6][UUID_STR_LEN];
+    store_job *running = new_job(f->st, "r");
+    for (int i = 0; i < 6; i++) {
+        store_job *j = finished_job(f->st, "0123456789", 1000 + i);
+        snprintf(ids[i], sizeof(ids[i]), "%s", store_job_id(j));
+        store_job_unref(j);
+    }
+    store_sweep_stats st;
+    jw_error err = JW_ERROR_INIT;
+    assert_int_equal(store_sweep(f->st, 2000, &st, &err), 0);
+    assert_int_equal(st.removed_jobs, 3);
+    assert_int_equal(st.removed_bytes, 30);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(known(f->st, ids[i]), i >= 3);
+    char path[256];
+    snprintf(path, sizeof(path), "%s/output/%s.out", f->dir, ids[0]);
+    assert_int_equal(access(path, F_OK), -1);
+    snprintf(path, sizeof(path), "%s/output/%s.out", f->dir, ids[5]);
+    assert_int_equal(access(path, F_OK), 0);
+    assert_true(known(f->st, store_job_id(running)));
+    store_free(f->st);
+
+    /* Bytes: 30 kept, at most 15 allowed: the two oldest go. */
+    cfg = (store_config){.data_dir = f->dir, .retain_output_bytes = 15};
+    assert_int_equal(store_new(&cfg, &f->st, NULL), 0); /* the sweep at start */
+    assert_false(known(f->st, ids[3]));
+    assert_false(known(f->st, ids[4]));
+    assert_true(known(f->st, ids[5]));
+    store_free(f->st);
+
+    /* Age: ended before now - age. The running job (now SERVER_LOST, ended at the restart)
+     * goes too once it is old enough. */
+    cfg = (store_config){.data_dir = f->dir, .retain_age_ns = 60LL * 1000000000};
+    assert_int_equal(store_new(&cfg, &f->st, NULL), 0);
+    assert_false(known(f->st, ids[5]));               /* ended at 1005, long before now */
+    assert_true(known(f->st, store_job_id(running))); /* ended just now */
+    store_job_unref(running);
+}
+
+/* DeleteJob at the store: running refused, finished removed with its output, unknown NOT_FOUND. */
+static void test_delete(void **state)
+{
+    fixture *f = *state;
+    store_job *run = new_job(f->st, "r");
+    assert_int_equal(store_job_set_running(run, 1, 1), 0);
+    jw_error err = JW_ERROR_INIT;
+    store_job *gone = NULL;
+    assert_int_equal(store_job_delete(f->st, store_job_id(run), &gone, &err), -EBUSY);
+    assert_int_equal(err.code, JW_FAILED_PRECONDITION);
+    assert_non_null(strstr(err.msg, "RUNNING"));
+    assert_true(known(f->st, store_job_id(run)));
+
+    store_job *fin = finished_job(f->st, "xyz", 50);
+    char id[UUID_STR_LEN], path[256];
+    snprintf(id, sizeof(id), "%s", store_job_id(fin));
+    store_job_unref(fin);
+    /* A reader that opened the output before the delete reads it to the end. */
+    store_job *rd = store_lookup(f->st, id);
+    int fd = store_job_open_output(rd);
+    assert_true(fd >= 0);
+    assert_int_equal(store_job_delete(f->st, id, &gone, &err), 0);
+    assert_string_equal(store_job_id(gone), id);
+    store_job_unref(gone);
+    assert_false(known(f->st, id));
+    snprintf(path, sizeof(path), "%s/output/%s.out", f->dir, id);
+    assert_int_equal(access(path, F_OK), -1);
+    char buf[4];
+    assert_int_equal(read(fd, buf, sizeof(buf)), 3);
+    close(fd);
+    store_job_unref(rd);
+    assert_int_equal(store_job_delete(f->st, id, NULL, &err), -ENOENT);
+    assert_int_equal(err.code, JW_NOT_FOUND);
+    store_job_unref(run);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -448,7 +629,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_output_cap, setup_capped, teardown),
         cmocka_unit_test_setup_teardown(test_subscriber_arm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_readers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stale_output_removed, setup, teardown),
+        cmocka_unit_test(test_stale_output_removed),
+        cmocka_unit_test_setup_teardown(test_history_restart, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_write_failure_counts_as_dropped, setup,
                                         teardown),
     };

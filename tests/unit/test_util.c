@@ -3,6 +3,7 @@
 #include "util/cleanup.h"
 #include "util/error.h"
 #include "util/fileio.h"
+#include "util/parse.h"
 #include "util/rmtree.h"
 
 #include <errno.h>
@@ -408,6 +409,29 @@ static void test_rmtree_unremovable(void **state)
     assert_int_equal(rm_tree_at(AT_FDCWD, dir), 0);
 }
 
+/* Durations as flags take them: units ms, s, m, h and d, combined; bad text and overflow refused.
+ */
+static void test_parse_duration(void **state)
+{
+    (void)state;
+    const struct {
+        const char *in;
+        int64_t ms;
+    } ok[] = {{"30", 30000},     {"250ms", 250},       {"1m30s", 90000}, {"2h", 7200000},
+              {"7d", 604800000}, {"1d12h", 129600000}, {"0", 0}};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        int64_t v = -1;
+        assert_int_equal(parse_duration_ms(ok[i].in, &v), 0);
+        assert_int_equal(v, ok[i].ms);
+    }
+    int64_t v = 42;
+    assert_int_equal(parse_duration_ms("7w", &v), -EINVAL);
+    assert_int_equal(parse_duration_ms("d", &v), -EINVAL);
+    assert_int_equal(parse_duration_ms("-1s", &v), -EINVAL);
+    assert_int_equal(parse_duration_ms("99999999999999999d", &v), -ERANGE);
+    assert_int_equal(v, 42);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -421,6 +445,7 @@ int main(void)
         cmocka_unit_test(test_rmtree_symlinks),
         cmocka_unit_test(test_rmtree_flat),
         cmocka_unit_test(test_rmtree_unremovable),
+        cmocka_unit_test(test_parse_duration),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
