@@ -155,6 +155,19 @@ t_lz_pages() {
 }
 check "list --all/--limit follow pages (GetJobs calls counted), one page by default with a note" t_lz_pages
 
+# The contract says next_page_token is "" on the last page, also when that page is exactly
+# full: otherwise --all makes one more call for an empty page and a one-page listing of exactly
+# all the jobs says that more exist.
+t_lz_full_last_page() {
+    local before
+    before=$(getjobs_calls)
+    expect_eq "$(ids_of --all --page-size 10)" "$(created old ok fail kate run stop)" "(--all --page-size 10)" || return 1
+    expect_eq "$(($(getjobs_calls) - before))" 3 "(GetJobs calls for 30 jobs in pages of 10)" || return 1
+    jc list --page-size 30 >/dev/null 2>"$LZ/err" || return 1
+    expect_eq "$(cat "$LZ/err")" "" "(stderr of a page holding exactly every job)"
+}
+check "an exactly full last page ends the listing: no extra GetJobs call, no note of more jobs" t_lz_full_last_page
+
 t_lz_filters() {
     local since
     expect_eq "$(ids_of --status running)" "$(created run)" "(running)" || return 1

@@ -423,6 +423,8 @@ static void test_list_options(void **state)
     assert_int_equal(since, now - 600LL * 1000000000LL);
     assert_int_equal(jw_opt_since("--since", "2h", now, &since, &err), 0);
     assert_int_equal(since, now - 7200LL * 1000000000LL);
+    assert_int_equal(jw_opt_since("--since", "7d", now, &since, &err), 0);
+    assert_int_equal(since, now - 7 * 86400LL * 1000000000LL);
     assert_int_equal(jw_opt_since("--since", "1h30m", now, &since, &err), 0);
     assert_int_equal(since, now - 5400LL * 1000000000LL);
     assert_int_equal(jw_opt_since("--since", "0", now, &since, &err), 0);
