@@ -163,11 +163,11 @@ t_dz_pid_by_role() {
 check "Job.pid: host pid for admins, 0 for viewers (GetJob and GetJobs)" t_dz_pid_by_role
 
 # GetJobs is bounded whatever the table holds: large args are cut from listings (GetJob keeps
-# them), and past 2 MiB the oldest jobs are counted instead of sent. Before, 40 jobs with 120 KB
-# args made every `jobctl list` fail (the answer exceeded the client's 4 MiB) and concurrent
-# listings grew the server by hundreds of MB.
+# them), and a page ends early at 2 MiB, its next_page_token continuing it. Before, 40 jobs with
+# 120 KB args made every `jobctl list` fail (the answer exceeded the client's 4 MiB) and
+# concurrent listings grew the server by hundreds of MB.
 t_dz_list_bounded() {
-    local rss0 rss1 first i pids=()
+    local rss0 rss1 first oldest n i pids=()
     rss0=$(rss_kib "$SERVER_PID")
     first=$($PY - "$T/py" "$CERTS" "$PORT" <<'EOF'
 import sys
@@ -184,33 +184,44 @@ create = ch.unary_unary("/jobworker.v1.JobService/CreateJob",
                         response_deserializer=pb.CreateJobRes.FromString)
 # 600 jobs whose 4000-byte command cannot start: 2.4 MB of listing on their own; then the
 # newest, 40 jobs with 120 KB of args each.
-for i in range(600):
-    create(pb.CreateJobReq(command="/nonexistent/" + "c" * 3986), timeout=30)
+old = [create(pb.CreateJobReq(command="/nonexistent/" + "c" * 3986), timeout=30).job.id
+       for _ in range(600)]
 ids = [create(pb.CreateJobReq(command="true", args=["a", "x" * 120000]), timeout=30).job.id
        for _ in range(40)]
-print(ids[0])
+print(ids[0], old[0])
 EOF
 ) || return 1
+    oldest=${first#* }
+    first=${first%% *}
     for i in 1 2 3 4 5 6 7 8; do
-        jc_as viewer -o json list >"$DZ/list.$i" 2>&1 &
+        jc_as viewer -o json list >"$DZ/list.$i" 2>"$DZ/list.$i.err" &
         pids+=($!)
     done
-    wait "${pids[@]}" || { echo "a concurrent listing failed: $(head -c 300 "$DZ/list.1")" >&2; return 1; }
+    wait "${pids[@]}" || { echo "a concurrent listing failed: $(head -c 300 "$DZ/list.1.err")" >&2; return 1; }
     rss1=$(rss_kib "$SERVER_PID")
-    # (grep, not expect_contains: the listing is megabytes long)
-    grep -q '"jobs_omitted":' "$DZ/list.1" || { echo "no jobs_omitted" >&2; return 1; }
+    # One page, ended early by the 2 MiB cap: fewer jobs than asked for, and jobctl says more
+    # exist. (grep, not expect_contains: the listing is megabytes long)
+    n=$($PY -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["jobs"]))' "$DZ/list.1") || return 1
+    if [ "$n" -eq 0 ] || [ "$n" -ge 640 ]; then echo "the first page holds $n jobs" >&2; return 1; fi
+    grep -q "^jobctl: more jobs match than the $n shown" "$DZ/list.1.err" || { echo "no note of more jobs: $(cat "$DZ/list.1.err")" >&2; return 1; }
     grep -q '"args":\["a"\],' "$DZ/list.1" || { echo "big args not cut" >&2; return 1; }
     grep -q '"args_omitted":1' "$DZ/list.1" || { echo "no args_omitted" >&2; return 1; }
     [ "$(wc -c <"$DZ/list.1")" -lt 4194304 ] || { echo "listing over 4 MiB" >&2; return 1; }
     # The job itself still has every byte of its args.
     [ "$(jc -o json get "$first" | wc -c)" -gt 120000 ] || { echo "GetJob lost args" >&2; return 1; }
-    jc list >"$DZ/list.human" || return 1
-    grep -q "older job(s) not shown" "$DZ/list.human" || { echo "no omitted line" >&2; return 1; }
+    jc list >"$DZ/list.human" 2>"$DZ/list.human.err" || return 1
+    grep -q "more jobs match" "$DZ/list.human.err" || { echo "no note of more jobs (table)" >&2; return 1; }
     grep -q -- '...(+1 args)' "$DZ/list.human" || { echo "no args mark" >&2; return 1; }
+    # --all follows the pages down to the oldest of the 640, each job once.
+    jc -o json list --all >"$DZ/list.all" || return 1
+    $PY -c 'import json,sys
+ids=[j["id"] for j in json.load(open(sys.argv[1]))["jobs"]]
+assert len(ids) == len(set(ids)) and len(ids) >= 640, "%d jobs, %d distinct" % (len(ids), len(set(ids)))
+assert ids.index(sys.argv[2]) < ids.index(sys.argv[3]), "not newest first"' "$DZ/list.all" "$first" "$oldest" || return 1
     echo "8 concurrent listings of 640 jobs (40 with 120 KB args): server VmRSS $rss0 KiB before, $rss1 KiB after${SANITIZED:+ (not judged: sanitizer build)}"
     [ -n "$SANITIZED" ] || [ $((rss1 - rss0)) -lt 65536 ] || { echo "server grew by $((rss1 - rss0)) KiB" >&2; return 1; }
 }
-check "GetJobs bounded: args cut in listings, oldest jobs counted past 2 MiB, 8 concurrent listings cheap" t_dz_list_bounded
+check "GetJobs bounded: args cut in listings, a page ends at 2 MiB and --all follows on, 8 concurrent listings cheap" t_dz_list_bounded
 
 # A request id carrying a newline cannot forge a second audit record (ESC and quotes escaped too).
 t_dz_audit_one_line() {
