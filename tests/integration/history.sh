@@ -71,10 +71,10 @@ check "history: after kill -9 a running job is FAILED/SERVER_LOST with its outpu
 # Crash consistency: a client floods CreateJob while the server is killed at random moments;
 # after each restart every acknowledged id is present and final, and none is listed twice.
 t_hist_crash() {
-    local round acked=0 ids list n uniq missing
+    local acked=0 ids list n uniq missing
     rm -rf "$HD"
     : >"$T/hist.acked"
-    for round in $(seq 20); do
+    for _ in $(seq 20); do
         start_server --data-dir "$HD" || return 1
         (
             for _ in $(seq 200); do
@@ -115,7 +115,7 @@ t_hist_retention() {
     start_server --data-dir "$HD" --retain-jobs 3 --retain-interval 200ms || return 1
     local runner
     runner=$(jc create sleep 100) || return 1
-    for i in 1 2 3 4 5 6; do
+    for _ in 1 2 3 4 5 6; do
         id=$(jc create sh -c "head -c 400 /dev/zero") || return 1
         wait_status "$id" COMPLETED || return 1
         ids+=("$id")
