@@ -113,7 +113,15 @@ int auth_check_ca_pem(const char *path, const char *pem, int *ret_n, jw_error *e
  *   DIR/gN/crl/HASH.rK       one CRL per file (only with a CRL configured)
  *
  * What gRPC sees is therefore always a complete, checked generation; a reload that fails any
- * check writes nothing and the previous generation stays in use. */
+ * check writes nothing and the previous generation stays in use.
+ *
+ * gRPC does not read these names, though: the stage holds the current generation's identity.pem,
+ * ca.pem and crl/ open and gives gRPC /proc/self/fd/N for each (a reload moves the next
+ * generation onto the same numbers), so gRPC's reads cannot fail while the stage lives, even when
+ * the directory is deleted under the server (gRPC 1.51's watcher would log eight lines a second,
+ * forever). A thread of the stage (the watch) checks every second that DIR/current still holds
+ * the files gRPC reads; when they are gone it logs one error with the fix, a reminder once a
+ * minute while that lasts, and one line when they are back. */
 
 typedef struct auth_tls_paths {
     const char *cert; /* server certificate chain (PEM), leaf first */
@@ -153,15 +161,24 @@ typedef struct auth_tls_stage auth_tls_stage;
 /* Checks the files as auth_tls_check_files() does and stages generation 1 under `dir`, which is
  * created with mode 0700 (an existing one must belong to this user; entries that a crashed run
  * left, "current" and "g<N>", are removed, anything else is left alone). The paths are copied.
- * The staged files hold a copy of the private key, readable by this user only. */
+ * The staged files hold a copy of the private key, readable by this user only. Starts the watch,
+ * which logs through util/log. */
 int auth_tls_stage_new(const char *dir, const auth_tls_paths *paths, auth_tls_stage **ret,
                        jw_error *err);
 /* Re-reads the same paths, checks them and, only if every check passes, stages the next
- * generation and switches "current" to it; then removes generations older than the previous
- * one (a reader may still be inside that). On failure nothing changes. Not thread-safe: call
- * from one thread. `ret` (may be NULL) is written only on success. */
+ * generation and switches "current" (and what gRPC reads) to it; then removes generations older
+ * than the previous one (a reader may still be inside that). When `dir` itself is gone or was
+ * replaced (its data directory deleted or restored), it is created again first, provided the
+ * directory above it exists, belongs to root or this user and is writable by nobody else; else
+ * FAILED_PRECONDITION naming the fix. On failure nothing that gRPC reads changes. Not
+ * thread-safe: call from one thread. `ret` (may be NULL) is written only on success. */
 int auth_tls_stage_reload(auth_tls_stage *s, auth_tls_summary *ret, jw_error *err);
-/* Absolute paths through DIR/current, stable for the life of the stage: what gRPC watches. */
+/* 0 while DIR/current/identity.pem is the identity file gRPC reads; -ESTALE when that name
+ * leads to another file, else the errno of looking it up (-ENOENT once the directory is
+ * deleted). What the watch checks every second. Thread-safe. */
+int auth_tls_stage_check(auth_tls_stage *s);
+/* Absolute paths, stable for the life of the stage: what gRPC watches. /proc/self/fd/N of the
+ * files the stage holds open (DIR/current/... where /proc/self/fd does not work). */
 const char *auth_tls_stage_identity_file(const auth_tls_stage *s);
 const char *auth_tls_stage_ca_file(const auth_tls_stage *s);
 const char *auth_tls_stage_crl_dir(const auth_tls_stage *s); /* NULL without a CRL path */

@@ -6,12 +6,15 @@
 #include "auth/auth-internal.h"
 #include "util/cleanup.h"
 #include "util/fileio.h"
+#include "util/log.h"
+#include "util/misc.h"
 #include "util/rmtree.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -397,14 +400,48 @@ int auth_tls_check_files(const auth_tls_paths *paths, auth_tls_summary *ret, jw_
 
 /* ---- staging ---- */
 
+/* How often the watch looks at the stage, and how often it repeats that the files are gone. */
+#define WATCH_INTERVAL_SEC 1
+#define WATCH_REMIND_SEC   60
+
+/* The files of a generation that gRPC reads, in auth_tls_stage.held. */
+enum { HELD_IDENTITY, HELD_CA, HELD_CRL, HELD_N };
+static const char *const held_names[HELD_N] = {"identity.pem", "ca.pem", "crl"};
+
+/* Why gRPC reads the staged files through descriptors held open here: gRPC 1.51's file watcher
+ * logs eight lines each time it polls a file it cannot read (stat_posix "stat failed", three
+ * "Failed to get the file's modification time", "All retry attempts failed", "Reading file ...
+ * failed") and polls every second, forever, so a deleted data directory flooded the log. It keeps
+ * the SSL_CTX it has when a read fails, so the server went on serving with the last good
+ * material regardless. Through /proc/self/fd/N its reads cannot fail while the stage lives, and
+ * what it serves is the same; what happened to the names is said here instead, once (the
+ * watch). */
 struct auth_tls_stage {
-    char *dir; /* absolute */
+    char *dir;    /* absolute */
+    char *parent; /* the directory above dir (the data directory) */
     int dfd;
     char *cert, *key, *ca, *crl; /* copies of the paths */
     unsigned gen;                /* current generation, 0 before the first */
     auth_tls_summary sum;
-    char *identity_file, *ca_file, *crl_dir;
+    /* The current generation's identity.pem, ca.pem and crl/ (-1 without a CRL path), open. A
+     * reload moves the next generation's files onto the same numbers with dup3(). */
+    int held[HELD_N];
+    char *identity_file, *ca_file, *crl_dir; /* what gRPC reads: see held_path() */
+    /* Serializes a reload with the watch, which reads dfd, held and gen. */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    pthread_t watch;
+    bool watching, stop;
 };
+
+static void close_held(int fds[HELD_N])
+{
+    for (int i = 0; i < HELD_N; i++) {
+        if (fds[i] >= 0)
+            close(fds[i]);
+        fds[i] = -1;
+    }
+}
 
 /* Errors are ignored here and below: everything in the stage is rebuilt from the source files,
  * and what cannot be removed now is removed at the next start. */
@@ -465,8 +502,10 @@ static int write_crls(int gfd, STACK_OF(X509_CRL) * crls, jw_error *err)
     return 0;
 }
 
-/* Writes generation gen from m and points "current" at it. */
-static int stage_generation(auth_tls_stage *s, const tls_material *m, unsigned gen, jw_error *err)
+/* Writes generation gen from m, opens what gRPC will read of it into ret_held (written only on
+ * success) and points "current" at it. */
+static int stage_generation(auth_tls_stage *s, const tls_material *m, unsigned gen,
+                            int ret_held[HELD_N], jw_error *err)
 {
     char gname[32], marker[96];
     snprintf(gname, sizeof(gname), "g%u", gen);
@@ -476,7 +515,7 @@ static int stage_generation(auth_tls_stage *s, const tls_material *m, unsigned g
     remove_generation(s->dfd, gen); /* a leftover of the same number, if any */
     if (mkdirat(s->dfd, gname, 0700) < 0)
         return jw_error_errno_code(err, JW_INTERNAL, errno, "create '%s/%s'", s->dir, gname);
-    int r;
+    int r, held[HELD_N] = {-1, -1, -1};
     {
         _cleanup_close_ int gfd =
             openat(s->dfd, gname, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -502,6 +541,17 @@ static int stage_generation(auth_tls_stage *s, const tls_material *m, unsigned g
             if (r < 0)
                 goto fail;
         }
+        for (int i = 0; i < HELD_N; i++) {
+            if (i == HELD_CRL && !s->crl)
+                continue;
+            held[i] = openat(gfd, held_names[i],
+                             O_RDONLY | O_NOFOLLOW | O_CLOEXEC | (i == HELD_CRL ? O_DIRECTORY : 0));
+            if (held[i] < 0) {
+                r = jw_error_errno_code(err, JW_INTERNAL, errno, "open '%s/%s/%s'", s->dir, gname,
+                                        held_names[i]);
+                goto fail;
+            }
+        }
     }
     /* The switch: rename() replaces "current" atomically, so a reader resolves either the old
      * or the new generation, never a mixture or nothing. */
@@ -513,22 +563,24 @@ static int stage_generation(auth_tls_stage *s, const tls_material *m, unsigned g
         unlinkat(s->dfd, "current.tmp", 0);
         goto fail;
     }
+    memcpy(ret_held, held, sizeof(held));
     return 0;
 fail:
+    close_held(held);
     remove_generation(s->dfd, gen);
     return r;
 }
 
 /* Creates (or takes over) the stage directory and cleans what a crashed run left there. */
-static int open_stage_dir(auth_tls_stage *s, const char *dir, jw_error *err)
+static int open_stage_dir(const char *dir, int *ret_dfd, jw_error *err)
 {
     if (mkdir(dir, 0700) < 0 && errno != EEXIST)
         return jw_error_errno_code(err, JW_INTERNAL, errno, "create TLS stage directory '%s'", dir);
-    s->dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (s->dfd < 0)
+    _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (dfd < 0)
         return jw_error_errno_code(err, JW_INTERNAL, errno, "open TLS stage directory '%s'", dir);
     struct stat st;
-    if (fstat(s->dfd, &st) < 0)
+    if (fstat(dfd, &st) < 0)
         return jw_error_errno_code(err, JW_INTERNAL, errno, "stat '%s'", dir);
     /* It will hold a copy of the private key: nobody else may own it or look into it. */
     if (st.st_uid != geteuid())
@@ -536,16 +588,10 @@ static int open_stage_dir(auth_tls_stage *s, const char *dir, jw_error *err)
                             "TLS stage directory '%s' belongs to uid %u, not to this process "
                             "(uid %u); remove it",
                             dir, (unsigned)st.st_uid, (unsigned)geteuid());
-    if ((st.st_mode & 07777) != 0700 && fchmod(s->dfd, 0700) < 0)
+    if ((st.st_mode & 07777) != 0700 && fchmod(dfd, 0700) < 0)
         return jw_error_errno_code(err, JW_INTERNAL, errno, "chmod 0700 '%s'", dir);
-    char abs[PATH_MAX];
-    if (!realpath(dir, abs))
-        return jw_error_errno_code(err, JW_INTERNAL, errno, "resolve '%s'", dir);
-    s->dir = strdup(abs);
-    if (!s->dir)
-        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
 
-    int fd = fcntl(s->dfd, F_DUPFD_CLOEXEC, 0);
+    int fd = fcntl(dfd, F_DUPFD_CLOEXEC, 0);
     _cleanup_dir_ DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
     if (fd >= 0 && !d)
         close(fd);
@@ -555,10 +601,161 @@ static int open_stage_dir(auth_tls_stage *s, const char *dir, jw_error *err)
             const char *n = de->d_name;
             if (strcmp(n, "current") == 0 || strcmp(n, "current.tmp") == 0 ||
                 (n[0] == 'g' && n[1] && strspn(n + 1, "0123456789") == strlen(n + 1)))
-                rm_tree_at(s->dfd, n);
+                rm_tree_at(dfd, n);
         }
     }
+    *ret_dfd = TAKE_FD(dfd);
     return 0;
+}
+
+/* True while dir still names the directory the stage writes into (not deleted, moved away or
+ * replaced). */
+static bool stage_dir_in_place(const auth_tls_stage *s)
+{
+    struct stat held, named;
+    return fstat(s->dfd, &held) == 0 && held.st_nlink > 0 && lstat(s->dir, &named) == 0 &&
+           held.st_dev == named.st_dev && held.st_ino == named.st_ino;
+}
+
+/* A reload found dir gone or replaced (its data directory deleted, restored from a backup or
+ * created again): stages into a new one, provided the data directory exists and is safe for a
+ * copy of the private key by daemon/trust.c's rule (root's or ours, writable by nobody else).
+ * The directories above it were checked at start. */
+static int reopen_stage_dir(auth_tls_stage *s, jw_error *err)
+{
+    struct stat st;
+    if (stat(s->parent, &st) < 0) {
+        int r = -errno;
+        char buf[128];
+        return jw_error_set(err, JW_FAILED_PRECONDITION, r,
+                            "TLS stage directory '%s' is gone, and so is '%s' (%s): was the data "
+                            "directory deleted? fix: restart the server, or recreate '%s' and "
+                            "send SIGHUP again",
+                            s->dir, s->parent, jw_strerror(r, buf, sizeof(buf)), s->parent);
+    }
+    if (!S_ISDIR(st.st_mode))
+        return jw_error_set(err, JW_FAILED_PRECONDITION, -ENOTDIR,
+                            "TLS stage directory '%s' is gone and '%s' is not a directory; fix: "
+                            "restart the server",
+                            s->dir, s->parent);
+    if (st.st_uid != 0 && st.st_uid != geteuid())
+        return jw_error_set(err, JW_FAILED_PRECONDITION, -EPERM,
+                            "'%s' belongs to uid %u, not to root or the server's user (uid %u), "
+                            "so the server's key is not staged there again; fix: chown %u '%s'",
+                            s->parent, (unsigned)st.st_uid, (unsigned)geteuid(),
+                            (unsigned)geteuid(), s->parent);
+    if (st.st_mode & (S_IWGRP | S_IWOTH))
+        return jw_error_set(err, JW_FAILED_PRECONDITION, -EPERM,
+                            "'%s' is writable by %s (mode %04o), so the server's key is not "
+                            "staged there again; fix: chmod go-w '%s'",
+                            s->parent, st.st_mode & S_IWOTH ? "everyone" : "its group",
+                            (unsigned)(st.st_mode & 07777), s->parent);
+    int dfd = -1;
+    int r = open_stage_dir(s->dir, &dfd, err);
+    if (r < 0)
+        return r;
+    close(s->dfd);
+    s->dfd = dfd;
+    return 0;
+}
+
+/* The name gRPC reads held file fd by: /proc/self/fd/N, when that reaches the same file (it does
+ * wherever /proc is mounted; the server's listener watch needs it too), else the path through
+ * "current" that the stage keeps up to date. NULL when out of memory. */
+static char *held_path(int fd, const char *dir, const char *name)
+{
+    char *p = NULL;
+    struct stat a, b;
+    if (asprintf(&p, "/proc/self/fd/%d", fd) < 0)
+        return NULL;
+    if (fstat(fd, &a) == 0 && stat(p, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        return p;
+    free(p);
+    return asprintf(&p, "%s/current/%s", dir, name) < 0 ? NULL : p;
+}
+
+/* auth_tls_stage_check() with the lock held. */
+static int check_locked(const auth_tls_stage *s)
+{
+    char p[PATH_MAX];
+    struct stat held, named;
+    if (fstat(s->held[HELD_IDENTITY], &held) < 0)
+        return -errno;
+    if (snprintf(p, sizeof(p), "%s/current/identity.pem", s->dir) >= (int)sizeof(p))
+        return -ENAMETOOLONG;
+    if (stat(p, &named) < 0)
+        return -errno;
+    if (held.st_dev != named.st_dev || held.st_ino != named.st_ino)
+        return -ESTALE;
+    return 0;
+}
+
+int auth_tls_stage_check(auth_tls_stage *s)
+{
+    pthread_mutex_lock(&s->lock);
+    int r = check_locked(s);
+    pthread_mutex_unlock(&s->lock);
+    return r;
+}
+
+static const char *why_gone(int r, char *buf, size_t size)
+{
+    if (r == -ESTALE)
+        return "replaced by files the server did not stage";
+    return jw_strerror(r, buf, size);
+}
+
+/* The watch: once a second, whether the staged files are still where the stage put them. Their
+ * loss changes nothing gRPC serves (it reads the held descriptors), but it means that the data
+ * directory was deleted or moved under the server: said once as an error with the fix, repeated
+ * once every WATCH_REMIND_SEC while it lasts, and once more when the files are back (a SIGHUP
+ * staged them again, or the directory was moved back). */
+static void *watch_main(void *arg)
+{
+    auth_tls_stage *s = arg;
+    bool lost = false;
+    int64_t lost_at = 0, reminded_at = 0;
+    struct timespec deadline;
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        deadline.tv_sec += WATCH_INTERVAL_SEC;
+        while (!s->stop && pthread_cond_timedwait(&s->cond, &s->lock, &deadline) != ETIMEDOUT)
+            ;
+        if (s->stop)
+            break;
+        int r = check_locked(s);
+        int64_t now = now_monotonic_ns();
+        char buf[128];
+        if (r < 0 && !lost) {
+            log_error("tls: the staged TLS files in '%s' are gone (%s; the data directory was "
+                      "deleted?): the server keeps serving with the TLS material it holds open%s; "
+                      "fix: restart the server, or recreate '%s' and send SIGHUP to stage the "
+                      "files again",
+                      s->dir, why_gone(r, buf, sizeof(buf)),
+                      s->crl ? ", but a CRL that no handshake has read yet is not checked" : "",
+                      s->parent);
+            lost = true;
+            lost_at = reminded_at = now;
+        } else if (r < 0 && now - reminded_at >= (int64_t)WATCH_REMIND_SEC * 1000000000) {
+            log_warning("tls: the staged TLS files in '%s' are still gone after %lld s (%s); "
+                        "serving with the TLS material held open; fix: restart the server, or "
+                        "recreate '%s' and send SIGHUP",
+                        s->dir, (long long)((now - lost_at) / 1000000000),
+                        why_gone(r, buf, sizeof(buf)), s->parent);
+            reminded_at = now;
+        } else if (r == 0 && lost) {
+            log_info("tls: the staged TLS files in '%s' are back (generation %u)", s->dir, s->gen);
+            lost = false;
+        }
+        /* After a long stall (a suspended VM), do not make up for the missed looks. */
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if (t.tv_sec > deadline.tv_sec + 1)
+            deadline = t;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
 }
 
 static char *dup_or_null(const char *s, bool *oom)
@@ -589,6 +786,14 @@ int auth_tls_stage_new(const char *dir, const auth_tls_paths *paths, auth_tls_st
         return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
     }
     s->dfd = -1;
+    for (int i = 0; i < HELD_N; i++)
+        s->held[i] = -1;
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->cond, &ca);
+    pthread_condattr_destroy(&ca);
     bool oom = false;
     s->cert = dup_or_null(paths->cert, &oom);
     s->key = dup_or_null(paths->key, &oom);
@@ -596,22 +801,43 @@ int auth_tls_stage_new(const char *dir, const auth_tls_paths *paths, auth_tls_st
     s->crl = dup_or_null(paths->crl, &oom);
     r = oom ? jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory") : 0;
     if (r == 0)
-        r = open_stage_dir(s, dir, err);
-    if (r == 0 && (asprintf(&s->identity_file, "%s/current/identity.pem", s->dir) < 0 ||
-                   asprintf(&s->ca_file, "%s/current/ca.pem", s->dir) < 0 ||
-                   (s->crl && asprintf(&s->crl_dir, "%s/current/crl", s->dir) < 0)))
-        r = jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+        r = open_stage_dir(dir, &s->dfd, err);
+    char abs[PATH_MAX];
+    if (r == 0 && !realpath(dir, abs))
+        r = jw_error_errno_code(err, JW_INTERNAL, errno, "resolve '%s'", dir);
+    if (r == 0) {
+        s->dir = strdup(abs);
+        char *slash = strrchr(abs, '/');
+        if (slash)
+            *(slash == abs ? slash + 1 : slash) = '\0';
+        s->parent = strdup(abs);
+        if (!s->dir || !s->parent)
+            r = jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+    }
     if (r == 0) {
         ERR_set_mark();
-        r = stage_generation(s, &m, 1, err);
+        r = stage_generation(s, &m, 1, s->held, err);
         ERR_pop_to_mark();
+    }
+    if (r == 0) {
+        s->identity_file = held_path(s->held[HELD_IDENTITY], s->dir, "identity.pem");
+        s->ca_file = held_path(s->held[HELD_CA], s->dir, "ca.pem");
+        s->crl_dir = s->crl ? held_path(s->held[HELD_CRL], s->dir, "crl") : NULL;
+        if (!s->identity_file || !s->ca_file || (s->crl && !s->crl_dir))
+            r = jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+    }
+    if (r == 0) {
+        s->gen = 1;
+        r = -pthread_create(&s->watch, NULL, watch_main, s);
+        if (r < 0)
+            jw_error_errno_code(err, JW_INTERNAL, r, "start the TLS stage watch");
+        s->watching = r == 0;
     }
     if (r < 0) {
         material_release(&m);
         auth_tls_stage_free(s);
         return r;
     }
-    s->gen = 1;
     s->sum = m.sum;
     s->sum.generation = 1;
     material_release(&m);
@@ -623,24 +849,35 @@ int auth_tls_stage_reload(auth_tls_stage *s, auth_tls_summary *ret, jw_error *er
 {
     auth_tls_paths p = {.cert = s->cert, .key = s->key, .ca = s->ca, .crl = s->crl};
     tls_material m = {0};
+    int held[HELD_N] = {-1, -1, -1};
     ERR_set_mark();
     int r = load_material(&p, &m, err); /* releases what it read when it fails */
+    pthread_mutex_lock(&s->lock);
+    if (r == 0 && !stage_dir_in_place(s))
+        r = reopen_stage_dir(s, err);
+    if (r == 0)
+        r = stage_generation(s, &m, s->gen + 1, held, err);
+    /* gRPC's next poll of the same /proc/self/fd names reads the new generation. dup3() cannot
+     * fail here short of a bug: both descriptors are open and the target number is ours. */
+    for (int i = 0; r == 0 && i < HELD_N; i++)
+        if (held[i] >= 0 && dup3(held[i], s->held[i], O_CLOEXEC) < 0)
+            r = jw_error_errno_code(err, JW_INTERNAL, errno, "switch to the new '%s'",
+                                    held_names[i]);
+    close_held(held);
     if (r == 0) {
-        r = stage_generation(s, &m, s->gen + 1, err);
-        if (r < 0)
-            material_release(&m);
+        s->gen++;
+        s->sum = m.sum;
+        s->sum.generation = s->gen;
+        /* Keep the previous generation: gRPC's watcher may have opened its files just before
+         * the switch and still be reading them. Anything older is unreachable. */
+        if (s->gen >= 3)
+            remove_generation(s->dfd, s->gen - 2);
     }
+    pthread_mutex_unlock(&s->lock);
     ERR_pop_to_mark();
+    material_release(&m);
     if (r < 0)
         return r;
-    s->gen++;
-    s->sum = m.sum;
-    s->sum.generation = s->gen;
-    material_release(&m);
-    /* Keep the previous generation: gRPC's watcher may have resolved "current" just before
-     * the switch and still be reading it. Anything older is unreachable. */
-    if (s->gen >= 3)
-        remove_generation(s->dfd, s->gen - 2);
     if (ret)
         *ret = s->sum;
     return 0;
@@ -670,16 +907,29 @@ void auth_tls_stage_free(auth_tls_stage *s)
 {
     if (!s)
         return;
+    if (s->watching) {
+        pthread_mutex_lock(&s->lock);
+        s->stop = true;
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->watch, NULL);
+    }
     if (s->dfd >= 0) {
+        /* Only our own directory: one that took its place is somebody else's business. */
+        bool in_place = s->dir && stage_dir_in_place(s);
         unlinkat(s->dfd, "current", 0);
         unlinkat(s->dfd, "current.tmp", 0);
         for (unsigned g = s->gen > 1 ? s->gen - 1 : 1; g <= s->gen + 1; g++)
             remove_generation(s->dfd, g);
         close(s->dfd);
-        if (s->dir)
+        if (in_place)
             rmdir(s->dir); /* fails harmlessly when something else lives there */
     }
+    close_held(s->held);
+    pthread_cond_destroy(&s->cond);
+    pthread_mutex_destroy(&s->lock);
     free(s->dir);
+    free(s->parent);
     free(s->cert);
     free(s->key);
     free(s->ca);

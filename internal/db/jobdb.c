@@ -150,9 +150,9 @@ static int conn_open(jobdb *db, bool create, conn **ret, jw_error *err)
                 (create ? SQLITE_OPEN_CREATE : 0);
     int rc = sqlite3_open_v2(db->path, &c->h, flags, NULL);
     if (rc != SQLITE_OK) {
-        int r = db_fail(db, c->h, rc, err, "open");
+        db_fail(db, c->h, rc, err, "open");
         conn_free(c);
-        return r;
+        return -EIO;
     }
     sqlite3_busy_timeout(c->h, 10000);
     const char *sync =
@@ -379,18 +379,19 @@ static int reader_take(jobdb *db, conn **ret, jw_error *err)
     }
     db->n_readers++;
     pthread_mutex_unlock(&db->plock);
+    c = NULL;
     int r = conn_open(db, false, &c, err);
-    if (r == 0) {
+    if (r == 0 && c) {
         r = conn_prepare(db, c, err);
         if (r < 0)
             conn_free(c);
     }
-    if (r < 0) {
+    if (r < 0 || !c) {
         pthread_mutex_lock(&db->plock);
         db->n_readers--;
         pthread_cond_signal(&db->pcond);
         pthread_mutex_unlock(&db->plock);
-        return r;
+        return r < 0 ? r : -EIO;
     }
     *ret = c;
     return 0;

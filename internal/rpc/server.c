@@ -319,10 +319,12 @@ static int handle_list(rpc_server *srv, rpc_incoming *in, jw_error *err)
         return r;
     list_entry *e = calloc(n ? n : 1, sizeof(*e));
     Jobworker__V1__Job **jp = calloc(n ? n : 1, sizeof(*jp));
-    if (!e || !jp)
+    size_t kept = 0, bytes = 0, encode = n;
+    if (!e || !jp) {
         r = jw_error_errno_code(err, JW_INTERNAL, ENOMEM, "list jobs");
-    size_t kept = 0, bytes = 0;
-    for (size_t k = 0; r == 0 && k < n; k++) {
+        encode = 0; /* nothing to encode; the references are dropped below */
+    }
+    for (size_t k = 0; e && jp && k < encode; k++) {
         list_entry *x = &e[kept];
         store_job_snapshot(jobs[k], &x->info);
         codec_job_view(&x->info, shows_host_pid(in->caller), &x->jm, &x->lm, &x->um);

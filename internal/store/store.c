@@ -45,15 +45,15 @@ struct store_job {
     size_t nargs;
     char *owner;
     char *user;
-    job_network network;
     job_limits limits;
-    bool limits_enforced;
-    int32_t timeout_seconds;
     int64_t seq;       /* creation order in the history */
     int64_t create_ns; /* when it was recorded */
-    bool detached;     /* read back from the history: final, output complete, not live */
-    bool in_readers;   /* detached and in the store's readers table (guarded by store lock) */
     store_job *readers_next;
+    job_network network;
+    int32_t timeout_seconds;
+    bool limits_enforced;
+    bool detached;   /* read back from the history: final, output complete, not live */
+    bool in_readers; /* detached and in the store's readers table (guarded by store lock) */
 
     /* Guarded by lock. */
     pthread_mutex_t lock;
@@ -61,21 +61,21 @@ struct store_job {
     job_status status;
     job_reason reason;
     int32_t pid;
-    int64_t start_time_ns, end_time_ns;
     int32_t exit_code, signal;
+    int output_errno;       /* the first write that failed (ENOSPC...); 0 = none */
+    int out_fd;             /* write end of the output file while the job may produce output */
+    job_reason stop_reason; /* the first stop asked for; UNSPECIFIED = none */
+    int64_t start_time_ns, end_time_ns;
     char *error;
     job_usage usage;
     int64_t output_size;
     int64_t output_dropped;
-    int output_errno;        /* the first write that failed (ENOSPC...); 0 = none */
     int64_t output_errno_at; /* output_size when it failed */
-    bool output_closed;
-    int out_fd; /* write end of the output file while the job may produce output */
     store_sub *subs;
     size_t n_subs;
-    job_reason stop_reason; /* the first stop asked for; UNSPECIFIED = none */
-    final_waiter *waiters;  /* one-shot callbacks for the end, see store_job_on_final */
+    final_waiter *waiters; /* one-shot callbacks for the end, see store_job_on_final */
     size_t n_waiters;
+    bool output_closed;
     bool saved_final;   /* its final record is durable (then it leaves the table) */
     bool record_failed; /* a write of its record failed: logged once */
     bool done_seen;     /* final and output closed was noticed (persist_final ran once) */

@@ -1,5 +1,6 @@
 /* Unit tests of internal/auth/tlsconf.c: checking the server's TLS files (certificate, key, CA,
- * CRLs), the staged copy that gRPC watches and its reload, and the clientAuth usage check.
+ * CRLs), the staged copy that gRPC watches, its reload and its loss, and the clientAuth usage
+ * check.
  *
  * The group setup runs scripts/gen-certs.sh into a fresh temporary directory (the repository
  * root is $JW_REPO_ROOT, else the nearest ancestor of this binary that holds the script, else
@@ -386,6 +387,13 @@ static bool exists_in(const char *dir, const char *name)
     return lstat(p, &st) == 0;
 }
 
+static bool same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
 static void test_stage_layout(void **state)
 {
     const char *dir = tmp_path("stage1");
@@ -431,10 +439,14 @@ static void test_stage_layout(void **state)
     fclose(f);
     assert_non_null(crl);
     X509_CRL_free(crl);
+    /* What gRPC reads is the current generation's, held open. */
     char want_dir[PATH_MAX + 16];
     snprintf(want_dir, sizeof(want_dir), "%s/current/crl", dir);
     assert_non_null(auth_tls_stage_crl_dir(s));
-    assert_string_equal(auth_tls_stage_crl_dir(s), want_dir);
+    assert_true(same_file(auth_tls_stage_crl_dir(s), want_dir));
+    snprintf(want_dir, sizeof(want_dir), "%s/current/identity.pem", dir);
+    assert_true(same_file(identity, want_dir));
+    assert_int_equal(auth_tls_stage_check(s), 0);
     auth_tls_summary sum;
     auth_tls_stage_summary(s, &sum);
     assert_int_equal(sum.generation, 1);
@@ -471,6 +483,11 @@ static void test_stage_reload(void **state)
     assert_true(exists_in(dir, "g1"));
     _cleanup_free_ char *ca = slurp(auth_tls_stage_ca_file(s));
     assert_non_null(strstr(ca, "generation 2\n"));
+    /* gRPC's names for the files did not change; what they lead to did. */
+    char cur[PATH_MAX + 32];
+    snprintf(cur, sizeof(cur), "%s/current/ca.pem", dir);
+    assert_true(same_file(auth_tls_stage_ca_file(s), cur));
+    assert_int_equal(auth_tls_stage_check(s), 0);
 
     /* Generation 3: generation 1 goes. */
     assert_int_equal(auth_tls_stage_reload(s, &sum, &err), 0);
@@ -553,6 +570,91 @@ static void test_stage_leftovers(void **state)
     assert_false(exists_in(dir, "current"));
 }
 
+/* The data directory deleted under a running server: gRPC's reads still succeed (before, they
+ * failed and gRPC 1.51 logged eight lines a second), the check says the files are gone, a reload
+ * needs the data directory back, and once it is the stage is rebuilt there. */
+static void test_stage_dir_deleted(void **state)
+{
+    const char *data = tmp_path("deleted-data");
+    char dir[PATH_MAX + 8];
+    snprintf(dir, sizeof(dir), "%s/tls", data);
+    assert_int_equal(mkdir(data, 0700), 0);
+    auth_tls_paths p = paths_with(cert_file("crl.pem"));
+    auth_tls_stage *s = NULL;
+    jw_error err = JW_ERROR_INIT;
+    if (auth_tls_stage_new(dir, &p, &s, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(auth_tls_stage_check(s), 0);
+    _cleanup_free_ char *key = slurp(cert_file("server.key"));
+
+    certfix_rm_rf(data);
+    assert_int_equal(auth_tls_stage_check(s), -ENOENT);
+    {
+        _cleanup_free_ char *id = slurp(auth_tls_stage_identity_file(s));
+        assert_memory_equal(id, key, strlen(key));
+        _cleanup_free_ char *ca = slurp(auth_tls_stage_ca_file(s));
+        assert_non_null(strstr(ca, "generation 1\n"));
+    }
+
+    /* Nowhere to stage: refused with the fix, and gRPC still reads generation 1. */
+    auth_tls_summary sum = {.generation = 99};
+    assert_true(auth_tls_stage_reload(s, &sum, &err) < 0);
+    assert_int_equal(err.code, JW_FAILED_PRECONDITION);
+    if (!strstr(err.msg, "is gone") || !strstr(err.msg, "send SIGHUP again"))
+        fail_msg("unexpected error: %s", err.msg);
+    assert_int_equal(sum.generation, 99);
+    {
+        _cleanup_free_ char *ca = slurp(auth_tls_stage_ca_file(s));
+        assert_non_null(strstr(ca, "generation 1\n"));
+    }
+
+    /* Back, but writable by everyone: no copy of the key goes there. */
+    assert_int_equal(mkdir(data, 0700), 0);
+    assert_int_equal(chmod(data, 0777), 0);
+    assert_true(auth_tls_stage_reload(s, NULL, &err) < 0);
+    if (!strstr(err.msg, "writable by everyone"))
+        fail_msg("unexpected error: %s", err.msg);
+    assert_false(exists_in(data, "tls"));
+
+    /* Safe again: staged there, generation 2, and what gRPC reads is the new one. */
+    assert_int_equal(chmod(data, 0711), 0);
+    if (auth_tls_stage_reload(s, &sum, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_int_equal(sum.generation, 2);
+    expect_link(dir, "g2");
+    assert_int_equal(auth_tls_stage_check(s), 0);
+    {
+        _cleanup_free_ char *ca = slurp(auth_tls_stage_ca_file(s));
+        assert_non_null(strstr(ca, "generation 2\n"));
+    }
+    char crl[PATH_MAX + 32];
+    snprintf(crl, sizeof(crl), "%s/current/crl", dir);
+    assert_true(same_file(auth_tls_stage_crl_dir(s), crl));
+
+    /* Moved away and back: gone, then in place again without a reload. */
+    char away[PATH_MAX + 8];
+    snprintf(away, sizeof(away), "%s/tls.away", data);
+    assert_int_equal(rename(dir, away), 0);
+    assert_int_equal(auth_tls_stage_check(s), -ENOENT);
+    assert_int_equal(rename(away, dir), 0);
+    assert_int_equal(auth_tls_stage_check(s), 0);
+
+    /* Replaced by a look-alike: not ours. */
+    char other[PATH_MAX + 32];
+    snprintf(other, sizeof(other), "%s/g2/identity.pem", dir);
+    char saved[PATH_MAX + 32];
+    snprintf(saved, sizeof(saved), "%s/g2/identity.saved", dir);
+    assert_int_equal(rename(other, saved), 0);
+    write_text(other, key);
+    assert_int_equal(auth_tls_stage_check(s), -ESTALE);
+    assert_int_equal(rename(saved, other), 0);
+    assert_int_equal(auth_tls_stage_check(s), 0);
+
+    auth_tls_stage_free(s);
+    assert_false(exists_in(data, "tls"));
+    assert_true(exists_in(data, "."));
+}
+
 /* ---- client certificate usage ---- */
 
 static char *cert_without_eku(size_t *len)
@@ -616,15 +718,11 @@ static void test_client_usage(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_check_files_ok),
-        cmocka_unit_test(test_check_files_errors),
-        cmocka_unit_test(test_crl_directory),
-        cmocka_unit_test(test_stage_layout),
-        cmocka_unit_test(test_stage_reload),
-        cmocka_unit_test(test_stage_mismatched_key_reload),
-        cmocka_unit_test(test_stage_leftovers),
-        cmocka_unit_test(test_client_usage),
-        cmocka_unit_test(test_server_cert_dates_usage),
+        cmocka_unit_test(test_check_files_ok),  cmocka_unit_test(test_check_files_errors),
+        cmocka_unit_test(test_crl_directory),   cmocka_unit_test(test_stage_layout),
+        cmocka_unit_test(test_stage_reload),    cmocka_unit_test(test_stage_mismatched_key_reload),
+        cmocka_unit_test(test_stage_leftovers), cmocka_unit_test(test_stage_dir_deleted),
+        cmocka_unit_test(test_client_usage),    cmocka_unit_test(test_server_cert_dates_usage),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
