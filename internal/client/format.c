@@ -499,7 +499,12 @@ int jw_fmt_job_human(FILE *out, const Jobworker__V1__Job *job, int64_t now_ns)
     fputs(job->limits_enforced ? "yes\n" : "no\n", out);
 
     KEY(out, "usage");
-    jw_fmt_duration_ns(b, sizeof(b), u->cpu_usec * 1000);
+    /* A server's number, not ours: clamp before scaling (INT64 overflow is undefined). */
+    int64_t cpu = u->cpu_usec;
+    cpu = cpu > INT64_MAX / 1000   ? INT64_MAX / 1000
+          : cpu < INT64_MIN / 1000 ? INT64_MIN / 1000
+                                   : cpu;
+    jw_fmt_duration_ns(b, sizeof(b), cpu * 1000);
     fprintf(out, "cpu %s, ", b);
     jw_fmt_size(b, sizeof(b), u->memory_peak_bytes);
     fprintf(out, "memory peak %s, ", b);

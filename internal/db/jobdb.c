@@ -57,7 +57,7 @@ static const char *const migrations[JOBDB_SCHEMA_VERSION] = {
     "?8, "                                                                                         \
     "error = ?9, cpu_usec = ?10, memory_peak_bytes = ?11, io_read_bytes = ?12, "                   \
     "io_write_bytes = ?13, output_bytes = ?14, output_dropped = ?15, output_errno = ?16, "         \
-    "output_errno_at = ?17"
+    "output_errno_at = ?17, user = ?18"
 
 enum {
     ST_INSERT,
@@ -479,7 +479,7 @@ int jobdb_update(jobdb *db, const jobdb_record *r, jw_error *err)
     conn *c = writer_take(db);
     sqlite3_stmt *st = c->st[ST_UPDATE];
     sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
-    int k = 2; /* STATE_SET numbers the state ?2..?17 */
+    int k = 2; /* STATE_SET numbers the state ?2..?18 */
     sqlite3_bind_int(st, k++, r->status);
     sqlite3_bind_int(st, k++, r->reason);
     sqlite3_bind_int(st, k++, r->pid);
@@ -496,6 +496,7 @@ int jobdb_update(jobdb *db, const jobdb_record *r, jw_error *err)
     sqlite3_bind_int64(st, k++, r->output_dropped);
     sqlite3_bind_int(st, k++, r->output_errno);
     sqlite3_bind_int64(st, k++, r->output_errno_at);
+    sqlite3_bind_text(st, k++, r->user ? r->user : "", -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     int ret = 0;
     if (rc != SQLITE_DONE)

@@ -76,7 +76,8 @@ const char *jobdb_path(const jobdb *db);
 /* Records a new job (every field; seq is assigned and returned in *ret_seq, may be NULL).
  * RESOURCE_EXHAUSTED when the disk is full, UNAVAILABLE for any other failure to write. */
 int jobdb_insert(jobdb *db, const jobdb_record *r, int64_t *ret_seq, jw_error *err);
-/* Writes every mutable field (status and what follows it in jobdb_record) of the job r->id.
+/* Writes every mutable field (status and what follows it in jobdb_record, and user) of the job
+ * r->id.
  * -ENOENT (NOT_FOUND) when no such job is recorded. */
 int jobdb_update(jobdb *db, const jobdb_record *r, jw_error *err);
 /* -ENOENT (NOT_FOUND) when unknown. */

@@ -158,26 +158,6 @@ int service_stop_result(store_job *job, jw_error *err)
     return 0;
 }
 
-int service_page_token_parse(const char *token, int64_t *ret_seq)
-{
-    *ret_seq = 0;
-    if (!token || !*token)
-        return 0;
-    if (strncmp(token, "v1.", 3) != 0)
-        return -EINVAL;
-    const char *p = token + 3;
-    if (*p < '1' || *p > '9' || strlen(p) > 18)
-        return -EINVAL;
-    int64_t v = 0;
-    for (; *p; p++) {
-        if (*p < '0' || *p > '9')
-            return -EINVAL;
-        v = v * 10 + (*p - '0');
-    }
-    *ret_seq = v;
-    return 0;
-}
-
 int service_list_jobs(service *svc, const auth_identity *caller, const service_list_req *req,
                       store_job ***ret, size_t *ret_n, char next_token[SERVICE_PAGE_TOKEN_MAX],
                       jw_error *err)

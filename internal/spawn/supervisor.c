@@ -790,6 +790,9 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
         e->uid = e->gid = (long)uid;
         e->uid_held = true;
         log_debug("job %s: runs as uid %ld, gid %ld", info.id, e->uid, e->gid);
+        char who[64];
+        snprintf(who, sizeof(who), "dynamic (%ld:%ld)", e->uid, e->gid);
+        store_job_set_user(job, who);
     }
 
     char workdir[PATH_MAX];

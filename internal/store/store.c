@@ -44,7 +44,6 @@ struct store_job {
     char **args;
     size_t nargs;
     char *owner;
-    char *user;
     job_limits limits;
     int64_t seq;       /* creation order in the history */
     int64_t create_ns; /* when it was recorded */
@@ -65,6 +64,7 @@ struct store_job {
     int output_errno;       /* the first write that failed (ENOSPC...); 0 = none */
     int out_fd;             /* write end of the output file while the job may produce output */
     job_reason stop_reason; /* the first stop asked for; UNSPECIFIED = none */
+    char *user;             /* who it runs as, for display; set once its uid is known */
     int64_t start_time_ns, end_time_ns;
     char *error;
     job_usage usage;
@@ -345,7 +345,7 @@ static void record_of(const store_job *job, const store_job_info *in, jobdb_reco
     r->args = job->args;
     r->nargs = job->nargs;
     r->owner = job->owner;
-    r->user = job->user;
+    r->user = (char *)in->user;
     r->network = job->network;
     r->limits = job->limits;
     r->limits_enforced = job->limits_enforced;
@@ -910,7 +910,6 @@ void store_job_snapshot(store_job *job, store_job_info *ret)
     ret->limits_enforced = job->limits_enforced;
     ret->timeout_seconds = job->timeout_seconds;
     ret->network = job->network;
-    ret->user = job->user;
     ret->seq = job->seq;
     ret->create_ns = job->create_ns;
     pthread_mutex_lock(&job->lock);
@@ -928,6 +927,19 @@ void store_job_snapshot(store_job *job, store_job_info *ret)
     ret->output_dropped = job->output_dropped;
     ret->output_errno = job->output_errno;
     ret->output_errno_at = job->output_errno_at;
+    snprintf(ret->user_buf, sizeof(ret->user_buf), "%s", job->user ? job->user : "");
+    ret->user = ret->user_buf;
+    pthread_mutex_unlock(&job->lock);
+}
+
+void store_job_set_user(store_job *job, const char *user)
+{
+    char *u = strdup(user);
+    if (!u)
+        return; /* the display keeps the server's default: nothing else depends on it */
+    pthread_mutex_lock(&job->lock);
+    free(job->user);
+    job->user = u;
     pthread_mutex_unlock(&job->lock);
 }
 

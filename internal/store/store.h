@@ -86,7 +86,8 @@ typedef struct store_job_info {
     int output_errno;        /* why output could not be written (ENOSPC...); 0 = only the cap */
     int64_t output_errno_at; /* the output's size when that write failed */
     job_network network;
-    const char *user;
+    const char *user; /* points to user_buf */
+    char user_buf[128];
     int64_t seq;       /* creation order in the history */
     int64_t create_ns; /* when CreateJob recorded it */
 } store_job_info;
@@ -157,6 +158,10 @@ void store_get_stats(store *s, store_stats *ret);
 store_job *store_job_ref(store_job *job);
 void store_job_unref(store_job *job);
 const char *store_job_id(const store_job *job);
+
+/* Who the job runs as, once its uid is known (a uid of its own from the pool), for display
+ * ("dynamic (UID:GID)"); recorded with the job's next state. */
+void store_job_set_user(store_job *job, const char *user);
 
 /* State changes; each enforces the state machine and returns -EINVAL for a forbidden move. */
 int store_job_set_running(store_job *job, pid_t pid, int64_t start_time_ns);

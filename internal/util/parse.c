@@ -62,7 +62,7 @@ int parse_duration_ms(const char *s, int64_t *ret)
         char *end;
         errno = 0;
         unsigned long long v = strtoull(p, &end, 10);
-        if (errno == ERANGE || v > INT64_MAX / 86400000)
+        if (errno == ERANGE)
             return -ERANGE;
         int64_t mult;
         if (strncmp(end, "ms", 2) == 0) {
@@ -83,6 +83,8 @@ int parse_duration_ms(const char *s, int64_t *ret)
         } else {
             return -EINVAL;
         }
+        if (v > (unsigned long long)(INT64_MAX / mult))
+            return -ERANGE;
         if (total > INT64_MAX - (int64_t)v * mult)
             return -ERANGE;
         total += (int64_t)v * mult;

@@ -22,7 +22,8 @@ FUZZ_ENGINE ?= auto
 # Product sources per target (the generated protobuf code is linked into every target).
 FUZZ_SRCS_create_job := internal/rpc/codec.c internal/job/job.c internal/cgroup/cgroup-parse.c \
 	internal/util/error.c
-FUZZ_SRCS_rpc_messages := internal/rpc/codec.c internal/util/misc.c internal/util/error.c
+FUZZ_SRCS_rpc_messages := internal/rpc/codec.c internal/util/misc.c internal/util/error.c \
+	internal/service/page.c
 FUZZ_SRCS_cgroup_parse := internal/cgroup/cgroup-parse.c internal/util/error.c
 FUZZ_SRCS_auth_pem := internal/auth/auth.c internal/util/fileio.c internal/util/error.c
 FUZZ_SRCS_auth_der := $(FUZZ_SRCS_auth_pem)

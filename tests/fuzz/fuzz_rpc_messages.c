@@ -2,13 +2,15 @@
  *
  * The first input byte picks the case, the rest is the message:
  *   0 GetJobReq, 1 StopJobReq (lookup_job in internal/rpc/server.c), 2 GetJobsStreamReq
- *   (stream_open in internal/rpc/stream.c), 3 EmptyRequest (GetJobs): codec_unpack from a gRPC
- *   byte buffer, then the id check the handlers do;
+ *   (stream_open in internal/rpc/stream.c), 5 DeleteJobReq: codec_unpack from a gRPC byte
+ *   buffer, then the id check the handlers do; 3 GetJobsReq: codec_unpack, then the page token
+ *   parser (an accepted token is "" or "v1." and a positive decimal that reads back the same);
  *   4 DataChunk: codec_chunk_header + data + codec_chunk_trailer must be a message that
  *   protobuf-c decodes to exactly that data and offset (the first 8 bytes give the offset). */
 #include "fuzz.h"
 
 #include "rpc/codec.h"
+#include "service/service.h"
 #include "util/misc.h"
 
 #include <errno.h>
@@ -76,11 +78,27 @@ static void chunk_roundtrip(const uint8_t *data, size_t size)
     free(buf);
 }
 
+static void check_token(const char *tok)
+{
+    int64_t seq = -1;
+    if (service_page_token_parse(tok, &seq) < 0)
+        return;
+    if (!tok || !*tok) {
+        if (seq != 0)
+            abort();
+        return;
+    }
+    char back[SERVICE_PAGE_TOKEN_MAX];
+    snprintf(back, sizeof(back), "v1.%lld", (long long)seq);
+    if (seq <= 0 || strcmp(back, tok) != 0)
+        abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size == 0)
         return 0;
-    unsigned which = data[0] % 5;
+    unsigned which = data[0] % 6;
     data++;
     size--;
     ProtobufCMessage *m = NULL;
@@ -97,7 +115,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if ((m = unpack(&jobworker__v1__get_jobs_stream_req__descriptor, data, size)))
             check_id(((Jobworker__V1__GetJobsStreamReq *)m)->id);
         break;
-    case 3: m = unpack(&jobworker__v1__empty_request__descriptor, data, size); break;
+    case 3:
+        if ((m = unpack(&jobworker__v1__get_jobs_req__descriptor, data, size)))
+            check_token(((Jobworker__V1__GetJobsReq *)m)->page_token);
+        break;
+    case 5:
+        if ((m = unpack(&jobworker__v1__delete_job_req__descriptor, data, size)))
+            check_id(((Jobworker__V1__DeleteJobReq *)m)->id);
+        break;
     default: chunk_roundtrip(data, size); break;
     }
     if (m)
