@@ -192,7 +192,7 @@ static int cmd_wait_final(const conn *cn, long n, long timeout_s)
     for (;;) {
         Jobworker__V1__Jobs *jobs = NULL;
         jw_error err = JW_ERROR_INIT;
-        if (jw_client_list_jobs(c, &jobs, &err) < 0)
+        if (jw_client_list_jobs_all(c, NULL, 0, &jobs, &err) < 0)
             die("ListJobs: %s: %s", jw_client_code_name(err.code), err.msg);
         size_t final = 0;
         for (size_t i = 0; i < jobs->n_jobs; i++) {

@@ -89,13 +89,14 @@ typedef struct jobctl_command {
 } jobctl_command;
 
 extern const char cmd_create_usage[], cmd_get_usage[], cmd_stop_usage[], cmd_list_usage[],
-    cmd_stream_usage[], cmd_run_usage[];
+    cmd_stream_usage[], cmd_run_usage[], cmd_delete_usage[];
 int cmd_create(jobctl_ctx *ctx, int argc, char **argv);
 int cmd_get(jobctl_ctx *ctx, int argc, char **argv);
 int cmd_stop(jobctl_ctx *ctx, int argc, char **argv);
 int cmd_list(jobctl_ctx *ctx, int argc, char **argv);
 int cmd_stream(jobctl_ctx *ctx, int argc, char **argv);
 int cmd_run(jobctl_ctx *ctx, int argc, char **argv);
+int cmd_delete(jobctl_ctx *ctx, int argc, char **argv);
 
 /* Fills ctx from the environment and the built-in defaults. */
 void jobctl_ctx_init(jobctl_ctx *ctx);
@@ -110,7 +111,7 @@ int jobctl_global_option(jobctl_ctx *ctx, const char *cmd, const char *usage, in
 int jobctl_getopt_error(const char *cmd, int opt, char **argv);
 
 /* The argument parsing of subcommands that take global options and exactly one job id (get,
- * stop). Sets *ret_id (pointing into argv) and returns JOBCTL_CONTINUE, or an exit code. */
+ * stop, delete). Sets *ret_id (pointing into argv) and returns JOBCTL_CONTINUE, or an exit code. */
 int jobctl_parse_id_command(jobctl_ctx *ctx, const char *cmd, const char *usage, int argc,
                             char **argv, const char **ret_id);
 

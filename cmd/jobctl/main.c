@@ -29,9 +29,10 @@ static const jobctl_command commands[] = {
     {"create", cmd_create, "start a job and print its id", cmd_create_usage},
     {"get", cmd_get, "show one job", cmd_get_usage},
     {"stop", cmd_stop, "stop a job", cmd_stop_usage},
-    {"list", cmd_list, "list all jobs", cmd_list_usage},
+    {"list", cmd_list, "list jobs, newest first", cmd_list_usage},
     {"stream", cmd_stream, "write a job's output to stdout", cmd_stream_usage},
     {"run", cmd_run, "create a job, follow its output and exit with its status", cmd_run_usage},
+    {"delete", cmd_delete, "delete a finished job and its output", cmd_delete_usage},
 };
 
 static const jobctl_command *find_command(const char *name)

@@ -17,8 +17,9 @@ const char cmd_run_usage[] =
     "'stream --follow' from byte 0) and exits with the job's status:\n"
     "  the job's exit code when it exited, 128+N when it was killed by signal N,\n"
     "  127 when it could not start (START_FAILED; the cause is printed on stderr),\n"
-    "  1 when it ended otherwise (OOM_KILLED, TIMED_OUT, STOPPED, SERVER_SHUTDOWN; printed\n"
-    "  on stderr) or a request failed, 130 when interrupted (the job keeps running).\n"
+    "  1 when it ended otherwise (OOM_KILLED, TIMED_OUT, STOPPED, SERVER_SHUTDOWN,\n"
+    "  SERVER_LOST; printed on stderr) or a request failed, 130 when interrupted (the job\n"
+    "  keeps running).\n"
     "Output is raw bytes whatever -o says.\n"
     "\n" JOBCTL_CREATE_OPTIONS_HELP "\n" JOBCTL_GLOBAL_OPTIONS_HELP
     "Here --timeout is the job's timeout; give the request deadline before 'run'.\n";

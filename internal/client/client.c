@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -479,14 +480,124 @@ int jw_client_stop_job(jw_client *c, const char *id, Jobworker__V1__Job **ret_jo
                     "StopJob", ret_job, err);
 }
 
-int jw_client_list_jobs(jw_client *c, Jobworker__V1__Jobs **ret_jobs, jw_error *err)
+int jw_client_delete_job(jw_client *c, const char *id, Jobworker__V1__Job **ret_job, jw_error *err)
 {
-    Jobworker__V1__EmptyRequest req = JOBWORKER__V1__EMPTY_REQUEST__INIT;
+    Jobworker__V1__DeleteJobReq req = JOBWORKER__V1__DELETE_JOB_REQ__INIT;
+    req.id = (char *)id;
     ProtobufCMessage *res = NULL;
-    int r = unary_call(c, "GetJobs", &req.base, &jobworker__v1__jobs__descriptor, &res, err);
+    int r = unary_call(c, "DeleteJob", &req.base, &jobworker__v1__delete_job_res__descriptor, &res,
+                       err);
     if (r < 0)
         return r;
+    return TAKE_JOB(res, Jobworker__V1__DeleteJobRes, jobworker__v1__delete_job_res__free_unpacked,
+                    "DeleteJob", ret_job, err);
+}
+
+int jw_client_list_jobs(jw_client *c, const jw_client_list_req *req, Jobworker__V1__Jobs **ret_jobs,
+                        jw_error *err)
+{
+    static const jw_client_list_req no_query = {0};
+    if (!req)
+        req = &no_query;
+    Jobworker__V1__GetJobsReq greq = JOBWORKER__V1__GET_JOBS_REQ__INIT;
+    greq.page_size = req->page_size;
+    if (req->page_token)
+        greq.page_token = (char *)req->page_token;
+    greq.status = (Jobworker__V1__JobStatus *)req->statuses;
+    greq.n_status = req->n_statuses;
+    if (req->owner)
+        greq.owner = (char *)req->owner;
+    greq.since_unix_ns = req->since_unix_ns;
+    ProtobufCMessage *res = NULL;
+    int r = unary_call(c, "GetJobs", &greq.base, &jobworker__v1__jobs__descriptor, &res, err);
+    if (r < 0)
+        return r;
+    /* unary_call() returns 0 only with a message; said here for the static analyzer, which
+     * cannot see that jw_error_set() returns its negative errno. */
+    if (!res) {
+        jw_error_set(err, JW_INTERNAL, -EPROTO, "GetJobs: no response");
+        return -EPROTO;
+    }
     *ret_jobs = (Jobworker__V1__Jobs *)res;
+    return 0;
+}
+
+int jw_jobs_append(Jobworker__V1__Jobs *dst, Jobworker__V1__Jobs **src)
+{
+    Jobworker__V1__Jobs *s = *src;
+    /* protobuf-c's default allocator is malloc/free, so the array it unpacked can grow with
+     * realloc and is still freed correctly by free_unpacked. */
+    if (s->n_jobs > 0) {
+        if (s->n_jobs > SIZE_MAX / sizeof(*dst->jobs) - dst->n_jobs)
+            return -ENOMEM;
+        Jobworker__V1__Job **jobs =
+            realloc(dst->jobs, (dst->n_jobs + s->n_jobs) * sizeof(*dst->jobs));
+        if (!jobs)
+            return -ENOMEM;
+        memcpy(jobs + dst->n_jobs, s->jobs, s->n_jobs * sizeof(*jobs));
+        dst->jobs = jobs;
+        dst->n_jobs += s->n_jobs;
+        s->n_jobs = 0; /* the jobs belong to dst now */
+    }
+    /* Swapping the strings keeps each owned by a message that frees it. */
+    char *token = dst->next_page_token;
+    dst->next_page_token = s->next_page_token;
+    s->next_page_token = token;
+    if (s->jobs_omitted > INT32_MAX - dst->jobs_omitted)
+        dst->jobs_omitted = INT32_MAX;
+    else if (s->jobs_omitted > 0)
+        dst->jobs_omitted += s->jobs_omitted;
+    jw_jobs_free(s);
+    *src = NULL;
+    return 0;
+}
+
+static bool has_token(const Jobworker__V1__Jobs *jobs)
+{
+    return jobs->next_page_token && jobs->next_page_token[0];
+}
+
+int jw_client_list_jobs_all(jw_client *c, const jw_client_list_req *req, int64_t limit,
+                            Jobworker__V1__Jobs **ret_jobs, jw_error *err)
+{
+    static const jw_client_list_req no_query = {0};
+    jw_client_list_req q = req ? *req : no_query;
+    _cleanup_jobs_ Jobworker__V1__Jobs *all = NULL;
+    for (;;) {
+        if (limit > 0) {
+            int64_t left = limit - (int64_t)(all ? all->n_jobs : 0);
+            int32_t most = q.page_size > 0 ? q.page_size : JW_CLIENT_PAGE_SIZE_MAX;
+            q.page_size = left < most ? (int32_t)left : most;
+        }
+        _cleanup_jobs_ Jobworker__V1__Jobs *page = NULL;
+        int r = jw_client_list_jobs(c, &q, &page, err);
+        if (r < 0)
+            return r;
+        const char *sent = q.page_token ? q.page_token : "";
+        if (has_token(page) && strcmp(page->next_page_token, sent) == 0)
+            return jw_error_set(err, JW_INTERNAL, -EPROTO,
+                                "GetJobs: the server answered page token '%s' with the same token",
+                                sent);
+        /* A server that sends more than was asked for must not break the limit. */
+        if (limit > 0 && page->n_jobs > (size_t)q.page_size) {
+            for (size_t i = (size_t)q.page_size; i < page->n_jobs; i++)
+                jobworker__v1__job__free_unpacked(page->jobs[i], NULL);
+            page->n_jobs = (size_t)q.page_size;
+        }
+        if (!all) {
+            all = TAKE_PTR(page);
+        } else {
+            r = jw_jobs_append(all, &page);
+            if (r < 0)
+                return jw_error_set(err, JW_INTERNAL, r, "GetJobs: out of memory after %zu jobs",
+                                    all->n_jobs);
+        }
+        if (!has_token(all) || (limit > 0 && (int64_t)all->n_jobs >= limit))
+            break;
+        /* `all` owns the token until the next page is appended, after the call. */
+        q.page_token = all->next_page_token;
+    }
+    *ret_jobs = TAKE_PTR(all);
     return 0;
 }
 

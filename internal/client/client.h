@@ -1,6 +1,7 @@
-/* jobctl's gRPC side: one mTLS channel to a jobworker server, the four unary calls and the
- * output stream (with resume). This and the rest of internal/client are the only client code
- * that includes gRPC headers; callers see protobuf-c messages and jw_error only.
+/* jobctl's gRPC side: one mTLS channel to a jobworker server, the unary calls (with the paged
+ * listing) and the output stream (with resume). This and the rest of internal/client are the
+ * only client code that includes gRPC headers; callers see protobuf-c messages and jw_error
+ * only.
  *
  * Threading: a jw_client is used by one thread at a time, except jw_client_cancel(), which any
  * thread may call at any time (jobctl calls it from its signal thread). The caller must block
@@ -86,7 +87,44 @@ int jw_client_create_job(jw_client *c, const Jobworker__V1__CreateJobReq *req,
                          Jobworker__V1__Job **ret_job, jw_error *err);
 int jw_client_get_job(jw_client *c, const char *id, Jobworker__V1__Job **ret_job, jw_error *err);
 int jw_client_stop_job(jw_client *c, const char *id, Jobworker__V1__Job **ret_job, jw_error *err);
-int jw_client_list_jobs(jw_client *c, Jobworker__V1__Jobs **ret_jobs, jw_error *err);
+/* DeleteJob: *ret_job is the job as it was before the server removed it. */
+int jw_client_delete_job(jw_client *c, const char *id, Jobworker__V1__Job **ret_job, jw_error *err);
+
+/* The largest GetJobsReq.page_size the server accepts (docs/api.md). */
+#define JW_CLIENT_PAGE_SIZE_MAX 10000
+
+/* A GetJobs query: the filters and where to start. Zero values mean the server's default or
+ * "any"; the strings and the array are only read during the call. */
+typedef struct jw_client_list_req {
+    int32_t page_size; /* jobs per page, at most JW_CLIENT_PAGE_SIZE_MAX; 0: the server's (1000) */
+    const char *page_token;                   /* a Jobs.next_page_token; NULL or "": the newest */
+    const Jobworker__V1__JobStatus *statuses; /* jobs in one of these states; */
+    size_t n_statuses;                        /* 0: in any state */
+    const char *owner;                        /* jobs created by this CN; NULL or "": anyone's */
+    int64_t since_unix_ns;                    /* jobs created at or after this time; 0: any */
+} jw_client_list_req;
+
+/* One page of GetJobs (req NULL: the first page with no filter). The jobs are newest first; a
+ * page may hold fewer than page_size jobs (the server ends it at 2 MiB), and
+ * (*ret_jobs)->next_page_token is "" only on the last one. */
+int jw_client_list_jobs(jw_client *c, const jw_client_list_req *req, Jobworker__V1__Jobs **ret_jobs,
+                        jw_error *err);
+
+/* Follows the pages of the query from req->page_token on until the last page, or until `limit`
+ * jobs were collected (limit 0: no limit), and returns them as one Jobs message, newest first.
+ * With a limit, no page asks for more jobs than are still wanted (at most req->page_size, or
+ * JW_CLIENT_PAGE_SIZE_MAX when that is 0), so next_page_token of the result continues right
+ * after its last job and is "" when no job is left. A server that answers a page with the token
+ * it was given (a loop) fails the call with -EPROTO. Every page is a call with its own
+ * deadline. */
+int jw_client_list_jobs_all(jw_client *c, const jw_client_list_req *req, int64_t limit,
+                            Jobworker__V1__Jobs **ret_jobs, jw_error *err);
+
+/* Moves every job of *src to the end of dst and takes its next_page_token and the sum of the
+ * jobs_omitted counts; *src is freed and set to NULL. Both must come from protobuf-c's unpack
+ * with the default allocator (as every message of this module does). -ENOMEM leaves both as
+ * they were. */
+int jw_jobs_append(Jobworker__V1__Jobs *dst, Jobworker__V1__Jobs **src);
 
 /* Receives one chunk of output. `data` is valid only during the call. Returns 0 to go on or a
  * negative errno (with err set) to cancel the stream; jw_client_stream() returns that value. */

@@ -247,8 +247,17 @@ EOF
     [ "$(wc -c <"$DZ/list.1")" -lt 4194304 ] || { echo "listing over 4 MiB" >&2; return 1; }
     # The job itself still has every byte of its args.
     [ "$(jc -o json get "$first" | wc -c)" -gt 120000 ] || { echo "GetJob lost args" >&2; return 1; }
-    jc list >"$DZ/list.human" 2>&1 || return 1
+    jc list >"$DZ/list.human" 2>"$DZ/list.human.err" || return 1
     grep -q -- '...(+1 args)' "$DZ/list.human" || { echo "no args mark" >&2; return 1; }
+    # jobctl shows that one page and says that more exist; --all follows the pages to the
+    # oldest of the 640 jobs, each once.
+    grep -q "^jobctl: more jobs match than the [0-9]* shown" "$DZ/list.human.err" ||
+        { echo "no note of more jobs: $(cat "$DZ/list.human.err")" >&2; return 1; }
+    jc -o json list --all >"$DZ/list.all" || return 1
+    $PY -c 'import json,sys
+ids=[j["id"] for j in json.load(open(sys.argv[1]))["jobs"]]
+assert len(ids) == len(set(ids)) and len(ids) >= 640, "%d jobs, %d distinct" % (len(ids), len(set(ids)))
+assert sys.argv[2] in ids, "jobctl list --all misses a job"' "$DZ/list.all" "$first" || return 1
     # The first page (asked for 1000) stops short of 2 MiB; its token continues where it ended.
     $PY - "$T/py" "$CERTS" "$PORT" <<'EOF' || return 1
 import sys

@@ -293,5 +293,6 @@ source "$REPO/tests/integration/hardening2.sh"
 source "$REPO/tests/integration/fdlimit.sh"
 source "$REPO/tests/integration/isolation.sh"
 source "$REPO/tests/integration/history.sh"
+source "$REPO/tests/integration/listing.sh"
 
 finish

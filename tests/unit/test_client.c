@@ -156,6 +156,7 @@ static void test_enum_names(void **state)
     assert_string_equal(jw_fmt_status_name(0), "UNSPECIFIED");
     assert_string_equal(jw_fmt_reason_name(3), "OOM_KILLED");
     assert_string_equal(jw_fmt_reason_name(7), "SERVER_SHUTDOWN");
+    assert_string_equal(jw_fmt_reason_name(8), "SERVER_LOST");
     assert_null(jw_fmt_status_name(99));
     assert_null(jw_fmt_reason_name(-1));
 }
@@ -374,6 +375,155 @@ static void test_options(void **state)
     }
 }
 
+/* jobctl list's flags: --status, --since, --limit and --page-size. */
+static void test_list_options(void **state)
+{
+    (void)state;
+    jw_error err = JW_ERROR_INIT;
+    uint32_t mask = 0;
+
+    assert_int_equal(jw_opt_status_mask("--status", "running", &mask, &err), 0);
+    assert_int_equal(mask, 1u << JOBWORKER__V1__JOB_STATUS__JOB_STATUS_RUNNING);
+    assert_int_equal(
+        jw_opt_status_mask("--status", "Completed,FAILED,stopped,initializing,failed", &mask, &err),
+        0);
+    assert_int_equal(mask, (1u << JOBWORKER__V1__JOB_STATUS__JOB_STATUS_COMPLETED) |
+                               (1u << JOBWORKER__V1__JOB_STATUS__JOB_STATUS_FAILED) |
+                               (1u << JOBWORKER__V1__JOB_STATUS__JOB_STATUS_STOPPED) |
+                               (1u << JOBWORKER__V1__JOB_STATUS__JOB_STATUS_INITIALIZING));
+    /* A bad name is named, with the valid ones; the mask is untouched. */
+    static const struct {
+        const char *in, *named;
+    } bad[] = {
+        {"runing", "'runing'"},
+        {"running,finished", "'finished'"},
+        {"", "''"},
+        {"running,", "''"},
+        {",running", "''"},
+        {"unspecified", "'unspecified'"},
+        {"JOB_STATUS_RUNNING", "'JOB_STATUS_RUNNING'"},
+        {"running ", "'running '"},
+    };
+    for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+        mask = 7;
+        assert_int_equal(jw_opt_status_mask("--status", bad[k].in, &mask, &err), -EINVAL);
+        assert_int_equal(mask, 7);
+        assert_int_equal(err.code, JW_INVALID_ARGUMENT);
+        char want[128];
+        snprintf(want, sizeof(want),
+                 "invalid status %s for --status (expected initializing, "
+                 "running, completed, failed or stopped)",
+                 bad[k].named);
+        assert_string_equal(err.msg, want);
+    }
+
+    const int64_t now = 1700000000LL * 1000000000LL;
+    int64_t since = -1;
+    assert_int_equal(jw_opt_since("--since", "10m", now, &since, &err), 0);
+    assert_int_equal(since, now - 600LL * 1000000000LL);
+    assert_int_equal(jw_opt_since("--since", "2h", now, &since, &err), 0);
+    assert_int_equal(since, now - 7200LL * 1000000000LL);
+    assert_int_equal(jw_opt_since("--since", "7d", now, &since, &err), 0);
+    assert_int_equal(since, now - 7 * 86400LL * 1000000000LL);
+    assert_int_equal(jw_opt_since("--since", "1h30m", now, &since, &err), 0);
+    assert_int_equal(since, now - 5400LL * 1000000000LL);
+    assert_int_equal(jw_opt_since("--since", "0", now, &since, &err), 0);
+    assert_int_equal(since, now);
+    /* Before 1970, or too far back for int64 ns: any time (0). */
+    assert_int_equal(jw_opt_since("--since", "500000h", now, &since, &err), 0);
+    assert_int_equal(since, 0);
+    assert_int_equal(jw_opt_since("--since", "100000000000h", now, &since, &err), 0);
+    assert_int_equal(since, 0);
+    since = -1;
+    assert_int_equal(jw_opt_since("--since", "10x", now, &since, &err), -EINVAL);
+    assert_string_equal(err.msg,
+                        "invalid value '10x' for --since (expected a duration like 10m, 2h or 7d)");
+    assert_int_equal(jw_opt_since("--since", "-5m", now, &since, &err), -EINVAL);
+    assert_int_equal(jw_opt_since("--since", "", now, &since, &err), -EINVAL);
+    assert_int_equal(since, -1);
+
+    int64_t v = -1;
+    assert_int_equal(jw_opt_int_range("--limit", "1", 1, INT64_MAX, "N", &v, &err), 0);
+    assert_int_equal(v, 1);
+    assert_int_equal(jw_opt_int_range("--page-size", "10000", 1, 10000, "N", &v, &err), 0);
+    assert_int_equal(v, 10000);
+    v = -1;
+    static const char *const bad_n[] = {
+        "0", "-1", "10001", "1e3", "", " 5", "5 ", "x", "99999999999999999999"};
+    for (size_t k = 0; k < sizeof(bad_n) / sizeof(bad_n[0]); k++) {
+        assert_int_equal(jw_opt_int_range("--page-size", bad_n[k], 1, 10000,
+                                          "a number from 1 to 10000", &v, &err),
+                         -EINVAL);
+        assert_non_null(strstr(err.msg, "for --page-size (expected a number from 1 to 10000)"));
+    }
+    assert_int_equal(v, -1);
+}
+
+/* A Jobs message as the client gets it: packed and unpacked by protobuf-c. */
+static Jobworker__V1__Jobs *unpacked_jobs(const char *const *ids, size_t n, const char *token,
+                                          int32_t omitted)
+{
+    Jobworker__V1__Job js[8];
+    Jobworker__V1__Job *ptrs[8];
+    assert_true(n <= 8);
+    for (size_t i = 0; i < n; i++) {
+        js[i] = (Jobworker__V1__Job)JOBWORKER__V1__JOB__INIT;
+        js[i].id = (char *)ids[i];
+        js[i].command = "true";
+        ptrs[i] = &js[i];
+    }
+    Jobworker__V1__Jobs jobs = JOBWORKER__V1__JOBS__INIT;
+    jobs.jobs = ptrs;
+    jobs.n_jobs = n;
+    jobs.next_page_token = (char *)token;
+    jobs.jobs_omitted = omitted;
+    uint8_t buf[4096];
+    size_t len = jobworker__v1__jobs__get_packed_size(&jobs);
+    assert_true(len <= sizeof(buf));
+    jobworker__v1__jobs__pack(&jobs, buf);
+    Jobworker__V1__Jobs *m = jobworker__v1__jobs__unpack(NULL, len, buf);
+    assert_non_null(m);
+    return m;
+}
+
+static void test_jobs_append(void **state)
+{
+    (void)state;
+    static const char *const p1[] = {"c", "b"}, *const p2[] = {"a"};
+    Jobworker__V1__Jobs *all = unpacked_jobs(p1, 2, "t1", 0);
+    Jobworker__V1__Jobs *page = unpacked_jobs(p2, 1, "t2", 3);
+    assert_int_equal(jw_jobs_append(all, &page), 0);
+    assert_null(page);
+    assert_int_equal(all->n_jobs, 3);
+    assert_string_equal(all->jobs[0]->id, "c");
+    assert_string_equal(all->jobs[1]->id, "b");
+    assert_string_equal(all->jobs[2]->id, "a");
+    assert_string_equal(all->next_page_token, "t2");
+    assert_int_equal(all->jobs_omitted, 3);
+
+    /* An empty last page: no job added, no token left. */
+    page = unpacked_jobs(NULL, 0, "", 0);
+    assert_int_equal(jw_jobs_append(all, &page), 0);
+    assert_int_equal(all->n_jobs, 3);
+    assert_string_equal(all->next_page_token, "");
+
+    /* Appending to an empty first page (its jobs array is NULL). */
+    Jobworker__V1__Jobs *empty = unpacked_jobs(NULL, 0, "t0", 0);
+    page = unpacked_jobs(p1, 2, "", 0);
+    assert_int_equal(jw_jobs_append(empty, &page), 0);
+    assert_int_equal(empty->n_jobs, 2);
+    assert_string_equal(empty->jobs[1]->id, "b");
+    assert_string_equal(empty->next_page_token, "");
+
+    /* The merged table and JSON are those of one listing. */
+    char *got = CAPTURE(jw_fmt_jobs_json(out, all));
+    assert_non_null(strstr(got, "{\"jobs\":[{\"id\":\"c\","));
+    assert_non_null(strstr(got, "},{\"id\":\"a\","));
+    free(got);
+    jw_jobs_free(all);
+    jw_jobs_free(empty); /* ASan/valgrind: nothing leaked, nothing freed twice */
+}
+
 static void write_file(const char *path, const char *data, size_t len)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -500,6 +650,7 @@ int main(void)
         cmocka_unit_test(test_job_human),         cmocka_unit_test(test_jobs_table),
         cmocka_unit_test(test_options),           cmocka_unit_test(test_read_pem),
         cmocka_unit_test(test_code_names),        cmocka_unit_test(test_client_files),
+        cmocka_unit_test(test_list_options),      cmocka_unit_test(test_jobs_append),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
