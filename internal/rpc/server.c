@@ -360,6 +360,8 @@ static int handle_delete(rpc_server *srv, rpc_incoming *in, char *job_id, jw_err
     if (r == 0)
         r = decode_id(&jobworker__v1__delete_job_req__descriptor, in->payload, id, sizeof(id), err);
     store_job *job = NULL;
+    if (r == 0 && uuid_is_valid(id)) /* the audit line names the job a refused delete tried */
+        snprintf(job_id, UUID_STR_LEN, "%.36s", id);
     if (r == 0)
         r = service_delete_job(srv->cfg.svc, in->caller, id, &job, err);
     if (r < 0)

@@ -654,8 +654,10 @@ store_job *store_lookup(store *s, const char *id)
 int store_list(store *s, const store_query *q, store_job ***ret, size_t *ret_n,
                int64_t *ret_next_seq, jw_error *err)
 {
+    size_t limit = q->limit ? q->limit : 1;
+    /* One row more than the page: whether another page exists, so the last page has no token. */
     jobdb_query dq = {.before_seq = q->before_seq,
-                      .limit = q->limit ? q->limit : 1,
+                      .limit = limit + 1,
                       .status_mask = q->status_mask,
                       .owner = q->owner,
                       .since_ns = q->since_ns};
@@ -664,6 +666,10 @@ int store_list(store *s, const store_query *q, store_job ***ret, size_t *ret_n,
     int r = jobdb_list(s->db, &dq, &recs, &n, err);
     if (r < 0)
         return r;
+    size_t total = n;
+    bool more = n > limit;
+    if (more)
+        n = limit;
     store_job **v = calloc(n ? n : 1, sizeof(*v));
     size_t k = 0;
     for (size_t i = 0; v && i < n; i++) {
@@ -691,8 +697,8 @@ int store_list(store *s, const store_query *q, store_job ***ret, size_t *ret_n,
     }
     if (!v)
         r = jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
-    *ret_next_seq = n == dq.limit && n > 0 ? recs[n - 1].seq : 0;
-    for (size_t i = 0; i < n; i++)
+    *ret_next_seq = more ? recs[n - 1].seq : 0;
+    for (size_t i = 0; i < total; i++)
         jobdb_record_clear(&recs[i]);
     free(recs);
     if (r < 0) {

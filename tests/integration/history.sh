@@ -82,7 +82,14 @@ t_hist_crash() {
                 echo "$id" >>"$T/hist.acked"
             done
         ) &
-        local flood=$!
+        local flood=$! before
+        before=$(wc -l <"$T/hist.acked")
+        # At least one acknowledged create per round, however slow the host (bounded: 30 s),
+        # then the kill at a random moment of the flood.
+        for _ in $(seq 300); do
+            [ "$(wc -l <"$T/hist.acked")" -gt "$before" ] && break
+            sleep 0.1
+        done
         sleep "0.$((RANDOM % 9 + 1))"
         kill_server || return 1
         wait "$flood"
@@ -90,7 +97,7 @@ t_hist_crash() {
     start_server --data-dir "$HD" || return 1
     acked=$(wc -l <"$T/hist.acked")
     [ "$acked" -ge 20 ] || { echo "only $acked creates were acknowledged in 20 rounds" >&2; return 1; }
-    list=$(jc -o json list) || return 1
+    list=$(jc -o json list --all) || return 1
     ids=$(grep -o '"id":"[0-9a-f-]*"' <<<"$list" | cut -d'"' -f4)
     n=$(wc -l <<<"$ids")
     uniq=$(sort -u <<<"$ids" | wc -l)

@@ -95,6 +95,12 @@ start_server() {
     read -ra wrapper <<<"${JW_SERVER_WRAPPER:-}"
     host_has_cgroup2_controllers || flags+=(--no-cgroups)
     rm -f "$T/server.rc" "$T/server.pid"
+    # Servers that name no --data-dir share $T/data and start with an empty history (as every
+    # server did before durable jobs), so that one group's jobs do not weigh on another's
+    # listings and timings. The groups that test the history name directories of their own.
+    local a own_dir=
+    for a in "$@"; do [ "$a" = --data-dir ] && own_dir=1; done
+    [ -n "$own_dir" ] || rm -rf "$T/data/jobs.db" "$T/data/jobs.db-wal" "$T/data/jobs.db-shm" "$T/data/output"
     # Each server gets its own log; server.log always names the current one.
     SERVER_LOG="$T/server-$PORT.log"
     ln -sf "$SERVER_LOG" "$T/server.log"
