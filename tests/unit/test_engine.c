@@ -629,8 +629,14 @@ static void test_readonly_host(void **state)
     char ww[] = "/var/lib/jw-engine-ww-XXXXXX";
     assert_non_null(mkdtemp(ww));
     assert_int_equal(chmod(ww, 01777), 0);
-    char probe[PATH_MAX], rel[256];
-    assert_non_null(realpath(testbin("isoprobe", rel, sizeof(rel)), probe));
+    /* The probe runs from the world-writable directory: the build tree may be under the host's
+     * /tmp (a CI clone), which a job's private /tmp hides. */
+    char src[PATH_MAX], rel[256], probe[PATH_MAX], cp[2 * PATH_MAX + 16];
+    assert_non_null(realpath(testbin("isoprobe", rel, sizeof(rel)), src));
+    snprintf(probe, sizeof(probe), "%s/isoprobe", ww);
+    snprintf(cp, sizeof(cp), "cp '%s' '%s'", src, probe);
+    assert_int_equal(system(cp), 0);
+    assert_int_equal(chmod(probe, 0755), 0);
     char script[PATH_MAX + 1024];
     snprintf(script, sizeof(script),
              "%s write %s/left write ./mine write /tmp/t write /var/tmp/t write /dev/shm/t"
@@ -651,6 +657,7 @@ static void test_readonly_host(void **state)
     snprintf(left, sizeof(left), "%s/left", ww);
     int left_there = access(left, F_OK) == 0;
     unlink(left);
+    unlink(probe);
     assert_int_equal(rmdir(ww), 0);
     assert_string_equal(out, expect);
     assert_false(left_there);
