@@ -51,8 +51,11 @@ struct store_job {
     job_network network;
     int32_t timeout_seconds;
     bool limits_enforced;
-    bool detached;   /* read back from the history: final, output complete, not live */
-    bool in_readers; /* detached and in the store's readers table (guarded by store lock) */
+    bool detached; /* read back from the history: final, output complete, not live */
+    /* Guarded by the store's lock. Off the table, the streams of a job share one object through
+     * the readers table, so that the per-job stream cap counts all of them. */
+    bool in_table;
+    bool in_readers;
 
     /* Guarded by lock. */
     pthread_mutex_t lock;
@@ -109,7 +112,8 @@ struct store {
     bool sweep_stop;
 };
 
-static void table_remove(store *s, store_job *job);
+static void table_remove(store *s, store_job *job, bool share);
+static store_job **readers_slot(store *s, const char *id);
 static int persist_final(store_job *job);
 
 static uint64_t hash_id(const char *s)
@@ -445,7 +449,7 @@ static int persist_final(store_job *job)
     pthread_mutex_lock(&job->lock);
     job->saved_final = true;
     pthread_mutex_unlock(&job->lock);
-    table_remove(job->owner_store, job);
+    table_remove(job->owner_store, job, true);
     return 0;
 }
 
@@ -527,14 +531,17 @@ int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_erro
     job->hash_next = s->buckets[b];
     s->buckets[b] = job;
     s->order[s->n++] = store_job_ref(job);
+    job->in_table = true;
     pthread_mutex_unlock(&s->lock);
 
     *ret = job;
     return 0;
 }
 
-/* Takes the job out of the table (if it is there) and drops the table's reference. */
-static void table_remove(store *s, store_job *job)
+/* Takes the job out of the table (if it is there) and drops the table's reference. With `share`,
+ * streams still open on it keep it as the job's shared object in the readers table, so streams
+ * opened from the history later join them (and their cap) instead of counting apart. */
+static void table_remove(store *s, store_job *job, bool share)
 {
     pthread_mutex_lock(&s->lock);
     size_t b = hash_id(job->id) % s->n_buckets;
@@ -553,6 +560,17 @@ static void table_remove(store *s, store_job *job)
             break;
         }
     }
+    job->in_table = false;
+    if (share) {
+        pthread_mutex_lock(&job->lock);
+        bool streamed = job->n_subs > 0;
+        pthread_mutex_unlock(&job->lock);
+        store_job **p = readers_slot(s, job->id);
+        if (streamed && !*p && !job->in_readers) {
+            *p = job;
+            job->in_readers = true;
+        }
+    }
     pthread_mutex_unlock(&s->lock);
     if (found)
         store_job_unref(job);
@@ -561,7 +579,7 @@ static void table_remove(store *s, store_job *job)
 void store_job_remove(store *s, store_job *job)
 {
     store_job_ref(job);
-    table_remove(s, job);
+    table_remove(s, job, false);
     char path[PATH_MAX];
     output_path(s, job->id, path, sizeof(path));
     unlink(path);
@@ -611,17 +629,23 @@ static store_job *readers_lookup(store *s, const char *id)
     return j;
 }
 
-/* Forgets the shared object of a deleted job: later lookups find nothing. */
-static void readers_forget(store *s, const char *id)
+/* Takes the job's shared object out of the readers table: any object (a deleted job: later
+ * lookups find nothing), or only `only` (its last stream ended). Called with s->lock held. */
+static void readers_unlink_locked(store *s, const store_job *only, const char *id)
 {
-    pthread_mutex_lock(&s->lock);
     store_job **p = readers_slot(s, id);
-    if (*p) {
+    if (*p && (!only || *p == only)) {
         store_job *j = *p;
         *p = j->readers_next;
         j->in_readers = false;
         j->readers_next = NULL;
     }
+}
+
+static void readers_unlink(store *s, const char *id)
+{
+    pthread_mutex_lock(&s->lock);
+    readers_unlink_locked(s, NULL, id);
     pthread_mutex_unlock(&s->lock);
 }
 
@@ -752,8 +776,8 @@ int store_job_delete(store *s, const char *id, store_job **ret, jw_error *err)
         store_job_unref(job);
         return r;
     }
-    table_remove(s, job);
-    readers_forget(s, id);
+    table_remove(s, job, false);
+    readers_unlink(s, id);
     if (ret)
         *ret = job;
     else
@@ -1077,6 +1101,9 @@ int store_sub_new(store_job *job, store_wake_fn wake, void *userdata, store_sub 
     sub->job = store_job_ref(job);
     sub->wake = wake;
     sub->userdata = userdata;
+    /* Under the store's lock, so that a job leaving the table sees this stream (table_remove). */
+    store *s = job->owner_store;
+    pthread_mutex_lock(&s->lock);
     pthread_mutex_lock(&job->lock);
     sub->next = job->subs;
     if (job->subs)
@@ -1084,16 +1111,12 @@ int store_sub_new(store_job *job, store_wake_fn wake, void *userdata, store_sub 
     job->subs = sub;
     job->n_subs++;
     pthread_mutex_unlock(&job->lock);
-    if (job->detached) {
-        store *s = job->owner_store;
-        pthread_mutex_lock(&s->lock);
-        store_job **p = readers_slot(s, job->id);
-        if (!*p && !job->in_readers) {
-            *p = job;
-            job->in_readers = true;
-        }
-        pthread_mutex_unlock(&s->lock);
+    store_job **p = readers_slot(s, job->id);
+    if (!job->in_table && !*p && !job->in_readers) {
+        *p = job;
+        job->in_readers = true;
     }
+    pthread_mutex_unlock(&s->lock);
     *ret = sub;
     return 0;
 }
@@ -1115,6 +1138,8 @@ void store_sub_free(store_sub *sub)
     if (!sub)
         return;
     store_job *job = sub->job;
+    store *s = job->owner_store;
+    pthread_mutex_lock(&s->lock);
     pthread_mutex_lock(&job->lock);
     if (sub->prev)
         sub->prev->next = sub->next;
@@ -1124,17 +1149,9 @@ void store_sub_free(store_sub *sub)
         sub->next->prev = sub->prev;
     bool last = --job->n_subs == 0;
     pthread_mutex_unlock(&job->lock);
-    if (last && job->detached) {
-        store *s = job->owner_store;
-        pthread_mutex_lock(&s->lock);
-        store_job **p = readers_slot(s, job->id);
-        if (*p == job) {
-            *p = job->readers_next;
-            job->in_readers = false;
-            job->readers_next = NULL;
-        }
-        pthread_mutex_unlock(&s->lock);
-    }
+    if (last)
+        readers_unlink_locked(s, job, job->id);
+    pthread_mutex_unlock(&s->lock);
     store_job_unref(job);
     free(sub);
 }
@@ -1259,7 +1276,7 @@ int store_sweep(store *s, int64_t now_ns, store_sweep_stats *ret, jw_error *err)
                     log_error_errno(-errno, "retention: remove '%s': %m (left on disk)", path);
             }
             ids[k] = v[k].id;
-            readers_forget(s, v[k].id);
+            readers_unlink(s, v[k].id);
             jobs--;
             bytes -= v[k].output_bytes;
             ret->removed_jobs++;

@@ -618,6 +618,41 @@ static void test_delete(void **state)
     store_job_unref(run);
 }
 
+/* Streams of one job share one object, so the per-job stream cap counts them all: a stream
+ * opened while the job was live keeps that object as the one later lookups find once the job
+ * has left the table, and only after the last stream ends is the job read back anew. */
+static void test_streams_share_one_object(void **state)
+{
+    fixture *f = *state;
+    store_job *job = new_job(f->st, "s");
+    assert_int_equal(store_job_set_running(job, 1, 1), 0);
+    store_sub *sub = NULL;
+    assert_int_equal(store_sub_new(job, count_wake, NULL, &sub), 0);
+    assert_int_equal(store_job_finish(job, JOB_REASON_EXITED, 0, 0, NULL, NULL, 2), 0);
+    store_job_close_output(job); /* final record written: the job leaves the table */
+    store_job *again = store_lookup(f->st, store_job_id(job));
+    assert_ptr_equal(again, job);
+    store_sub *sub2 = NULL;
+    assert_int_equal(store_sub_new(again, count_wake, NULL, &sub2), 0);
+    assert_int_equal(store_job_n_subs(job), 2);
+    store_job_unref(again);
+    store_sub_free(sub);
+    store_sub_free(sub2);
+    store_job *later = store_lookup(f->st, store_job_id(job));
+    assert_non_null(later);
+    assert_ptr_not_equal(later, job);
+    assert_int_equal(store_job_status(later), JOB_STATUS_COMPLETED);
+    /* A detached object is shared the same way. */
+    store_sub *sub3 = NULL;
+    assert_int_equal(store_sub_new(later, count_wake, NULL, &sub3), 0);
+    store_job *third = store_lookup(f->st, store_job_id(job));
+    assert_ptr_equal(third, later);
+    store_job_unref(third);
+    store_sub_free(sub3);
+    store_job_unref(later);
+    store_job_unref(job);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -633,6 +668,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_history_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_streams_share_one_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_write_failure_counts_as_dropped, setup,
                                         teardown),
     };
