@@ -141,7 +141,20 @@ start_server() {
     fail "the server did not start: $(tail -3 "$T/server.log")"
 }
 
-# stop_server: SIGTERM (30 s, then SIGKILL) and remove its data dir (unless it is SERVER_DATA).
+# Several servers side by side: save_server NAME after start_server, use_server NAME to make it
+# the current one again (SERVER_PID, PORT, DATA, CONN; stop_server stops the current one).
+# Saved servers are killed by cleanup() if the bench fails.
+declare -A SAVED_PID SAVED_PORT SAVED_DATA
+save_server() {
+    SAVED_PID[$1]=$SERVER_PID SAVED_PORT[$1]=$PORT SAVED_DATA[$1]=$DATA
+    BG_PIDS+=("$SERVER_PID")
+}
+use_server() {
+    SERVER_PID=${SAVED_PID[$1]} PORT=${SAVED_PORT[$1]} DATA=${SAVED_DATA[$1]}
+    CONN=("127.0.0.1:$PORT" "$CERTS/admin.crt" "$CERTS/admin.key" "$CERTS/ca.crt" localhost)
+}
+
+# stop_server: SIGTERM (30 s, then SIGKILL) and remove its data dir (not one given as SERVER_DATA).
 stop_server() {
     [ -n "$SERVER_PID" ] || return 0
     kill -TERM "$SERVER_PID" 2>/dev/null
@@ -153,7 +166,7 @@ stop_server() {
     kill -KILL "$SERVER_PID" 2>/dev/null
     wait "$SERVER_PID" 2>/dev/null
     SERVER_PID=
-    [ -n "$SERVER_DATA" ] || rm -rf "$DATA"
+    case $DATA in "$T"/data-*) rm -rf "$DATA" ;; esac
 }
 
 # jc ARGS...: jobctl against the current server (the caller adds `timeout` where it may hang).

@@ -15,12 +15,12 @@
 #
 # Knobs (environment): BENCH_RUNS (3), BENCH_TPUT_RUNS (5), BENCH_SIZE (1G, output of the
 # throughput cases), BENCH_FOLLOWERS (32), BENCH_JOBS (10000, jobs of the RSS/rate case),
-# BENCH_BIG (4G, output of the RSS-while-streaming case), BENCH_LAT_N (1000 CreateJob and GetJob
-# calls per latency run), BENCH_DB_JOBS (2000, jobs of the creation rates of each run of case 8),
-# BENCH_HISTORY (1000000, finished jobs bulk-loaded for case 9), BENCH_HISTORY_REF (1000, the
-# small history it is compared with), BENCH_ONLY (cases to run, default "1 2 3 4 7 8 9"; 3
-# includes 5, 4 includes 6), BENCH_SERVER_FLAGS (extra server flags; "--max-output 1M" shows a
-# truncated stream FAIL).
+# BENCH_BIG (4G, output of the RSS-while-streaming case), BENCH_LAT_N (1000 CreateJob calls per
+# latency run of case 3, GetJob calls per run of case 9), BENCH_DB_LAT_N (600) and BENCH_DB_JOBS
+# (1200): CreateJob calls and creations per server and run of case 8, BENCH_HISTORY (1000000,
+# finished jobs bulk-loaded for case 9), BENCH_HISTORY_REF (1000, the small history it is
+# compared with), BENCH_ONLY (cases to run, default "1 2 3 4 7 8 9"; 3 includes 5, 4 includes
+# 6), BENCH_SERVER_FLAGS (extra server flags; "--max-output 1M" shows a truncated stream FAIL).
 # docs/performance.md explains the cases and the results.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -32,7 +32,8 @@ FOLLOWERS=${BENCH_FOLLOWERS:-32}
 NJOBS=${BENCH_JOBS:-10000}
 BIG=${BENCH_BIG:-4G}
 LAT_N=${BENCH_LAT_N:-1000}
-DB_JOBS=${BENCH_DB_JOBS:-2000}
+DB_LAT_N=${BENCH_DB_LAT_N:-600}
+DB_JOBS=${BENCH_DB_JOBS:-1200}
 HIST=${BENCH_HISTORY:-1000000}
 HIST_REF=${BENCH_HISTORY_REF:-1000}
 PROC_N=50 # whole-process jobctl/ssh invocations per run
@@ -293,13 +294,13 @@ case7() {
 # 8. The cost of the history database on job creation: CreateJob(true) p50 on a warm channel and
 #    creations/s (4 threads) with the history in SQLite, --db-sync normal (the default) and full,
 #    against the same build with --db :memory: (the same code, nothing on disk). Each run starts
-#    the three servers side by side and measures them in turns of LAT_N/4 calls and DB_JOBS/4
-#    creations, in a rotating order, so that the host's drift hits the three alike; the figures
-#    are the medians over every turn of every run.
+#    the three servers side by side and measures them in 4 turns of DB_LAT_N/4 calls and
+#    DB_JOBS/4 creations each, in a rotating order, so that the host's drift hits the three
+#    alike; the figures are the medians over every turn of every run.
 case8() {
     local modes=(memory normal full) r c i m out lat per_lat per_rate
-    local -A pid port data c_p50 c_rate
-    per_lat=$(((LAT_N + 3) / 4))
+    local -A c_p50 c_rate
+    per_lat=$(((DB_LAT_N + 3) / 4))
     per_rate=$(((DB_JOBS + 3) / 4))
     for r in $(seq "$RUNS"); do
         for m in "${modes[@]}"; do
@@ -308,15 +309,13 @@ case8() {
             *) SERVER_ARGS=(--db-sync "$m") ;;
             esac
             start_server
-            pid[$m]=$SERVER_PID port[$m]=$PORT data[$m]=$DATA
-            BG_PIDS+=("$SERVER_PID") # killed by cleanup() if we fail
+            save_server "$m"
         done
         SERVER_ARGS=()
-        SERVER_PID=
         for c in 1 2 3 4; do
             for i in 0 1 2; do
                 m=${modes[$(((i + c + r) % 3))]}
-                CONN[0]=127.0.0.1:${port[$m]}
+                use_server "$m"
                 lat=$(timeout -k 5 600 "$LOADGEN" "${CONN[@]}" create-latency "$per_lat" 10) ||
                     fail "create-latency (history $m)"
                 out=$(timeout -k 5 600 "$LOADGEN" "${CONN[@]}" create-rate 4 "$per_rate") ||
@@ -328,8 +327,7 @@ case8() {
             done
         done
         for m in "${modes[@]}"; do
-            SERVER_PID=${pid[$m]} PORT=${port[$m]} DATA=${data[$m]}
-            CONN[0]=127.0.0.1:$PORT
+            use_server "$m"
             wait_no_children
             timeout -k 5 300 "$LOADGEN" "${CONN[@]}" wait-final $((4 * (per_lat + 10 + per_rate))) \
                 120 >/dev/null || fail "history $m: job states"
@@ -404,62 +402,76 @@ SQL
 }
 
 # 9. A server with HIST finished jobs in its history (bulk-loaded) against one with HIST_REF
-#    (the same load, the same build): GetJob p50 of random existing ids, one page of GetJobs p50
-#    (1000 = the default page, and 100), peak RSS (VmHWM: start-up, those calls and 4 threads
-#    of GetJob/GetJobs), the start time with the file in the page cache (a restart) and, in the
-#    first run, evicted from it (a reboot). Every answer is checked: the right job, COMPLETED; each page exactly
-#    the newest jobs, newest first. Both data dirs are kept between runs; --retain-jobs 0.
+#    (the same load, the same build), side by side, measured in 4 turns of a rotating order:
+#    GetJob p50 of random existing ids, one page of GetJobs p50 (1000 = the default page, and
+#    100); then 4 threads of GetJob/GetJobs; peak RSS (VmHWM: start-up, all those calls); the
+#    start time with the file in the page cache (a restart) and, in the first run, evicted from
+#    it (a reboot). Every answer is checked: the right job, COMPLETED; each page exactly the
+#    newest jobs, newest first. The data dirs are kept between runs; --retain-jobs 0.
 case9() {
-    local big="$T/hist-big" ref="$T/hist-ref" r k w dir rows out cs
-    local -A h_g50 h_l1k h_l100 h_rss0 h_rss1 h_hwm h_st h_cold
-    bulk_history "$ref" "$HIST_REF"
-    bulk_history "$big" "$HIST"
+    local r c i w out
+    local -A dir rows h_g50 h_l1k h_l100 h_rss0 h_rss1 h_hwm h_st h_cold
+    dir[ref]="$T/hist-ref" rows[ref]=$HIST_REF
+    dir[big]="$T/hist-big" rows[big]=$HIST
+    bulk_history "${dir[ref]}" "$HIST_REF"
+    bulk_history "${dir[big]}" "$HIST"
     local bulk=$BULK_S
-    say "bulk load of $HIST jobs: $(printf '%.1f' "$bulk") s, $(du -m "$big/jobs.db" | cut -f1) MB"
+    say "bulk load of $HIST jobs: $(printf '%.1f' "$bulk") s," \
+        "$(du -m "${dir[big]}/jobs.db" | cut -f1) MB"
     SERVER_ARGS=(--retain-jobs 0)
+    local order=(ref big)
     for r in $(seq "$RUNS"); do
-        for k in 0 1; do
-            if [ $(((r + k) % 2)) = 0 ]; then
-                w=big dir=$big rows=$HIST
-            else
-                w=ref dir=$ref rows=$HIST_REF
-            fi
-            SERVER_DATA=$dir cs=
-            if [ "$w" = big ] && [ "$r" = 1 ]; then
-                # A cold start (first run only: it reads the whole file from the disk): this
-                # database file, and nothing else, dropped from the page cache first.
-                sync "$dir/jobs.db"
-                dd if="$dir/jobs.db" iflag=nocache count=0 status=none
-                start_server
-                h_cold[$w]+=" $START_S"
-                cs="; cold start $START_S s"
-                stop_server
-            fi
+        if [ "$r" = 1 ]; then
+            # A cold start: this database file, and nothing else, dropped from the page cache.
+            sync "${dir[big]}/jobs.db"
+            dd if="${dir[big]}/jobs.db" iflag=nocache count=0 status=none
+            SERVER_DATA=${dir[big]}
             start_server
+            h_cold[big]=$START_S
+            stop_server
+            say "history of $HIST jobs: cold start $START_S s"
+        fi
+        for i in 0 1; do
+            w=${order[$(((i + r) % 2))]}
+            SERVER_DATA=${dir[$w]}
+            start_server
+            save_server "$w"
             h_st[$w]+=" $START_S"
-            sleep 0.3
-            h_rss0[$w]+=" $(rss_kib "$SERVER_PID")"
-            out=$(timeout -k 5 300 "$LOADGEN" "${CONN[@]}" get-latency "$LAT_N" 50 "$rows") ||
-                fail "GetJob, history of $rows jobs"
-            h_g50[$w]+=" ${out% *}"
-            out=$(timeout -k 5 300 "$LOADGEN" "${CONN[@]}" list-latency 100 5 1000 "$rows") ||
-                fail "GetJobs page 1000, history of $rows jobs"
-            h_l1k[$w]+=" ${out% *}"
-            out=$(timeout -k 5 300 "$LOADGEN" "${CONN[@]}" list-latency 300 10 100 "$rows") ||
-                fail "GetJobs page 100, history of $rows jobs"
-            h_l100[$w]+=" ${out% *}"
-            out=$(timeout -k 5 300 "$LOADGEN" "${CONN[@]}" read-load 4 4000 "$rows") ||
-                fail "read load, history of $rows jobs"
+        done
+        SERVER_DATA=
+        sleep 0.3
+        for w in ref big; do
+            h_rss0[$w]+=" $(rss_kib "${SAVED_PID[$w]}")"
+        done
+        for c in 1 2 3 4; do
+            for i in 0 1; do
+                w=${order[$(((i + c + r) % 2))]}
+                use_server "$w"
+                out=$(timeout -k 5 300 "$LOADGEN" "${CONN[@]}" get-latency \
+                    $(((LAT_N + 3) / 4)) 10 "${rows[$w]}") || fail "GetJob, ${rows[$w]} jobs"
+                h_g50[$w]+=" ${out% *}"
+                out=$(timeout -k 5 300 "$LOADGEN" "${CONN[@]}" list-latency 50 2 1000 \
+                    "${rows[$w]}") || fail "GetJobs page 1000, ${rows[$w]} jobs"
+                h_l1k[$w]+=" ${out% *}"
+                out=$(timeout -k 5 300 "$LOADGEN" "${CONN[@]}" list-latency 100 5 100 \
+                    "${rows[$w]}") || fail "GetJobs page 100, ${rows[$w]} jobs"
+                h_l100[$w]+=" ${out% *}"
+            done
+        done
+        for w in "${order[@]}"; do
+            use_server "$w"
+            out=$(timeout -k 5 300 "$LOADGEN" "${CONN[@]}" read-load 4 4000 "${rows[$w]}") ||
+                fail "read load, ${rows[$w]} jobs"
             h_rss1[$w]+=" $(rss_kib "$SERVER_PID")"
             h_hwm[$w]+=" $(hwm_kib "$SERVER_PID")"
-            say "history of $rows jobs, run $r/$RUNS: start $START_S s$cs," \
-                "GetJob p50 ${h_g50[$w]##* } us, GetJobs p50" \
-                "${h_l1k[$w]##* } us (1000), ${h_l100[$w]##* } us (100); $out calls/s with 4" \
-                "threads; RSS ${h_rss0[$w]##* } KiB after start, ${h_rss1[$w]##* } KiB after the" \
-                "load, peak ${h_hwm[$w]##* } KiB"
+            say "history of ${rows[$w]} jobs, run $r/$RUNS: start ${h_st[$w]##* } s, GetJob" \
+                "p50 $(median_of "${h_g50[$w]}") us, GetJobs p50 $(median_of "${h_l1k[$w]}") us" \
+                "(1000), $(median_of "${h_l100[$w]}") us (100) so far; $out calls/s with 4" \
+                "threads; RSS ${h_rss0[$w]##* } KiB after start, ${h_rss1[$w]##* } KiB after" \
+                "the load, peak ${h_hwm[$w]##* } KiB"
             stop_server
-            SERVER_DATA=
         done
+        BG_PIDS=()
     done
     SERVER_ARGS=()
     local a b x
@@ -483,29 +495,29 @@ case9() {
         "$(verdict "$x" "<=" 2)"
     a=$(median_of "${h_hwm[big]}")
     b=$(median_of "${h_hwm[ref]}")
-    row "   server peak RSS (VmHWM)" \
-        "$(printf '%.1f MiB' "$(calc "$a / 1024")")" \
+    row "   server peak RSS (VmHWM)" "$(printf '%.1f MiB' "$(calc "$a / 1024")")" \
         "$(printf '%s jobs %.1f MiB' "$HIST_REF" "$(calc "$b / 1024")")" \
-        "$(printf '%.2fx' "$(calc "$a / $b")")" "<= 64 MiB" "$(verdict "$(calc "$a / 1024")" "<=" 64)"
-    a=$(median_of "${h_rss0[big]}")
-    b=$(median_of "${h_rss1[big]}")
+        "$(printf '%.2fx' "$(calc "$a / $b")")" "<= 64 MiB" \
+        "$(verdict "$(calc "$a / 1024")" "<=" 64)"
     row "   server RSS after start / after load" \
-        "$(printf '%.1f / %.1f MiB' "$(calc "$a / 1024")" "$(calc "$b / 1024")")" \
-        "$(printf '%s jobs %.1f / %.1f MiB' "$HIST_REF" "$(calc "$(median_of "${h_rss0[ref]}") / 1024")" \
+        "$(printf '%.1f / %.1f MiB' "$(calc "$(median_of "${h_rss0[big]}") / 1024")" \
+            "$(calc "$(median_of "${h_rss1[big]}") / 1024")")" \
+        "$(printf '%s jobs %.1f / %.1f MiB' "$HIST_REF" \
+            "$(calc "$(median_of "${h_rss0[ref]}") / 1024")" \
             "$(calc "$(median_of "${h_rss1[ref]}") / 1024")")" "-" "-" "info"
     a=$(median_of "${h_st[big]}")
     b=$(median_of "${h_st[ref]}")
-    row "   server start, warm / cold page cache" \
-        "$(printf '%.2f / %.2f s' "$a" "$(median_of "${h_cold[big]}")")" \
+    row "   server start, warm / cold page cache" "$(printf '%.2f / %.2f s' "$a" "${h_cold[big]}")" \
         "$(printf '%s jobs %.2f s' "$HIST_REF" "$b")" "$(printf '%.0fx' "$(calc "$a / $b")")" "-" \
         "info"
     row "   bulk load of $HIST jobs (sqlite3)" "$(printf '%.1f s' "$bulk")" "-" "-" "-" "info"
-    rm -rf "$big" "$ref"
+    rm -rf "${dir[big]}" "${dir[ref]}"
 }
 
 say "machine: $(machine); load average $LOAD_START"
 start_sshd
 for c in ${BENCH_ONLY:-1 2 3 4 7 8 9}; do
+    CASE_T=$EPOCHREALTIME
     case $c in
     1) case1 ;;
     2)
@@ -519,6 +531,7 @@ for c in ${BENCH_ONLY:-1 2 3 4 7 8 9}; do
     9) case9 ;;
     *) fail "BENCH_ONLY: unknown case $c" ;;
     esac
+    say "case $c: $(printf '%.0f' "$(since "$CASE_T")") s"
 done
 
 ELAPSED=$(since "$START_TIME")
