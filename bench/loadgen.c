@@ -1,7 +1,7 @@
 /* loadgen: the benchmark's load generator and timer (bench/run.sh drives it).
  *
  *   loadgen CONN create-latency N WARMUP     N sequential CreateJob(true) on one warm channel;
- *                                            prints "p50_us p99_us"
+ *                                            prints "p50_us p99_us" (SERVER may be a list)
  *   loadgen CONN create-rate THREADS N       N CreateJob(true) spread over THREADS threads, one
  *                                            channel each (warmed first); prints "jobs_per_s"
  *   loadgen CONN wait-final N TIMEOUT_S      waits until the server holds exactly N jobs, all
@@ -9,11 +9,12 @@
  *   loadgen CONN get-latency N WARMUP ROWS   N sequential GetJob of random ids of a bulk-loaded
  *                                            history of ROWS jobs (bulk_id below) on one warm
  *                                            channel; each must be that job, COMPLETED, exit 0;
- *                                            prints "p50_us p99_us"
+ *                                            prints "p50_us p99_us" (SERVER, ROWS may be lists)
  *   loadgen CONN list-latency N WARMUP PAGE ROWS
  *                                            N sequential GetJobs{page_size PAGE} (first page) of
  *                                            a bulk-loaded history; each must hold exactly the
  *                                            PAGE newest jobs, newest first; "p50_us p99_us"
+ *                                            (SERVER, ROWS may be lists)
  *   loadgen CONN read-load THREADS N ROWS    N calls over THREADS channels at once (GetJob of
  *                                            random bulk ids, every 10th a GetJobs page of 1000),
  *                                            checked as above; prints "calls_per_s"
@@ -24,6 +25,12 @@
  *
  * CONN is: SERVER CERT KEY CA SERVER_NAME. Every failure prints "loadgen: ..." and exits 1, so a
  * fast wrong answer never becomes a figure.
+ *
+ * The latency modes take a list of servers "HOST:PORT,HOST:PORT,..." (and ROWS one value per
+ * server, or one for all): they warm a channel to each, then make N rounds of one call on each
+ * server, in an order that rotates from round to round, and print one line per server in the
+ * order given. On a shared host whose load moves from second to second, that is what makes a
+ * ratio of two servers' latencies mean something: both see the same moments.
  *
  * CreateJob goes through internal/client (what jobctl uses). GetJob and GetJobs go through a
  * channel of this file's own (raw_*): jw_client has no call that takes a GetJobsReq (page size,
@@ -133,25 +140,6 @@ static void create_true(jw_client *c)
         die("CreateJob answered job %s with status %d (%s)", job->id, job->status,
             job->error ? job->error : "");
     jw_job_free(job);
-}
-
-static int cmd_create_latency(const conn *cn, long n, long warmup)
-{
-    jw_client *c = connect_or_die(cn);
-    for (long i = 0; i < warmup; i++)
-        create_true(c);
-    int64_t *t = calloc((size_t)n, sizeof(*t));
-    if (!t)
-        die("out of memory");
-    for (long i = 0; i < n; i++) {
-        int64_t t0 = now_ns();
-        create_true(c);
-        t[i] = now_ns() - t0;
-    }
-    jw_client_free(c);
-    print_p50_p99(t, (size_t)n);
-    free(t);
-    return 0;
 }
 
 typedef struct rate_worker {
@@ -445,46 +433,82 @@ static void list_bulk(raw_conn *rc, int32_t page, long rows)
     jw_jobs_free(jobs);
 }
 
-static int cmd_get_latency(const conn *cn, long n, long warmup, long rows)
+/* ---- latency, interleaved over one or more servers ---------------------------------------- */
+
+#define MAX_SERVERS 8
+
+/* One server of a latency mode and what its calls need. */
+typedef struct target {
+    conn cn;
+    jw_client *c;  /* create-latency: internal/client, as jobctl */
+    raw_conn rc;   /* get-latency, list-latency */
+    long rows;     /* size of the bulk-loaded history */
+    int32_t page;  /* list-latency */
+    uint64_t seed; /* get-latency: the ids asked for */
+} target;
+
+static void call_create(target *t)
 {
-    raw_conn rc;
-    raw_connect(cn, &rc);
-    uint64_t seed = 0x9e3779b97f4a7c15ull;
-    for (long i = 0; i < warmup; i++)
-        get_bulk(&rc, pick(&seed, rows));
-    int64_t *t = calloc((size_t)n, sizeof(*t));
+    create_true(t->c);
+}
+
+static void call_get(target *t)
+{
+    get_bulk(&t->rc, pick(&t->seed, t->rows));
+}
+
+static void call_list(target *t)
+{
+    list_bulk(&t->rc, t->page, t->rows);
+}
+
+/* WARMUP calls on each server, then N rounds of one call on each, the order rotating from round
+ * to round; prints one "p50_us p99_us" line per server, in the order given. */
+static int measure(target *tg, size_t ns, long n, long warmup, void (*call)(target *))
+{
+    for (size_t s = 0; s < ns; s++)
+        for (long i = 0; i < warmup; i++)
+            call(&tg[s]);
+    int64_t *t = calloc(ns * (size_t)n, sizeof(*t));
     if (!t)
         die("out of memory");
     for (long i = 0; i < n; i++) {
-        long k = pick(&seed, rows);
-        int64_t t0 = now_ns();
-        get_bulk(&rc, k);
-        t[i] = now_ns() - t0;
+        for (size_t j = 0; j < ns; j++) {
+            size_t s = (j + (size_t)i) % ns;
+            int64_t t0 = now_ns();
+            call(&tg[s]);
+            t[s * (size_t)n + (size_t)i] = now_ns() - t0;
+        }
     }
-    raw_close(&rc);
-    print_p50_p99(t, (size_t)n);
+    for (size_t s = 0; s < ns; s++)
+        print_p50_p99(t + s * (size_t)n, (size_t)n);
     free(t);
     return 0;
 }
 
-static int cmd_list_latency(const conn *cn, long n, long warmup, long page, long rows)
+/* "A,B,C" into at most max pieces (in place); returns how many. */
+static size_t split_list(char *s, char **out, size_t max)
 {
-    raw_conn rc;
-    raw_connect(cn, &rc);
-    for (long i = 0; i < warmup; i++)
-        list_bulk(&rc, (int32_t)page, rows);
-    int64_t *t = calloc((size_t)n, sizeof(*t));
-    if (!t)
-        die("out of memory");
-    for (long i = 0; i < n; i++) {
-        int64_t t0 = now_ns();
-        list_bulk(&rc, (int32_t)page, rows);
-        t[i] = now_ns() - t0;
+    size_t n = 0;
+    for (char *save = NULL, *p = strtok_r(s, ",", &save); p; p = strtok_r(NULL, ",", &save)) {
+        if (n == max)
+            die("more than %zu servers", max);
+        out[n++] = p;
     }
-    raw_close(&rc);
-    print_p50_p99(t, (size_t)n);
-    free(t);
-    return 0;
+    if (n == 0)
+        die("no server given");
+    return n;
+}
+
+/* ROWS of each server: one value for all, or one per server. */
+static void set_rows(target *tg, size_t ns, char *arg)
+{
+    char *v[MAX_SERVERS];
+    size_t nv = split_list(arg, v, MAX_SERVERS);
+    if (nv != 1 && nv != ns)
+        die("%zu ROWS values for %zu servers", nv, ns);
+    for (size_t s = 0; s < ns; s++)
+        tg[s].rows = parse_count(v[nv == 1 ? 0 : s], 1, 100000000);
 }
 
 typedef struct read_worker {
@@ -616,36 +640,66 @@ int main(int argc, char **argv)
         return cmd_time_cmd(parse_count(argv[2], 1, 10000000), argv[3], argv + 5);
     if (argc < 9)
         usage();
-    conn cn = {.cfg = {
-                   .server = argv[1],
-                   .cert_path = argv[2],
-                   .key_path = argv[3],
-                   .ca_path = argv[4],
-                   .server_name = argv[5],
-                   .timeout_ms = 30000,
-               }};
+    /* SERVER may be a list "A,B,...": the latency modes alternate over the servers. */
+    char *servers[MAX_SERVERS];
+    size_t ns = split_list(argv[1], servers, MAX_SERVERS);
+    static target tg[MAX_SERVERS];
+    for (size_t s = 0; s < ns; s++) {
+        tg[s].cn.cfg = (jw_client_config){
+            .server = servers[s],
+            .cert_path = argv[2],
+            .key_path = argv[3],
+            .ca_path = argv[4],
+            .server_name = argv[5],
+            .timeout_ms = 30000,
+        };
+        tg[s].seed = 0x9e3779b97f4a7c15ull;
+    }
+    const conn *cn = &tg[0].cn;
     const char *mode = argv[6];
-    if (strcmp(mode, "create-latency") == 0)
-        return cmd_create_latency(&cn, parse_count(argv[7], 1, 10000000),
-                                  parse_count(argv[8], 0, 10000000));
+    if (strcmp(mode, "create-latency") == 0) {
+        long n = parse_count(argv[7], 1, 10000000), warmup = parse_count(argv[8], 0, 10000000);
+        for (size_t s = 0; s < ns; s++)
+            tg[s].c = connect_or_die(&tg[s].cn);
+        measure(tg, ns, n, warmup, call_create);
+        for (size_t s = 0; s < ns; s++)
+            jw_client_free(tg[s].c);
+        return 0;
+    }
+    if (strcmp(mode, "get-latency") == 0 && argc >= 10) {
+        long n = parse_count(argv[7], 1, 10000000), warmup = parse_count(argv[8], 0, 10000000);
+        set_rows(tg, ns, argv[9]);
+        for (size_t s = 0; s < ns; s++)
+            raw_connect(&tg[s].cn, &tg[s].rc);
+        measure(tg, ns, n, warmup, call_get);
+        for (size_t s = 0; s < ns; s++)
+            raw_close(&tg[s].rc);
+        return 0;
+    }
+    if (strcmp(mode, "list-latency") == 0 && argc >= 11) {
+        long n = parse_count(argv[7], 1, 10000000), warmup = parse_count(argv[8], 0, 10000000);
+        int32_t page = (int32_t)parse_count(argv[9], 1, 10000);
+        set_rows(tg, ns, argv[10]);
+        for (size_t s = 0; s < ns; s++) {
+            tg[s].page = page;
+            raw_connect(&tg[s].cn, &tg[s].rc);
+        }
+        measure(tg, ns, n, warmup, call_list);
+        for (size_t s = 0; s < ns; s++)
+            raw_close(&tg[s].rc);
+        return 0;
+    }
+    if (ns != 1)
+        die("%s takes one server", mode);
     if (strcmp(mode, "create-rate") == 0) {
         long threads = parse_count(argv[7], 1, 256);
-        return cmd_create_rate(&cn, threads, parse_count(argv[8], 2 * threads, 10000000));
+        return cmd_create_rate(cn, threads, parse_count(argv[8], 2 * threads, 10000000));
     }
     if (strcmp(mode, "wait-final") == 0)
-        return cmd_wait_final(&cn, parse_count(argv[7], 0, 10000000),
-                              parse_count(argv[8], 1, 3600));
-    if (strcmp(mode, "get-latency") == 0 && argc >= 10)
-        return cmd_get_latency(&cn, parse_count(argv[7], 1, 10000000),
-                               parse_count(argv[8], 0, 10000000),
-                               parse_count(argv[9], 1, 100000000));
-    if (strcmp(mode, "list-latency") == 0 && argc >= 11)
-        return cmd_list_latency(&cn, parse_count(argv[7], 1, 10000000),
-                                parse_count(argv[8], 0, 10000000), parse_count(argv[9], 1, 10000),
-                                parse_count(argv[10], 1, 100000000));
+        return cmd_wait_final(cn, parse_count(argv[7], 0, 10000000), parse_count(argv[8], 1, 3600));
     if (strcmp(mode, "read-load") == 0 && argc >= 10) {
         long threads = parse_count(argv[7], 1, 64);
-        return cmd_read_load(&cn, threads, parse_count(argv[8], threads, 10000000),
+        return cmd_read_load(cn, threads, parse_count(argv[8], threads, 10000000),
                              parse_count(argv[9], 1, 100000000));
     }
     usage();

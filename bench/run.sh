@@ -16,11 +16,12 @@
 # Knobs (environment): BENCH_RUNS (3), BENCH_TPUT_RUNS (5), BENCH_SIZE (1G, output of the
 # throughput cases), BENCH_FOLLOWERS (32), BENCH_JOBS (10000, jobs of the RSS/rate case),
 # BENCH_BIG (4G, output of the RSS-while-streaming case), BENCH_LAT_N (1000 CreateJob calls per
-# latency run of case 3, GetJob calls per run of case 9), BENCH_DB_LAT_N (600) and BENCH_DB_JOBS
-# (1200): CreateJob calls and creations per server and run of case 8, BENCH_HISTORY (1000000,
-# finished jobs bulk-loaded for case 9), BENCH_HISTORY_REF (1000, the small history it is
-# compared with), BENCH_ONLY (cases to run, default "1 2 3 4 7 8 9"; 3 includes 5, 4 includes
-# 6), BENCH_SERVER_FLAGS (extra server flags; "--max-output 1M" shows a truncated stream FAIL).
+# latency run of case 3, GetJob calls per server and run of case 9), BENCH_DB_LAT_N (500) and
+# BENCH_DB_JOBS (800): CreateJob calls and creations per server and run of case 8,
+# BENCH_HISTORY (1000000, finished jobs bulk-loaded for case 9), BENCH_HISTORY_REF (1000, the
+# small history it is compared with), BENCH_ONLY (cases to run, default "1 2 3 4 7 8 9"; 3
+# includes 5, 4 includes 6), BENCH_SERVER_FLAGS (extra server flags; "--max-output 1M" shows a
+# truncated stream FAIL).
 # docs/performance.md explains the cases and the results.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -32,8 +33,8 @@ FOLLOWERS=${BENCH_FOLLOWERS:-32}
 NJOBS=${BENCH_JOBS:-10000}
 BIG=${BENCH_BIG:-4G}
 LAT_N=${BENCH_LAT_N:-1000}
-DB_LAT_N=${BENCH_DB_LAT_N:-600}
-DB_JOBS=${BENCH_DB_JOBS:-1200}
+DB_LAT_N=${BENCH_DB_LAT_N:-500}
+DB_JOBS=${BENCH_DB_JOBS:-800}
 HIST=${BENCH_HISTORY:-1000000}
 HIST_REF=${BENCH_HISTORY_REF:-1000}
 PROC_N=50 # whole-process jobctl/ssh invocations per run
@@ -294,15 +295,16 @@ case7() {
 # 8. The cost of the history database on job creation: CreateJob(true) p50 on a warm channel and
 #    creations/s (4 threads) with the history in SQLite, --db-sync normal (the default) and full,
 #    against the same build with --db :memory: (the same code, nothing on disk). Each run starts
-#    the three servers side by side and measures them in 4 turns of DB_LAT_N/4 calls and
-#    DB_JOBS/4 creations each, in a rotating order, so that the host's drift hits the three
-#    alike; the figures are the medians over every turn of every run.
+#    the three servers side by side; the load generator alternates its CreateJob calls over them
+#    (one on each per round, the order rotating), so that the host's load, which moves from
+#    second to second here, hits the three alike. The creation rates are measured in 4 turns of
+#    DB_JOBS/4 per server, in a rotating order. Medians over the runs (p50) and the turns (rate).
 case8() {
-    local modes=(memory normal full) r c i m out lat per_lat per_rate
+    local modes=(memory normal full) r c p i m out per_rate list desc
     local -A c_p50 c_rate
-    per_lat=$(((DB_LAT_N + 3) / 4))
     per_rate=$(((DB_JOBS + 3) / 4))
     for r in $(seq "$RUNS"); do
+        list=
         for m in "${modes[@]}"; do
             case $m in
             memory) SERVER_ARGS=(--db :memory:) ;;
@@ -310,26 +312,35 @@ case8() {
             esac
             start_server
             save_server "$m"
+            list+=${list:+,}127.0.0.1:$PORT
         done
         SERVER_ARGS=()
+        CONN[0]=$list
+        out=$(timeout -k 5 900 "$LOADGEN" "${CONN[@]}" create-latency "$DB_LAT_N" 10) ||
+            fail "create-latency (history ${modes[*]})"
+        i=0 desc=
+        while read -r c p; do
+            m=${modes[$i]}
+            c_p50[$m]+=" $c"
+            desc+=" $m $c us (p99 $p);"
+            i=$((i + 1))
+        done <<<"$out"
+        [ "$i" = 3 ] || fail "create-latency answered '$out'"
+        say "history, run $r/$RUNS, CreateJob p50:$desc"
         for c in 1 2 3 4; do
             for i in 0 1 2; do
                 m=${modes[$(((i + c + r) % 3))]}
                 use_server "$m"
-                lat=$(timeout -k 5 600 "$LOADGEN" "${CONN[@]}" create-latency "$per_lat" 10) ||
-                    fail "create-latency (history $m)"
                 out=$(timeout -k 5 600 "$LOADGEN" "${CONN[@]}" create-rate 4 "$per_rate") ||
                     fail "create-rate (history $m)"
-                c_p50[$m]+=" ${lat% *}"
                 c_rate[$m]+=" $out"
-                say "history $m, run $r/$RUNS, turn $c/4: CreateJob p50 ${lat% *} us," \
-                    "p99 ${lat#* } us; $out creations/s"
+                say "history $m, run $r/$RUNS, turn $c/4: $out creations/s"
             done
         done
         for m in "${modes[@]}"; do
             use_server "$m"
             wait_no_children
-            timeout -k 5 300 "$LOADGEN" "${CONN[@]}" wait-final $((4 * (per_lat + 10 + per_rate))) \
+            timeout -k 5 300 "$LOADGEN" "${CONN[@]}" wait-final $((DB_LAT_N + 10 + 4 * per_rate)) \
                 120 >/dev/null || fail "history $m: job states"
             [ "$m" = memory ] || [ -s "$DATA/jobs.db" ] || fail "history $m: no $DATA/jobs.db"
             stop_server
@@ -402,14 +413,15 @@ SQL
 }
 
 # 9. A server with HIST finished jobs in its history (bulk-loaded) against one with HIST_REF
-#    (the same load, the same build), side by side, measured in 4 turns of a rotating order:
-#    GetJob p50 of random existing ids, one page of GetJobs p50 (1000 = the default page, and
-#    100); then 4 threads of GetJob/GetJobs; peak RSS (VmHWM: start-up, all those calls); the
-#    start time with the file in the page cache (a restart) and, in the first run, evicted from
-#    it (a reboot). Every answer is checked: the right job, COMPLETED; each page exactly the
-#    newest jobs, newest first. The data dirs are kept between runs; --retain-jobs 0.
+#    (the same load, the same build), side by side, the load generator alternating its calls over
+#    the two (as in case 8): GetJob p50 of random existing ids, one page of GetJobs p50 (1000 =
+#    the default page, and 100); then 4 threads of GetJob/GetJobs on each; peak RSS (VmHWM:
+#    start-up and all those calls); the start time with the file in the page cache (a restart)
+#    and, in the first run, evicted from it (a reboot). Every answer is checked: the right job,
+#    COMPLETED; each page exactly the newest jobs, newest first. The data dirs are kept between
+#    runs; --retain-jobs 0.
 case9() {
-    local r c i w out
+    local r i w out list nrows
     local -A dir rows h_g50 h_l1k h_l100 h_rss0 h_rss1 h_hwm h_st h_cold
     dir[ref]="$T/hist-ref" rows[ref]=$HIST_REF
     dir[big]="$T/hist-big" rows[big]=$HIST
@@ -443,21 +455,19 @@ case9() {
         for w in ref big; do
             h_rss0[$w]+=" $(rss_kib "${SAVED_PID[$w]}")"
         done
-        for c in 1 2 3 4; do
-            for i in 0 1; do
-                w=${order[$(((i + c + r) % 2))]}
-                use_server "$w"
-                out=$(timeout -k 5 300 "$LOADGEN" "${CONN[@]}" get-latency \
-                    $(((LAT_N + 3) / 4)) 10 "${rows[$w]}") || fail "GetJob, ${rows[$w]} jobs"
-                h_g50[$w]+=" ${out% *}"
-                out=$(timeout -k 5 300 "$LOADGEN" "${CONN[@]}" list-latency 50 2 1000 \
-                    "${rows[$w]}") || fail "GetJobs page 1000, ${rows[$w]} jobs"
-                h_l1k[$w]+=" ${out% *}"
-                out=$(timeout -k 5 300 "$LOADGEN" "${CONN[@]}" list-latency 100 5 100 \
-                    "${rows[$w]}") || fail "GetJobs page 100, ${rows[$w]} jobs"
-                h_l100[$w]+=" ${out% *}"
-            done
-        done
+        # Both servers in one list, big first.
+        list=127.0.0.1:${SAVED_PORT[big]},127.0.0.1:${SAVED_PORT[ref]}
+        nrows=${rows[big]},${rows[ref]}
+        CONN[0]=$list
+        out=$(timeout -k 5 600 "$LOADGEN" "${CONN[@]}" get-latency "$LAT_N" 20 "$nrows") ||
+            fail "GetJob, histories of $nrows jobs"
+        h_g50[big]+=" $(sed -n '1s/ .*//p' <<<"$out")" h_g50[ref]+=" $(sed -n '2s/ .*//p' <<<"$out")"
+        out=$(timeout -k 5 600 "$LOADGEN" "${CONN[@]}" list-latency 100 5 1000 "$nrows") ||
+            fail "GetJobs page 1000, histories of $nrows jobs"
+        h_l1k[big]+=" $(sed -n '1s/ .*//p' <<<"$out")" h_l1k[ref]+=" $(sed -n '2s/ .*//p' <<<"$out")"
+        out=$(timeout -k 5 600 "$LOADGEN" "${CONN[@]}" list-latency 300 10 100 "$nrows") ||
+            fail "GetJobs page 100, histories of $nrows jobs"
+        h_l100[big]+=" $(sed -n '1s/ .*//p' <<<"$out")" h_l100[ref]+=" $(sed -n '2s/ .*//p' <<<"$out")"
         for w in "${order[@]}"; do
             use_server "$w"
             out=$(timeout -k 5 300 "$LOADGEN" "${CONN[@]}" read-load 4 4000 "${rows[$w]}") ||
@@ -465,10 +475,10 @@ case9() {
             h_rss1[$w]+=" $(rss_kib "$SERVER_PID")"
             h_hwm[$w]+=" $(hwm_kib "$SERVER_PID")"
             say "history of ${rows[$w]} jobs, run $r/$RUNS: start ${h_st[$w]##* } s, GetJob" \
-                "p50 $(median_of "${h_g50[$w]}") us, GetJobs p50 $(median_of "${h_l1k[$w]}") us" \
-                "(1000), $(median_of "${h_l100[$w]}") us (100) so far; $out calls/s with 4" \
-                "threads; RSS ${h_rss0[$w]##* } KiB after start, ${h_rss1[$w]##* } KiB after" \
-                "the load, peak ${h_hwm[$w]##* } KiB"
+                "p50 ${h_g50[$w]##* } us, GetJobs p50 ${h_l1k[$w]##* } us (1000)," \
+                "${h_l100[$w]##* } us (100); $out calls/s with 4 threads; RSS" \
+                "${h_rss0[$w]##* } KiB after start, ${h_rss1[$w]##* } KiB after the load, peak" \
+                "${h_hwm[$w]##* } KiB"
             stop_server
         done
         BG_PIDS=()
