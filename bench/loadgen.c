@@ -424,10 +424,9 @@ static void list_bulk(raw_conn *rc, int32_t page, long rows)
         if (j->status != JOBWORKER__V1__JOB_STATUS__JOB_STATUS_COMPLETED)
             die("GetJobs: job %s has status %d, expected COMPLETED", id, j->status);
     }
-    /* A page that ends exactly at the oldest job still carries a token today (its next page is
-     * empty), so only a missing token before the end, or one after a short page, is wrong. */
+    /* A token exactly when older jobs remain (a page ending at the oldest job has none). */
     bool more = jobs->next_page_token && *jobs->next_page_token;
-    if ((rows > page && !more) || (rows < page && more))
+    if (more != (rows > page))
         die("GetJobs{page_size %d} of %ld jobs: next_page_token '%s'", page, rows,
             jobs->next_page_token ? jobs->next_page_token : "");
     jw_jobs_free(jobs);
