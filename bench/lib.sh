@@ -106,36 +106,55 @@ if ! { [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" = cgroup2fs ] &&
 fi
 
 SERVER_N=0
-# start_server [ENV=VALUE...]: a fresh server on a free port with a fresh data dir; sets
-# SERVER_PID, PORT, DATA and CONN (the connection arguments of the load generator).
+SERVER_ARGS=() # extra flags of the next servers (a case sets and resets them)
+SERVER_DATA=   # an existing data dir for the next servers, kept by stop_server; "" = a fresh one
+# start_server [ENV=VALUE...]: a fresh server on a free port with a fresh data dir (or
+# SERVER_DATA); sets SERVER_PID, PORT, DATA, CONN (the connection arguments of the load
+# generator) and START_S (seconds from exec until the port accepts connections, polled every
+# 10 ms; the history database is opened, checked and swept before the server listens).
 # BENCH_SERVER_FLAGS (split on blanks) adds flags, e.g. "--max-output 1M" to see the byte checks
 # turn a truncated stream into FAIL.
 start_server() {
     SERVER_N=$((SERVER_N + 1))
     PORT=$(free_port)
-    DATA="$T/data-$SERVER_N"
+    DATA=${SERVER_DATA:-$T/data-$SERVER_N}
     rm -f "$T/server.log"
     local extra=()
     read -ra extra <<<"${BENCH_SERVER_FLAGS:-}"
+    local t0=$EPOCHREALTIME
     env "$@" "$BIN/jobworker-server" --listen "127.0.0.1:$PORT" --cert "$CERTS/server.crt" \
         --key "$CERTS/server.key" --ca "$CERTS/ca.crt" --data-dir "$DATA" \
         --audit-log "$T/audit-$SERVER_N.log" --max-output 8G --log-level warning \
-        "${CG_FLAGS[@]}" "${extra[@]}" >"$T/server.log" 2>&1 &
+        "${CG_FLAGS[@]}" "${SERVER_ARGS[@]}" "${extra[@]}" >"$T/server.log" 2>&1 &
     SERVER_PID=$!
     local i
-    for i in $(seq 200); do
+    for i in $(seq 6000); do
         # The "listening" line is an info message; a TCP connect tells as well.
         if (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then
+            START_S=$(since "$t0")
             CONN=("127.0.0.1:$PORT" "$CERTS/admin.crt" "$CERTS/admin.key" "$CERTS/ca.crt" localhost)
             return 0
         fi
         kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.05
+        sleep 0.01
     done
     fail "the server did not start: $(tail -3 "$T/server.log")"
 }
 
-# stop_server: SIGTERM (30 s, then SIGKILL) and remove its data dir.
+# Several servers side by side: save_server NAME after start_server, use_server NAME to make it
+# the current one again (SERVER_PID, PORT, DATA, CONN; stop_server stops the current one).
+# Saved servers are killed by cleanup() if the bench fails.
+declare -A SAVED_PID SAVED_PORT SAVED_DATA
+save_server() {
+    SAVED_PID[$1]=$SERVER_PID SAVED_PORT[$1]=$PORT SAVED_DATA[$1]=$DATA
+    BG_PIDS+=("$SERVER_PID")
+}
+use_server() {
+    SERVER_PID=${SAVED_PID[$1]} PORT=${SAVED_PORT[$1]} DATA=${SAVED_DATA[$1]}
+    CONN=("127.0.0.1:$PORT" "$CERTS/admin.crt" "$CERTS/admin.key" "$CERTS/ca.crt" localhost)
+}
+
+# stop_server: SIGTERM (30 s, then SIGKILL) and remove its data dir (not one given as SERVER_DATA).
 stop_server() {
     [ -n "$SERVER_PID" ] || return 0
     kill -TERM "$SERVER_PID" 2>/dev/null
@@ -147,7 +166,7 @@ stop_server() {
     kill -KILL "$SERVER_PID" 2>/dev/null
     wait "$SERVER_PID" 2>/dev/null
     SERVER_PID=
-    rm -rf "$DATA"
+    case $DATA in "$T"/data-*) rm -rf "$DATA" ;; esac
 }
 
 # jc ARGS...: jobctl against the current server (the caller adds `timeout` where it may hang).

@@ -16,8 +16,12 @@
 # Knobs (environment): BENCH_RUNS (3), BENCH_TPUT_RUNS (5), BENCH_SIZE (1G, output of the
 # throughput cases), BENCH_FOLLOWERS (32), BENCH_JOBS (10000, jobs of the RSS/rate case),
 # BENCH_BIG (4G, output of the RSS-while-streaming case), BENCH_LAT_N (1000 CreateJob calls per
-# latency run), BENCH_ONLY (cases to run, default "1 2 3 4 7"; 3 includes 5, 4 includes 6),
-# BENCH_SERVER_FLAGS (extra server flags; "--max-output 1M" shows a truncated stream FAIL).
+# latency run of case 3, GetJob calls per server and run of case 9), BENCH_DB_LAT_N (500) and
+# BENCH_DB_JOBS (800): CreateJob calls and creations per server and run of case 8,
+# BENCH_HISTORY (1000000, finished jobs bulk-loaded for case 9), BENCH_HISTORY_REF (1000, the
+# small history it is compared with), BENCH_ONLY (cases to run, default "1 2 3 4 7 8 9"; 3
+# includes 5, 4 includes 6), BENCH_SERVER_FLAGS (extra server flags; "--max-output 1M" shows a
+# truncated stream FAIL).
 # docs/performance.md explains the cases and the results.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -29,6 +33,10 @@ FOLLOWERS=${BENCH_FOLLOWERS:-32}
 NJOBS=${BENCH_JOBS:-10000}
 BIG=${BENCH_BIG:-4G}
 LAT_N=${BENCH_LAT_N:-1000}
+DB_LAT_N=${BENCH_DB_LAT_N:-500}
+DB_JOBS=${BENCH_DB_JOBS:-800}
+HIST=${BENCH_HISTORY:-1000000}
+HIST_REF=${BENCH_HISTORY_REF:-1000}
 PROC_N=50 # whole-process jobctl/ssh invocations per run
 SIZE_B=$(bytes "$SIZE")
 BIG_B=$(bytes "$BIG")
@@ -284,9 +292,242 @@ case7() {
         "growth <= 16 MiB" "$(verdict "$g" "<=" 16)"
 }
 
+# 8. The cost of the history database on job creation: CreateJob(true) p50 on a warm channel and
+#    creations/s (4 threads) with the history in SQLite, --db-sync normal (the default) and full,
+#    against the same build with --db :memory: (the same code, nothing on disk). Each run starts
+#    the three servers side by side; the load generator alternates its CreateJob calls over them
+#    (one on each per round, the order rotating), so that the host's load, which moves from
+#    second to second here, hits the three alike. The creation rates are measured in 4 turns of
+#    DB_JOBS/4 per server, in a rotating order. Medians over the runs (p50) and the turns (rate).
+case8() {
+    local modes=(memory normal full) r c p i m out per_rate list desc
+    local -A c_p50 c_rate
+    per_rate=$(((DB_JOBS + 3) / 4))
+    for r in $(seq "$RUNS"); do
+        list=
+        for m in "${modes[@]}"; do
+            case $m in
+            memory) SERVER_ARGS=(--db :memory:) ;;
+            *) SERVER_ARGS=(--db-sync "$m") ;;
+            esac
+            start_server
+            save_server "$m"
+            list+=${list:+,}127.0.0.1:$PORT
+        done
+        SERVER_ARGS=()
+        CONN[0]=$list
+        out=$(timeout -k 5 900 "$LOADGEN" "${CONN[@]}" create-latency "$DB_LAT_N" 10) ||
+            fail "create-latency (history ${modes[*]})"
+        i=0 desc=
+        while read -r c p; do
+            m=${modes[$i]}
+            c_p50[$m]+=" $c"
+            desc+=" $m $c us (p99 $p);"
+            i=$((i + 1))
+        done <<<"$out"
+        [ "$i" = 3 ] || fail "create-latency answered '$out'"
+        say "history, run $r/$RUNS, CreateJob p50:$desc"
+        for c in 1 2 3 4; do
+            for i in 0 1 2; do
+                m=${modes[$(((i + c + r) % 3))]}
+                use_server "$m"
+                out=$(timeout -k 5 600 "$LOADGEN" "${CONN[@]}" create-rate 4 "$per_rate") ||
+                    fail "create-rate (history $m)"
+                c_rate[$m]+=" $out"
+                say "history $m, run $r/$RUNS, turn $c/4: $out creations/s"
+            done
+        done
+        for m in "${modes[@]}"; do
+            use_server "$m"
+            wait_no_children
+            timeout -k 5 300 "$LOADGEN" "${CONN[@]}" wait-final $((DB_LAT_N + 10 + 4 * per_rate)) \
+                120 >/dev/null || fail "history $m: job states"
+            [ "$m" = memory ] || [ -s "$DATA/jobs.db" ] || fail "history $m: no $DATA/jobs.db"
+            stop_server
+        done
+        BG_PIDS=()
+    done
+    local ref_p ref_r a b label
+    ref_p=$(median_of "${c_p50[memory]}")
+    ref_r=$(median_of "${c_rate[memory]}")
+    for m in normal full; do
+        a=$(median_of "${c_p50[$m]}")
+        b=$(median_of "${c_rate[$m]}")
+        label="   CreateJob p50, history db, sync $m"
+        [ "$m" = normal ] && label="8. CreateJob p50, history db, sync $m"
+        row "$label" "$(printf '%.0f us' "$a")" "$(printf ':memory: %.0f us' "$ref_p")" \
+            "$(printf '%.2fx' "$(calc "$a / $ref_p")")" "<= 1.15x" \
+            "$(verdict "$(calc "$a / $ref_p")" "<=" 1.15)"
+        row "   creations/s, 4 threads, sync $m" "$(printf '%.0f /s' "$b")" \
+            "$(printf ':memory: %.0f /s' "$ref_r")" "$(printf '%.2fx' "$(calc "$b / $ref_r")")" \
+            ">= 500/s" "$(verdict "$b" ">=" 500)"
+    done
+}
+
+# median_of "N N N": the median of a blank-separated list.
+median_of() {
+    local v
+    read -ra v <<<"$1"
+    median "${v[@]}"
+}
+
+# bulk_history DIR ROWS: DIR becomes a data dir whose history holds ROWS finished jobs
+# (COMPLETED, exit 0, no output), job k created k ms after a start ROWS ms + 10 min ago, so
+# that retention by age (7 days) keeps them all. The schema is the real one: a server creates it
+# on the empty dir and stops; then the sqlite3 tool inserts every row in one transaction. The
+# ids are loadgen's bulk_id(): UUID-shaped and scattered like random ones, so the id index is
+# built in random order as it would be by real jobs. Sets BULK_S (seconds of the load).
+bulk_history() {
+    local dir=$1 rows=$2 t0 t got
+    mkdir -p "$dir"
+    SERVER_DATA=$dir
+    start_server
+    stop_server
+    SERVER_DATA=
+    [ -s "$dir/jobs.db" ] || fail "bulk history: the server made no $dir/jobs.db"
+    t0=$(((${EPOCHREALTIME/./} / 1000 - rows - 600000) * 1000000))
+    t=$EPOCHREALTIME
+    # A 256 MiB page cache keeps the random-order id index in memory during the load (2.5x
+    # faster than SQLite's default 2 MiB); synchronous=OFF for this load only.
+    sqlite3 -bail -cmd "PRAGMA cache_size = -262144" -cmd "PRAGMA synchronous = OFF" \
+        "$dir/jobs.db" >"$T/sqlite.log" 2>&1 <<SQL || fail "bulk history: $(tail -3 "$T/sqlite.log")"
+BEGIN;
+WITH RECURSIVE c(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM c WHERE k < $rows)
+INSERT INTO jobs (seq, id, command, args, nargs, owner, user, network, cpu_percent,
+    memory_bytes, io_bps, memory_high_bytes, pids_max, limits_enforced, timeout_seconds,
+    create_ns, status, reason, pid, start_ns, end_ns, exit_code, signal, error, cpu_usec,
+    memory_peak_bytes, io_read_bytes, io_write_bytes, output_bytes, output_dropped, output_errno,
+    output_errno_at)
+SELECT k, printf('%08x-%04x-4%03x-8%03x-%012x', (k * 2654435761) % 4294967296, k % 65536,
+        k % 4096, k % 4096, k),
+    'true', x'', 0, 'admin', 'dynamic (1879048192-1879113727)', 1, 100, 536870912, 0, 0, 0, 1, 0,
+    $t0 + k * 1000000, 3, 1, 1000 + k % 30000, $t0 + k * 1000000 + 200000,
+    $t0 + k * 1000000 + 700000, 0, 0, '', 700, 1048576, 0, 0, 0, 0, 0, 0
+FROM c;
+COMMIT;
+SQL
+    BULK_S=$(since "$t")
+    got=$(sqlite3 "$dir/jobs.db" "SELECT count(*) || ' ' || max(seq) FROM jobs") ||
+        fail "bulk history: cannot read $dir/jobs.db"
+    [ "$got" = "$rows $rows" ] || fail "bulk history: $dir/jobs.db holds '$got', expected $rows"
+}
+
+# 9. A server with HIST finished jobs in its history (bulk-loaded) against one with HIST_REF
+#    (the same load, the same build), side by side, the load generator alternating its calls over
+#    the two (as in case 8): GetJob p50 of random existing ids, one page of GetJobs p50 (1000 =
+#    the default page, and 100); then 4 threads of GetJob/GetJobs on each; peak RSS (VmHWM:
+#    start-up and all those calls); the start time with the file in the page cache (a restart)
+#    and, in the first run, evicted from it (a reboot). Every answer is checked: the right job,
+#    COMPLETED; each page exactly the newest jobs, newest first. The data dirs are kept between
+#    runs; --retain-jobs 0.
+case9() {
+    local r i w out list nrows
+    local -A dir rows h_g50 h_l1k h_l100 h_rss0 h_rss1 h_hwm h_st h_cold
+    dir[ref]="$T/hist-ref" rows[ref]=$HIST_REF
+    dir[big]="$T/hist-big" rows[big]=$HIST
+    bulk_history "${dir[ref]}" "$HIST_REF"
+    bulk_history "${dir[big]}" "$HIST"
+    local bulk=$BULK_S
+    say "bulk load of $HIST jobs: $(printf '%.1f' "$bulk") s," \
+        "$(du -m "${dir[big]}/jobs.db" | cut -f1) MB"
+    SERVER_ARGS=(--retain-jobs 0)
+    local order=(ref big)
+    for r in $(seq "$RUNS"); do
+        if [ "$r" = 1 ]; then
+            # A cold start: this database file, and nothing else, dropped from the page cache.
+            sync "${dir[big]}/jobs.db"
+            dd if="${dir[big]}/jobs.db" iflag=nocache count=0 status=none
+            SERVER_DATA=${dir[big]}
+            start_server
+            h_cold[big]=$START_S
+            stop_server
+            say "history of $HIST jobs: cold start $START_S s"
+        fi
+        for i in 0 1; do
+            w=${order[$(((i + r) % 2))]}
+            SERVER_DATA=${dir[$w]}
+            start_server
+            save_server "$w"
+            h_st[$w]+=" $START_S"
+        done
+        SERVER_DATA=
+        sleep 0.3
+        for w in ref big; do
+            h_rss0[$w]+=" $(rss_kib "${SAVED_PID[$w]}")"
+        done
+        # Both servers in one list, big first.
+        list=127.0.0.1:${SAVED_PORT[big]},127.0.0.1:${SAVED_PORT[ref]}
+        nrows=${rows[big]},${rows[ref]}
+        CONN[0]=$list
+        out=$(timeout -k 5 600 "$LOADGEN" "${CONN[@]}" get-latency "$LAT_N" 20 "$nrows") ||
+            fail "GetJob, histories of $nrows jobs"
+        h_g50[big]+=" $(sed -n '1s/ .*//p' <<<"$out")" h_g50[ref]+=" $(sed -n '2s/ .*//p' <<<"$out")"
+        out=$(timeout -k 5 600 "$LOADGEN" "${CONN[@]}" list-latency 100 5 1000 "$nrows") ||
+            fail "GetJobs page 1000, histories of $nrows jobs"
+        h_l1k[big]+=" $(sed -n '1s/ .*//p' <<<"$out")" h_l1k[ref]+=" $(sed -n '2s/ .*//p' <<<"$out")"
+        out=$(timeout -k 5 600 "$LOADGEN" "${CONN[@]}" list-latency 300 10 100 "$nrows") ||
+            fail "GetJobs page 100, histories of $nrows jobs"
+        h_l100[big]+=" $(sed -n '1s/ .*//p' <<<"$out")" h_l100[ref]+=" $(sed -n '2s/ .*//p' <<<"$out")"
+        for w in "${order[@]}"; do
+            use_server "$w"
+            out=$(timeout -k 5 300 "$LOADGEN" "${CONN[@]}" read-load 4 4000 "${rows[$w]}") ||
+                fail "read load, ${rows[$w]} jobs"
+            h_rss1[$w]+=" $(rss_kib "$SERVER_PID")"
+            h_hwm[$w]+=" $(hwm_kib "$SERVER_PID")"
+            say "history of ${rows[$w]} jobs, run $r/$RUNS: start ${h_st[$w]##* } s, GetJob" \
+                "p50 ${h_g50[$w]##* } us, GetJobs p50 ${h_l1k[$w]##* } us (1000)," \
+                "${h_l100[$w]##* } us (100); $out calls/s with 4 threads; RSS" \
+                "${h_rss0[$w]##* } KiB after start, ${h_rss1[$w]##* } KiB after the load, peak" \
+                "${h_hwm[$w]##* } KiB"
+            stop_server
+        done
+        BG_PIDS=()
+    done
+    SERVER_ARGS=()
+    local a b x
+    a=$(median_of "${h_g50[big]}")
+    b=$(median_of "${h_g50[ref]}")
+    x=$(calc "$a / $b")
+    row "9. GetJob p50, $HIST-job history" "$(printf '%.0f us' "$a")" \
+        "$(printf '%s jobs %.0f us' "$HIST_REF" "$b")" "$(printf '%.2fx' "$x")" "<= 2x" \
+        "$(verdict "$x" "<=" 2)"
+    a=$(median_of "${h_l1k[big]}")
+    b=$(median_of "${h_l1k[ref]}")
+    x=$(calc "$a / $b")
+    row "   GetJobs p50, page of 1000" "$(printf '%.0f us' "$a")" \
+        "$(printf '%s jobs %.0f us' "$HIST_REF" "$b")" "$(printf '%.2fx' "$x")" "<= 2x" \
+        "$(verdict "$x" "<=" 2)"
+    a=$(median_of "${h_l100[big]}")
+    b=$(median_of "${h_l100[ref]}")
+    x=$(calc "$a / $b")
+    row "   GetJobs p50, page of 100" "$(printf '%.0f us' "$a")" \
+        "$(printf '%s jobs %.0f us' "$HIST_REF" "$b")" "$(printf '%.2fx' "$x")" "<= 2x" \
+        "$(verdict "$x" "<=" 2)"
+    a=$(median_of "${h_hwm[big]}")
+    b=$(median_of "${h_hwm[ref]}")
+    row "   server peak RSS (VmHWM)" "$(printf '%.1f MiB' "$(calc "$a / 1024")")" \
+        "$(printf '%s jobs %.1f MiB' "$HIST_REF" "$(calc "$b / 1024")")" \
+        "$(printf '%.2fx' "$(calc "$a / $b")")" "<= 64 MiB" \
+        "$(verdict "$(calc "$a / 1024")" "<=" 64)"
+    row "   server RSS after start / after load" \
+        "$(printf '%.1f / %.1f MiB' "$(calc "$(median_of "${h_rss0[big]}") / 1024")" \
+            "$(calc "$(median_of "${h_rss1[big]}") / 1024")")" \
+        "$(printf '%s jobs %.1f / %.1f MiB' "$HIST_REF" \
+            "$(calc "$(median_of "${h_rss0[ref]}") / 1024")" \
+            "$(calc "$(median_of "${h_rss1[ref]}") / 1024")")" "-" "-" "info"
+    a=$(median_of "${h_st[big]}")
+    b=$(median_of "${h_st[ref]}")
+    row "   server start, warm / cold page cache" "$(printf '%.2f / %.2f s' "$a" "${h_cold[big]}")" \
+        "$(printf '%s jobs %.2f s' "$HIST_REF" "$b")" "$(printf '%.0fx' "$(calc "$a / $b")")" "-" \
+        "info"
+    row "   bulk load of $HIST jobs (sqlite3)" "$(printf '%.1f s' "$bulk")" "-" "-" "-" "info"
+    rm -rf "${dir[big]}" "${dir[ref]}"
+}
+
 say "machine: $(machine); load average $LOAD_START"
 start_sshd
-for c in ${BENCH_ONLY:-1 2 3 4 7}; do
+for c in ${BENCH_ONLY:-1 2 3 4 7 8 9}; do
+    CASE_T=$EPOCHREALTIME
     case $c in
     1) case1 ;;
     2)
@@ -296,8 +537,11 @@ for c in ${BENCH_ONLY:-1 2 3 4 7}; do
     3) case3_5 ;;
     4) case4_6 ;;
     7) case7 ;;
+    8) case8 ;;
+    9) case9 ;;
     *) fail "BENCH_ONLY: unknown case $c" ;;
     esac
+    say "case $c: $(printf '%.0f' "$(since "$CASE_T")") s"
 done
 
 ELAPSED=$(since "$START_TIME")
