@@ -73,9 +73,11 @@ int jobdb_open(const jobdb_config *cfg, jobdb **ret, bool *ret_created, jw_error
 void jobdb_close(jobdb *db); /* NULL is a no-op */
 const char *jobdb_path(const jobdb *db);
 
-/* Records a new job (every field; seq is assigned and returned in *ret_seq, may be NULL).
+/* Records a new job (every field; seq is assigned and returned in *ret_seq, may be NULL). In seq
+ * order creation times never decrease: a create_ns older than the newest recorded one (a clock
+ * stepped back) is raised to it, in *r.
  * RESOURCE_EXHAUSTED when the disk is full, UNAVAILABLE for any other failure to write. */
-int jobdb_insert(jobdb *db, const jobdb_record *r, int64_t *ret_seq, jw_error *err);
+int jobdb_insert(jobdb *db, jobdb_record *r, int64_t *ret_seq, jw_error *err);
 /* Writes every mutable field (status and what follows it in jobdb_record, and user) of the job
  * r->id.
  * -ENOENT (NOT_FOUND) when no such job is recorded. */

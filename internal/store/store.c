@@ -115,6 +115,7 @@ struct store {
 static void table_remove(store *s, store_job *job, bool share);
 static store_job **readers_slot(store *s, const char *id);
 static int persist_final(store_job *job);
+static bool sweep_stopping(store *s);
 
 static uint64_t hash_id(const char *s)
 {
@@ -196,10 +197,8 @@ int store_new(const store_config *cfg, store **ret, jw_error *err)
         store_free(s);
         return r;
     }
-    store_sweep_stats st;
-    jw_error serr = JW_ERROR_INIT;
-    if (store_sweep(s, now_realtime_ns(), &st, &serr) < 0)
-        log_warning("retention sweep at start: %s", serr.msg);
+    /* The first sweep runs at once on the retention thread, not before the server listens:
+     * after a long stop it may have a whole history to remove (1M jobs: ~50 s). */
     if (cfg->sweep_interval_ms > 0) {
         int e = pthread_create(&s->sweeper, NULL, sweeper_main, s);
         if (e) {
@@ -506,6 +505,7 @@ int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_erro
         job_free(job);
         return r;
     }
+    job->create_ns = rec.create_ns;
     const char *id = job->id;
 
     char path[PATH_MAX];
@@ -1287,7 +1287,7 @@ int store_sweep(store *s, int64_t now_ns, store_sweep_stats *ret, jw_error *err)
             if (r < 0)
                 break;
         }
-        if (!over || n < SWEEP_BATCH)
+        if (!over || n < SWEEP_BATCH || sweep_stopping(s))
             break;
     }
     if (ret->unlink_failed) {
@@ -1303,26 +1303,40 @@ int store_sweep(store *s, int64_t now_ns, store_sweep_stats *ret, jw_error *err)
     return r;
 }
 
+static bool sweep_stopping(store *s)
+{
+    pthread_mutex_lock(&s->sweep_lock);
+    bool stop = s->sweep_stop;
+    pthread_mutex_unlock(&s->sweep_lock);
+    return stop;
+}
+
+/* Sweeps at start, then every sweep_interval_ms. */
 static void *sweeper_main(void *arg)
 {
     store *s = arg;
     pthread_mutex_lock(&s->sweep_lock);
-    while (!s->sweep_stop) {
-        struct timespec t;
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        int64_t ns = t.tv_nsec + (s->cfg.sweep_interval_ms % 1000) * 1000000;
-        t.tv_sec += (time_t)(s->cfg.sweep_interval_ms / 1000 + ns / 1000000000);
-        t.tv_nsec = (long)(ns % 1000000000);
-        while (!s->sweep_stop &&
-               pthread_cond_timedwait(&s->sweep_cond, &s->sweep_lock, &t) != ETIMEDOUT)
-            ;
-        if (s->sweep_stop)
-            break;
+    for (bool first = true; !s->sweep_stop; first = false) {
+        if (!first) {
+            struct timespec t;
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            int64_t ns = t.tv_nsec + (s->cfg.sweep_interval_ms % 1000) * 1000000;
+            t.tv_sec += (time_t)(s->cfg.sweep_interval_ms / 1000 + ns / 1000000000);
+            t.tv_nsec = (long)(ns % 1000000000);
+            while (!s->sweep_stop &&
+                   pthread_cond_timedwait(&s->sweep_cond, &s->sweep_lock, &t) != ETIMEDOUT)
+                ;
+            if (s->sweep_stop)
+                break;
+        }
         pthread_mutex_unlock(&s->sweep_lock);
         store_sweep_stats st;
         jw_error err = JW_ERROR_INIT;
         if (store_sweep(s, now_realtime_ns(), &st, &err) < 0)
-            log_warning("retention sweep: %s", err.msg);
+            log_warning("retention sweep%s: %s", first ? " at start" : "", err.msg);
+        pthread_mutex_lock(&s->lock);
+        s->stats.sweeps++;
+        pthread_mutex_unlock(&s->lock);
         pthread_mutex_lock(&s->sweep_lock);
     }
     pthread_mutex_unlock(&s->sweep_lock);

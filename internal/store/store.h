@@ -44,7 +44,9 @@ typedef struct store_config {
     int64_t retain_age_ns;
     int64_t retain_output_bytes;
     int64_t retain_jobs;
-    /* How often a background thread runs store_sweep(); 0 = never (the caller does). */
+    /* How often a background thread runs store_sweep(), the first time just after store_new()
+     * (not before it returns: a long stop may leave a whole history to remove); 0 = no thread
+     * (the caller sweeps). */
     int64_t sweep_interval_ms;
 } store_config;
 
@@ -152,6 +154,7 @@ typedef struct store_stats {
     int64_t record_failures; /* failed writes of a job's record since start */
     int64_t unlink_failures; /* output files that could not be removed since start */
     int64_t lost_at_start;   /* jobs found unfinished at start: FAILED/SERVER_LOST */
+    int64_t sweeps;          /* retention sweeps done (the first runs just after start) */
 } store_stats;
 void store_get_stats(store *s, store_stats *ret);
 

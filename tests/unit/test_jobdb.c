@@ -253,6 +253,90 @@ static void test_garbage_refused(void **state)
     assert_int_equal(st.st_size, 4096);
 }
 
+/* A clock stepped back: the new job is recorded at the newest creation time so far, and a
+ * listing by creation time (which stops at the first older job, newest first) still finds it;
+ * reopening keeps the newest time. */
+static void test_creation_times_never_go_back(void **state)
+{
+    fixture *f = *state;
+    jobdb *db = open_ok(f->path, true);
+    jw_error err = JW_ERROR_INIT;
+    jobdb_record r;
+    make_record(&r, 5, "alice", JOB_STATUS_COMPLETED); /* created at 5000 */
+    assert_int_equal(jobdb_insert(db, &r, NULL, &err), 0);
+    make_record(&r, 2, "alice", JOB_STATUS_COMPLETED); /* 2000: the clock went back */
+    assert_int_equal(jobdb_insert(db, &r, NULL, &err), 0);
+    assert_int_equal(r.create_ns, 5000);
+    jobdb_close(db);
+    db = open_ok(f->path, false);
+    make_record(&r, 1, "alice", JOB_STATUS_COMPLETED);
+    assert_int_equal(jobdb_insert(db, &r, NULL, &err), 0);
+    assert_int_equal(r.create_ns, 5000);
+    make_record(&r, 8, "alice", JOB_STATUS_COMPLETED);
+    assert_int_equal(jobdb_insert(db, &r, NULL, &err), 0);
+    assert_int_equal(r.create_ns, 8000);
+
+    jobdb_record *v = NULL;
+    size_t n = 0;
+    jobdb_query q = {.limit = 100, .since_ns = 5000};
+    assert_int_equal(jobdb_list(db, &q, &v, &n, &err), 0);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++)
+        jobdb_record_clear(&v[i]);
+    free(v);
+    q.since_ns = 5001;
+    assert_int_equal(jobdb_list(db, &q, &v, &n, &err), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(v[0].seq, 4);
+    jobdb_record_clear(&v[0]);
+    free(v);
+    jobdb_close(db);
+}
+
+/* The whole-file check runs when the last user left a WAL file behind (it did not close the
+ * database: a crash, kill -9, power loss). A damaged index page is then refused with what to do;
+ * after a clean close the open does not read the whole file. */
+static void test_damage_found_after_unclean_stop(void **state)
+{
+    fixture *f = *state;
+    jobdb *db = open_ok(f->path, true);
+    jw_error err = JW_ERROR_INIT;
+    for (int i = 1; i <= 50; i++) {
+        jobdb_record r;
+        make_record(&r, i, "alice", JOB_STATUS_COMPLETED);
+        assert_int_equal(jobdb_insert(db, &r, NULL, &err), 0);
+    }
+    jobdb_close(db);
+    char wal[160];
+    snprintf(wal, sizeof(wal), "%s-wal", f->path);
+    assert_int_equal(access(wal, F_OK), -1); /* a clean close removes it */
+    long page = atol(sqlite_tool(f->path, "PRAGMA page_size"));
+    long root = atol(sqlite_tool(f->path, "SELECT rootpage FROM sqlite_master WHERE name = "
+                                          "\"jobs_status\""));
+    assert_true(page > 0 && root > 1);
+    FILE *fp = fopen(f->path, "r+");
+    assert_non_null(fp);
+    assert_int_equal(fseek(fp, (root - 1) * page, SEEK_SET), 0);
+    for (long i = 0; i < page; i++)
+        fputc(0xa5, fp);
+    assert_int_equal(fclose(fp), 0);
+
+    db = open_ok(f->path, false); /* clean stop: not checked */
+    jobdb_record got;
+    assert_int_equal(jobdb_get(db, "00000000-0000-4000-8000-000000000007", &got, &err), 0);
+    jobdb_record_clear(&got);
+    jobdb_close(db);
+
+    fp = fopen(wal, "w"); /* as a server killed with its database open leaves it */
+    assert_non_null(fp);
+    assert_int_equal(fclose(fp), 0);
+    jobdb_config cfg = {.path = f->path};
+    assert_true(jobdb_open(&cfg, &db, NULL, &err) < 0);
+    assert_int_equal(err.code, JW_FAILED_PRECONDITION);
+    assert_non_null(strstr(err.msg, "is damaged"));
+    assert_non_null(strstr(err.msg, "move it away"));
+}
+
 /* ":memory:" serves reads and writes from one connection. */
 static void test_memory(void **state)
 {
@@ -274,6 +358,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_migration_from_v1, setup, teardown),
         cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_garbage_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_creation_times_never_go_back, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_damage_found_after_unclean_stop, setup, teardown),
         cmocka_unit_test(test_memory),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 typedef struct fixture {
@@ -535,6 +536,24 @@ static bool known(store *st, const char *id)
     return j != NULL;
 }
 
+static void wait_first_sweep(store *st)
+{
+    store_stats ss = {0};
+    for (int i = 0; i < 1000 && ss.sweeps == 0; i++) {
+        store_get_stats(st, &ss);
+        if (ss.sweeps == 0)
+            usleep(10 * 1000);
+    }
+    assert_int_equal(ss.sweeps, 1);
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
 /* The sweep removes the oldest-ended finished jobs, record and output, past each limit; a
  * running job is never removed. */
 static void test_retention(void **state)
@@ -565,9 +584,12 @@ static void test_retention(void **state)
     assert_true(known(f->st, store_job_id(running)));
     store_free(f->st);
 
-    /* Bytes: 30 kept, at most 15 allowed: the two oldest go. */
-    cfg = (store_config){.data_dir = f->dir, .retain_output_bytes = 15};
-    assert_int_equal(store_new(&cfg, &f->st, NULL), 0); /* the sweep at start */
+    /* Bytes: 30 kept, at most 15 allowed: the two oldest go, in the sweep the retention thread
+     * runs just after start. */
+    cfg = (store_config){
+        .data_dir = f->dir, .retain_output_bytes = 15, .sweep_interval_ms = 3600 * 1000};
+    assert_int_equal(store_new(&cfg, &f->st, NULL), 0);
+    wait_first_sweep(f->st);
     assert_false(known(f->st, ids[3]));
     assert_false(known(f->st, ids[4]));
     assert_true(known(f->st, ids[5]));
@@ -577,6 +599,8 @@ static void test_retention(void **state)
      * goes too once it is old enough. */
     cfg = (store_config){.data_dir = f->dir, .retain_age_ns = 60LL * 1000000000};
     assert_int_equal(store_new(&cfg, &f->st, NULL), 0);
+    store_sweep_stats st2;
+    assert_int_equal(store_sweep(f->st, now_ns(), &st2, &err), 0);
     assert_false(known(f->st, ids[5]));               /* ended at 1005, long before now */
     assert_true(known(f->st, store_job_id(running))); /* ended just now */
     store_job_unref(running);
