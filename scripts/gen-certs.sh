@@ -13,6 +13,7 @@
 #   server         CN=localhost, SAN DNS:localhost + IP:127.0.0.1, EKU serverAuth
 #   admin          CN=alice, OU=admin, EKU clientAuth           -> role admin
 #   viewer         CN=bob, OU=viewer, EKU clientAuth            -> role viewer
+#   admin2         CN=oscar, OU=admin, EKU clientAuth           -> role admin (a second owner)
 #   untrusted-ca   a second CA nobody trusts
 #   untrusted      CN=mallory, OU=admin, signed by untrusted-ca -> TLS handshake refused
 #   expired        CN=dave, OU=admin, valid 2020-01-01..2021-01-01 only
@@ -137,6 +138,8 @@ leaf admin "/OU=admin/CN=alice" client ca
 say "admin.{crt,key}" "CN=alice OU=admin clientAuth"
 leaf viewer "/OU=viewer/CN=bob" client ca
 say "viewer.{crt,key}" "CN=bob OU=viewer clientAuth"
+leaf admin2 "/OU=admin/CN=oscar" client ca
+say "admin2.{crt,key}" "CN=oscar OU=admin clientAuth"
 
 mkca untrusted-ca "/CN=jobworker untrusted CA" v3_ca
 say "untrusted-ca.{crt,key}" "CA 'jobworker untrusted CA' (trusted by nobody)"

@@ -6,6 +6,7 @@
 #include "util/cleanup.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <string.h>
@@ -83,6 +84,12 @@ int cmd_run(jobctl_ctx *ctx, int argc, char **argv)
         jobctl_disconnect(c);
         return jobctl_report(r, &err);
     }
+
+    if (job->status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_QUEUED)
+        fprintf(stderr,
+                "jobctl: job %s is queued (position %" PRId64
+                "): waiting for the server to start it\n",
+                job->id, job->queue_position);
 
     jw_client_stream_req sreq = {
         .id = job->id,

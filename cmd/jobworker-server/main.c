@@ -44,6 +44,13 @@ static void usage(FILE *f)
         "  --retain-jobs N          keep at most N finished jobs (default %d; 0 = no limit)\n"
         "  --retain-interval DUR    how often retention runs "
         "(default " JW_DEFAULT_RETAIN_INTERVAL_TEXT ")\n"
+        "  --max-running N          jobs running at once; more wait in the queue (default:\n"
+        "                           CPUs x %d; 0 = no limit)\n"
+        "  --capacity-memory SIZE   sum of running jobs' memory.max (default: MemTotal - 10%%,\n"
+        "                           or the server cgroup's memory.max when lower; 0 = none)\n"
+        "  --capacity-cpu PCT       sum of running jobs' cpu_percent (default: CPUs x %d;\n"
+        "                           0 = none)\n"
+        "  --max-queued N           jobs waiting at most (default %d; 0 = no limit)\n"
         "  --no-cgroups             run jobs without resource limits on hosts without\n"
         "                           cgroup v2 controllers (limits_enforced=false)\n"
         "  --cgroup-root DIR        cgroup2 mount (default /sys/fs/cgroup)\n"
@@ -76,7 +83,8 @@ static void usage(FILE *f)
         "  --log-level LEVEL        error, warning, info or debug (default info)\n"
         "  --workers N              threads answering unary calls (default %d)\n"
         "  -h, --help               this text\n",
-        JW_DEFAULT_RETAIN_JOBS, JW_DEFAULT_CPU_PERCENT, JW_DEFAULT_STOP_GRACE_MS,
+        JW_DEFAULT_RETAIN_JOBS, JW_DEFAULT_RUNNING_PER_CPU, JW_DEFAULT_CPU_PCT_PER_CPU,
+        JW_DEFAULT_MAX_QUEUED, JW_DEFAULT_CPU_PERCENT, JW_DEFAULT_STOP_GRACE_MS,
         JW_DEFAULT_MAX_JOBS, JW_DEFAULT_MAX_STREAMS, JW_DEFAULT_MAX_STREAMS_PER_JOB,
         JW_DEFAULT_MAX_STREAMS_PER_CLIENT, JW_DEFAULT_WORKERS);
 }
@@ -137,6 +145,10 @@ static int parse_options(int argc, char **argv, options *o)
         OPT_RETAIN_OUTPUT,
         OPT_RETAIN_JOBS,
         OPT_RETAIN_INTERVAL,
+        OPT_MAX_RUNNING,
+        OPT_CAP_MEM,
+        OPT_CAP_CPU,
+        OPT_MAX_QUEUED,
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -151,6 +163,10 @@ static int parse_options(int argc, char **argv, options *o)
         {"retain-output", required_argument, NULL, OPT_RETAIN_OUTPUT},
         {"retain-jobs", required_argument, NULL, OPT_RETAIN_JOBS},
         {"retain-interval", required_argument, NULL, OPT_RETAIN_INTERVAL},
+        {"max-running", required_argument, NULL, OPT_MAX_RUNNING},
+        {"capacity-memory", required_argument, NULL, OPT_CAP_MEM},
+        {"capacity-cpu", required_argument, NULL, OPT_CAP_CPU},
+        {"max-queued", required_argument, NULL, OPT_MAX_QUEUED},
         {"no-cgroups", no_argument, NULL, OPT_NO_CGROUPS},
         {"cgroup-root", required_argument, NULL, OPT_CGROUP_ROOT},
         {"cgroup-parent", required_argument, NULL, OPT_CGROUP_PARENT},
@@ -253,6 +269,18 @@ static int parse_options(int argc, char **argv, options *o)
                         optarg);
                 r = -EINVAL;
             }
+            break;
+        case OPT_MAX_RUNNING:
+            r = parse_int_flag("--max-running", optarg, 0, 1000000, &o->max_running);
+            break;
+        case OPT_CAP_MEM:
+            r = parse_size_flag("--capacity-memory", optarg, &o->capacity_memory);
+            break;
+        case OPT_CAP_CPU:
+            r = parse_int_flag("--capacity-cpu", optarg, 0, 100000000, &o->capacity_cpu);
+            break;
+        case OPT_MAX_QUEUED:
+            r = parse_int_flag("--max-queued", optarg, 0, 10000000, &o->max_queued);
             break;
         case OPT_MAX_JOBS:
             r = parse_int_flag("--max-jobs", optarg, 1, INT32_MAX, &o->max_jobs);

@@ -163,9 +163,11 @@ int jw_fmt_job_json(FILE *out, const Jobworker__V1__Job *job)
     fprintf(out,
             ",\"start_time_unix_ns\":%" PRId64 ",\"end_time_unix_ns\":%" PRId64
             ",\"timeout_seconds\":%" PRId32 ",\"limits_enforced\":%s,\"output_bytes\":%" PRId64
-            ",\"output_dropped_bytes\":%" PRId64,
+            ",\"output_dropped_bytes\":%" PRId64 ",\"create_time_unix_ns\":%" PRId64
+            ",\"queue_position\":%" PRId64,
             job->start_time_unix_ns, job->end_time_unix_ns, job->timeout_seconds,
-            job->limits_enforced ? "true" : "false", job->output_bytes, job->output_dropped_bytes);
+            job->limits_enforced ? "true" : "false", job->output_bytes, job->output_dropped_bytes,
+            job->create_time_unix_ns, job->queue_position);
     putc(',', out);
     json_enum(out, "network", jw_fmt_network_name(job->network), job->network);
     putc(',', out);
@@ -408,6 +410,11 @@ int jw_fmt_job_human(FILE *out, const Jobworker__V1__Job *job, int64_t now_ns)
     put_enum(out, jw_fmt_status_name(job->status), job->status);
     putc('\n', out);
 
+    if (job->queue_position > 0) {
+        KEY(out, "queue position");
+        fprintf(out, "%" PRId64 " (1 = starts next)\n", job->queue_position);
+    }
+
     KEY(out, "reason");
     put_enum(out, jw_fmt_reason_name(job->reason), job->reason);
     putc('\n', out);
@@ -450,6 +457,22 @@ int jw_fmt_job_human(FILE *out, const Jobworker__V1__Job *job, int64_t now_ns)
     put_enum(out, jw_fmt_network_name(job->network), job->network);
     putc('\n', out);
 
+    if (job->create_time_unix_ns != 0) {
+        KEY(out, "created");
+        jw_fmt_time_iso(b, sizeof(b), job->create_time_unix_ns);
+        fprintf(out, "%s\n", b);
+        /* Time queued: until it started, or until now while it waits. */
+        int64_t q,
+            until =
+                job->start_time_unix_ns
+                    ? job->start_time_unix_ns
+                    : (job->status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_QUEUED ? now_ns : 0);
+        if (until && !__builtin_sub_overflow(until, job->create_time_unix_ns, &q) && q >= 0) {
+            KEY(out, "queued");
+            jw_fmt_duration_ns(b, sizeof(b), q);
+            fprintf(out, "%s%s\n", b, job->start_time_unix_ns ? "" : " (waiting)");
+        }
+    }
     KEY(out, "started");
     jw_fmt_time_iso(b, sizeof(b), job->start_time_unix_ns);
     fprintf(out, "%s\n", b);

@@ -10,6 +10,7 @@
 #include "store/store.h"
 #include "util/defaults.h"
 #include "util/log.h"
+#include "util/parse.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -48,6 +49,10 @@ void daemon_config_init(daemon_config *cfg)
         .retain_output = JW_DEFAULT_RETAIN_OUTPUT_BYTES,
         .retain_jobs = JW_DEFAULT_RETAIN_JOBS,
         .retain_interval_ms = JW_DEFAULT_RETAIN_INTERVAL_MS,
+        .max_running = -1,
+        .capacity_memory = -1,
+        .capacity_cpu = -1,
+        .max_queued = JW_DEFAULT_MAX_QUEUED,
     };
 }
 
@@ -78,12 +83,15 @@ static void teardown(server_state *d)
         rpc_server_begin_shutdown(d->srv);
         size_t n_active = d->sv ? supervisor_n_active(d->sv) : 0;
         log_debug("stopping %zu job(s)", n_active);
+        service_shutdown(d->svc);   /* no queued job starts from now on; they stay QUEUED */
         supervisor_shutdown(d->sv); /* stops every job: SERVER_SHUTDOWN */
         log_debug("jobs stopped; closing the gRPC server");
         rpc_server_free(d->srv); /* joins the workers: no handler uses the service after this */
         log_debug("gRPC server closed");
         log_info("stopped %zu running job(s); bye", n_active);
     }
+    service_shutdown(d->svc);
+    supervisor_shutdown(d->sv);
     service_free(d->svc);
     supervisor_free(d->sv);
     store_free(d->st);
@@ -284,6 +292,61 @@ static void log_tls_summary(const char *what, const auth_tls_paths *p, const aut
                  what, s->generation, p->cert, s->n_ca, p->ca);
 }
 
+/* The server cgroup's own memory.max (cgroup v2), 0 when none or unknown. */
+static int64_t own_memory_max(void)
+{
+    char line[PATH_MAX] = "", path[PATH_MAX + 64], buf[64] = "";
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f)
+        return 0;
+    bool found = false;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strncmp(line, "0::", 3) == 0;
+    fclose(f);
+    if (!found)
+        return 0;
+    line[strcspn(line, "\n")] = '\0';
+    snprintf(path, sizeof(path), "/sys/fs/cgroup%s/memory.max", line + 3);
+    f = fopen(path, "re");
+    if (!f)
+        return 0;
+    bool ok = fgets(buf, sizeof(buf), f) != NULL;
+    fclose(f);
+    buf[strcspn(buf, "\n")] = '\0';
+    int64_t v = 0; /* "max" is no number: no limit */
+    return ok && parse_int64(buf, 1, INT64_MAX, &v) == 0 ? v : 0;
+}
+
+/* The admission capacity: what the flags say, the host's defaults for what they leave. */
+static jobqueue_capacity admission_capacity(const daemon_config *o, bool enforced)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < 1)
+        cpus = 1;
+    jobqueue_capacity c = {.max_running = o->max_running,
+                           .memory_bytes = o->capacity_memory,
+                           .cpu_percent = o->capacity_cpu,
+                           .max_queued = o->max_queued};
+    if (c.max_running < 0)
+        c.max_running = cpus * JW_DEFAULT_RUNNING_PER_CPU;
+    if (c.cpu_percent < 0)
+        c.cpu_percent = cpus * JW_DEFAULT_CPU_PCT_PER_CPU;
+    if (c.memory_bytes < 0) {
+        long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+        int64_t total = pages > 0 && psize > 0 ? (int64_t)pages * psize : 0;
+        c.memory_bytes = total - total / 10;
+        int64_t own = own_memory_max();
+        if (own > 0 && own < c.memory_bytes)
+            c.memory_bytes = own;
+    }
+    log_info("admission: at most %lld job(s) running%s, %lld queued; capacity: memory %lld "
+             "bytes, cpu %lld %%%s",
+             (long long)c.max_running, c.max_running ? "" : " (no limit)", (long long)c.max_queued,
+             (long long)c.memory_bytes, (long long)c.cpu_percent,
+             enforced ? "" : " (limits are not enforced without cgroups: jobs count 0 of both)");
+    return c;
+}
+
 /* Store, supervisor, service, audit log and the gRPC server, in dependency order. */
 static int start_serving(server_state *d)
 {
@@ -328,6 +391,7 @@ static int start_serving(server_state *d)
             strcmp(o->default_network, "none") == 0 ? JOB_NETWORK_NONE : JOB_NETWORK_HOST,
         .job_user_display = d->job_user_display,
         .max_streams_per_job = (int)o->max_streams_per_job,
+        .capacity = admission_capacity(o, d->host.cgroups),
     };
     if (service_new(&sec, &d->svc, &err) < 0) {
         log_error("%s", err.msg);

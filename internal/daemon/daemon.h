@@ -32,6 +32,8 @@ typedef struct daemon_config {
     const char *db_path;         /* NULL = <data_dir>/jobs.db */
     const char *db_sync;         /* "normal" or "full" */
     int64_t retain_age_ms, retain_output, retain_jobs, retain_interval_ms; /* 0 = no limit */
+    /* Admission; -1 = the host's default (util/defaults.h), 0 = no limit. */
+    int64_t max_running, capacity_memory, capacity_cpu, max_queued;
 } daemon_config;
 
 /* Fills every field with its default (util/defaults.h). */

@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; older files are migrated forward at open, newer ones refused. */
-#define JOBDB_SCHEMA_VERSION 2
+#define JOBDB_SCHEMA_VERSION 3
 
 typedef struct jobdb jobdb;
 

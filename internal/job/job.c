@@ -231,7 +231,9 @@ bool job_status_is_final(job_status s)
 bool job_status_can_transition(job_status from, job_status to)
 {
     switch (from) {
-    case JOB_STATUS_UNSPECIFIED: return to == JOB_STATUS_INITIALIZING;
+    case JOB_STATUS_UNSPECIFIED: return to == JOB_STATUS_INITIALIZING || to == JOB_STATUS_QUEUED;
+    case JOB_STATUS_QUEUED:
+        return to == JOB_STATUS_INITIALIZING || to == JOB_STATUS_STOPPED || to == JOB_STATUS_FAILED;
     case JOB_STATUS_INITIALIZING:
         return to == JOB_STATUS_RUNNING || to == JOB_STATUS_FAILED || to == JOB_STATUS_STOPPED;
     case JOB_STATUS_RUNNING:
@@ -254,8 +256,8 @@ job_status job_status_for_reason(job_reason reason, int exit_code)
 
 const char *job_status_name(job_status s)
 {
-    static const char *const names[] = {"UNSPECIFIED", "INITIALIZING", "RUNNING",
-                                        "COMPLETED",   "FAILED",       "STOPPED"};
+    static const char *const names[] = {"UNSPECIFIED", "INITIALIZING", "RUNNING", "COMPLETED",
+                                        "FAILED",      "STOPPED",      "QUEUED"};
     return (unsigned)s < sizeof(names) / sizeof(names[0]) ? names[s] : "UNSPECIFIED";
 }
 

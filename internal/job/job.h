@@ -45,6 +45,7 @@ typedef enum {
     JOB_STATUS_COMPLETED = 3,
     JOB_STATUS_FAILED = 4,
     JOB_STATUS_STOPPED = 5,
+    JOB_STATUS_QUEUED = 6,
 } job_status;
 
 typedef enum {

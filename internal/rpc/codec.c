@@ -157,6 +157,7 @@ void codec_job_view(const store_job_info *info, bool show_host_pid, Jobworker__V
     job->user = (char *)info->user;
     job->limits_enforced = info->limits_enforced;
     job->timeout_seconds = info->timeout_seconds;
+    job->create_time_unix_ns = info->create_ns;
 }
 
 static size_t put_varint(uint8_t *buf, uint64_t v)

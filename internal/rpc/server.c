@@ -128,7 +128,7 @@ static bool shows_host_pid(const auth_identity *caller)
     return caller && caller->role == AUTH_ROLE_ADMIN;
 }
 
-static void reply_job(grpc_call *call, const ProtobufCMessageDescriptor *desc,
+static void reply_job(rpc_server *srv, grpc_call *call, const ProtobufCMessageDescriptor *desc,
                       const auth_identity *caller, store_job *job)
 {
     store_job_info info;
@@ -137,6 +137,8 @@ static void reply_job(grpc_call *call, const ProtobufCMessageDescriptor *desc,
     Jobworker__V1__ResourceUsage um;
     store_job_snapshot(job, &info);
     codec_job_view(&info, shows_host_pid(caller), &jm, &lm, &um);
+    if (info.status == JOB_STATUS_QUEUED)
+        jm.queue_position = service_queue_position(srv->cfg.svc, job);
     /* CreateJobRes, GetJobRes and StopJobRes share one shape: { Job job = 1; }. */
     Jobworker__V1__GetJobRes res;
     jobworker__v1__get_job_res__init(&res);
@@ -164,7 +166,7 @@ static int handle_create(rpc_server *srv, rpc_incoming *in, char *job_id, jw_err
     r = service_create_job(srv->cfg.svc, in->caller, &jr, &job, err);
     if (r == 0) {
         snprintf(job_id, UUID_STR_LEN, "%s", store_job_id(job));
-        reply_job(in->call, &jobworker__v1__create_job_res__descriptor, in->caller, job);
+        reply_job(srv, in->call, &jobworker__v1__create_job_res__descriptor, in->caller, job);
         store_job_unref(job);
     }
     protobuf_c_message_free_unpacked(m, NULL);
@@ -200,7 +202,7 @@ static int handle_get(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error 
     if (r < 0)
         return r;
     snprintf(job_id, UUID_STR_LEN, "%.36s", id);
-    reply_job(in->call, &jobworker__v1__get_job_res__descriptor, in->caller, job);
+    reply_job(srv, in->call, &jobworker__v1__get_job_res__descriptor, in->caller, job);
     store_job_unref(job);
     return 0;
 }
@@ -223,7 +225,7 @@ static void stop_answer(rpc_server *srv, grpc_call *call, const auth_identity *c
     if (r < 0)
         unary_finish(call, err.code, err.msg, NULL);
     else
-        reply_job(call, &jobworker__v1__stop_job_res__descriptor, caller, job);
+        reply_job(srv, call, &jobworker__v1__stop_job_res__descriptor, caller, job);
 }
 
 /* store_final_fn: runs once on the thread that completed the job. */
@@ -328,6 +330,8 @@ static int handle_list(rpc_server *srv, rpc_incoming *in, jw_error *err)
         list_entry *x = &e[kept];
         store_job_snapshot(jobs[k], &x->info);
         codec_job_view(&x->info, shows_host_pid(in->caller), &x->jm, &x->lm, &x->um);
+        if (x->info.status == JOB_STATUS_QUEUED)
+            x->jm.queue_position = service_queue_position(srv->cfg.svc, jobs[k]);
         codec_job_cut_args(&x->jm, LIST_ARGS_MAX);
         size_t sz = protobuf_c_message_get_packed_size(&x->jm.base) + 8; /* tag and length */
         if (bytes + sz > LIST_RESPONSE_MAX && kept > 0) {
@@ -367,7 +371,7 @@ static int handle_delete(rpc_server *srv, rpc_incoming *in, char *job_id, jw_err
     if (r < 0)
         return r;
     snprintf(job_id, UUID_STR_LEN, "%.36s", id);
-    reply_job(in->call, &jobworker__v1__delete_job_res__descriptor, in->caller, job);
+    reply_job(srv, in->call, &jobworker__v1__delete_job_res__descriptor, in->caller, job);
     store_job_unref(job);
     return 0;
 }

@@ -1,9 +1,13 @@
 #include "service/service.h"
 
+#include "spawn/jobinit-proto.h"
 #include "util/defaults.h"
+#include "util/log.h"
+#include "util/misc.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +17,12 @@
 
 struct service {
     service_config cfg;
+    jobqueue *queue;
+    pthread_t dispatcher;
+    bool dispatcher_started;
+    pthread_mutex_t lock; /* guards poked and stop */
+    pthread_cond_t cond;
+    bool poked, stop;
 };
 
 struct service_stream {
@@ -24,6 +34,134 @@ struct service_stream {
     char job_id[UUID_STR_LEN];
 };
 
+/* ---- admission: what a started job reserved is released at its end ---- */
+
+static void job_resources(store_job *job, int64_t *ret_memory, int64_t *ret_cpu)
+{
+    store_job_info info;
+    store_job_snapshot(job, &info);
+    *ret_memory = info.limits.memory_bytes;
+    *ret_cpu = info.limits.cpu_percent;
+}
+
+static void poke(service *svc)
+{
+    pthread_mutex_lock(&svc->lock);
+    svc->poked = true;
+    pthread_cond_signal(&svc->cond);
+    pthread_mutex_unlock(&svc->lock);
+}
+
+static void job_ended(store_job *job, void *userdata)
+{
+    service *svc = userdata;
+    int64_t memory, cpu;
+    job_resources(job, &memory, &cpu);
+    store_job_info info;
+    store_job_snapshot(job, &info);
+    jobqueue_release(svc->queue, info.owner, memory, cpu);
+    poke(svc);
+}
+
+/* Called once a job holding reserved resources is started (or failed to): they are released at
+ * its end. */
+static void release_at_end(service *svc, store_job *job)
+{
+    int r = store_job_on_final(job, job_ended, svc);
+    if (r == 1)
+        job_ended(job, svc);
+    else if (r < 0) {
+        /* Only with 1024 stop calls waiting on it, or out of memory: release now, which
+         * overcommits by this one job until it ends. */
+        log_error_errno(r,
+                        "job %s: cannot wait for its end to free its share of the capacity "
+                        "(%m): freed now",
+                        store_job_id(job));
+        job_ended(job, svc);
+    }
+}
+
+static void quota_of(service *svc, const char *owner, auth_role role, jobqueue_quota *ret)
+{
+    *ret = (jobqueue_quota){0};
+    if (svc->cfg.quota_for)
+        svc->cfg.quota_for(svc->cfg.quota_userdata, owner, role, ret);
+}
+
+/* Ends a queued job that will never run. */
+static void end_unstarted(store_job *job, job_reason reason, const char *why)
+{
+    store_job_finish(job, reason, 0, 0, why, NULL, now_realtime_ns());
+    store_job_close_output(job);
+}
+
+/* Starts a job the queue handed out (its resources reserved); takes the queue's reference. */
+static void start_queued(service *svc, store_job *job)
+{
+    jw_error err = JW_ERROR_INIT;
+    if (store_job_stop_reason(job) != JOB_REASON_UNSPECIFIED) {
+        /* Stopped while the dispatcher took it: it never runs. */
+        end_unstarted(job, JOB_REASON_STOPPED, "stopped while queued; it never ran");
+    } else if (store_job_dequeue(job, &err) < 0) {
+        if (store_job_status(job) == JOB_STATUS_QUEUED) {
+            log_error("%s: the job fails without running", err.msg);
+            end_unstarted(job, JOB_REASON_START_FAILED, err.msg);
+        }
+    } else if (supervisor_start_job(svc->cfg.sv, job, &err) < 0) {
+        /* Not the job's fault, but the client was told it is queued: it ends FAILED. */
+        log_error("job %s: start after the queue: %s", store_job_id(job), err.msg);
+        store_job_finish(job, JOB_REASON_START_FAILED, JOBINIT_EXIT_FAILED, 0, err.msg, NULL,
+                         now_realtime_ns());
+        store_job_close_output(job);
+    }
+    release_at_end(svc, job);
+    store_job_unref(job);
+}
+
+static void *dispatcher_main(void *arg)
+{
+    service *svc = arg;
+    pthread_mutex_lock(&svc->lock);
+    while (!svc->stop) {
+        while (!svc->poked && !svc->stop)
+            pthread_cond_wait(&svc->cond, &svc->lock);
+        svc->poked = false;
+        while (!svc->stop) {
+            pthread_mutex_unlock(&svc->lock);
+            store_job *job = jobqueue_next(svc->queue);
+            if (job)
+                start_queued(svc, job);
+            pthread_mutex_lock(&svc->lock);
+            if (!job)
+                break;
+        }
+    }
+    pthread_mutex_unlock(&svc->lock);
+    return NULL;
+}
+
+/* Queues again the jobs a previous server accepted and never started, oldest first. */
+static int restore_queue(service *svc, jw_error *err)
+{
+    store_job **v = NULL;
+    size_t n = store_queued_jobs(svc->cfg.st, &v);
+    int r = 0;
+    for (size_t i = 0; i < n; i++) {
+        store_job_info info;
+        store_job_snapshot(v[i], &info);
+        /* The role is not recorded: the owner's own and the default quotas apply. */
+        jobqueue_quota q;
+        quota_of(svc, info.owner, AUTH_ROLE_NONE, &q);
+        if (r == 0 && jobqueue_enqueue(svc->queue, v[i], info.owner, &q, info.limits.memory_bytes,
+                                       info.limits.cpu_percent) == 0)
+            continue; /* the queue holds this reference */
+        r = jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+        store_job_unref(v[i]);
+    }
+    free(v);
+    return r;
+}
+
 int service_new(const service_config *cfg, service **ret, jw_error *err)
 {
     service *svc = calloc(1, sizeof(*svc));
@@ -32,13 +170,83 @@ int service_new(const service_config *cfg, service **ret, jw_error *err)
     svc->cfg = *cfg;
     if (svc->cfg.max_streams_per_job <= 0)
         svc->cfg.max_streams_per_job = DEFAULT_MAX_STREAMS_PER_JOB;
+    pthread_mutex_init(&svc->lock, NULL);
+    pthread_cond_init(&svc->cond, NULL);
+    int r = jobqueue_new(&cfg->capacity, &svc->queue);
+    if (r < 0) {
+        service_free(svc);
+        return jw_error_errno(err, -r, "create the job queue");
+    }
+    r = restore_queue(svc, err);
+    if (r < 0) {
+        service_free(svc);
+        return r;
+    }
+    int e = pthread_create(&svc->dispatcher, NULL, dispatcher_main, svc);
+    if (e) {
+        service_free(svc);
+        return jw_error_errno(err, e, "start the dispatcher thread");
+    }
+    svc->dispatcher_started = true;
+    poke(svc);
     *ret = svc;
     return 0;
 }
 
+void service_shutdown(service *svc)
+{
+    if (!svc || !svc->dispatcher_started)
+        return;
+    pthread_mutex_lock(&svc->lock);
+    svc->stop = true;
+    pthread_cond_signal(&svc->cond);
+    pthread_mutex_unlock(&svc->lock);
+    pthread_join(svc->dispatcher, NULL);
+    svc->dispatcher_started = false;
+}
+
 void service_free(service *svc)
 {
+    if (!svc)
+        return;
+    service_shutdown(svc);
+    if (svc->queue) {
+        /* Jobs still waiting stay QUEUED in the history; the queue's references go. */
+        store_job **v = NULL;
+        size_t n = store_queued_jobs(svc->cfg.st, &v);
+        for (size_t i = 0; i < n; i++) {
+            store_job_info info;
+            store_job_snapshot(v[i], &info);
+            if (jobqueue_cancel(svc->queue, v[i], info.owner))
+                store_job_unref(v[i]);
+            store_job_unref(v[i]);
+        }
+        free(v);
+        jobqueue_free(svc->queue);
+    }
+    pthread_mutex_destroy(&svc->lock);
+    pthread_cond_destroy(&svc->cond);
     free(svc);
+}
+
+void service_set_capacity(service *svc, const jobqueue_capacity *cap)
+{
+    jobqueue_set_capacity(svc->queue, cap);
+    poke(svc);
+}
+
+int64_t service_queue_position(service *svc, store_job *job)
+{
+    store_job_info info;
+    store_job_snapshot(job, &info);
+    if (info.status != JOB_STATUS_QUEUED)
+        return 0;
+    return jobqueue_position(svc->queue, job, info.owner);
+}
+
+void service_queue_stats(service *svc, jobqueue_stats *ret)
+{
+    jobqueue_get_stats(svc->queue, ret);
 }
 
 int service_authorize(const auth_identity *caller, auth_method method, jw_error *err)
@@ -84,18 +292,44 @@ int service_create_job(service *svc, const auth_identity *caller, const job_requ
                                                        : svc->cfg.default_network,
         .user = svc->cfg.job_user_display,
     };
-    store_job *job = NULL;
-    r = store_job_new(svc->cfg.st, &spec, &job, err);
+    jobqueue_quota quota;
+    quota_of(svc, caller->cn, caller->role, &quota);
+    bool now = false;
+    r = jobqueue_admit(svc->queue, caller->cn, &quota, eff.memory_bytes, eff.cpu_percent, &now,
+                       err);
     if (r < 0)
         return r;
+    spec.queued = !now;
+    store_job *job = NULL;
+    r = store_job_new(svc->cfg.st, &spec, &job, err);
+    if (r < 0) {
+        if (now)
+            jobqueue_release(svc->queue, caller->cn, eff.memory_bytes, eff.cpu_percent);
+        return r;
+    }
+    if (!now) {
+        if (jobqueue_enqueue(svc->queue, store_job_ref(job), caller->cn, &quota, eff.memory_bytes,
+                             eff.cpu_percent) < 0) {
+            store_job_unref(job);
+            store_job_remove(svc->cfg.st, job);
+            store_job_unref(job);
+            return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+        }
+        poke(svc); /* capacity may have freed since the admission */
+        *ret = job;
+        return 0;
+    }
     r = supervisor_start_job(svc->cfg.sv, job, err);
     if (r < 0) {
         /* Not the job's fault (no cgroup, no fd...): the supervisor left nothing behind, and
          * the job goes too, so the failed call changed nothing. */
+        jobqueue_release(svc->queue, caller->cn, eff.memory_bytes, eff.cpu_percent);
+        poke(svc);
         store_job_remove(svc->cfg.st, job);
         store_job_unref(job);
         return r;
     }
+    release_at_end(svc, job);
     *ret = job;
     return 0;
 }
@@ -133,6 +367,14 @@ int service_stop_job(service *svc, const auth_identity *caller, const char *id, 
     r = find_job(svc, id, &job, err);
     if (r < 0)
         return r;
+    store_job_info info;
+    store_job_snapshot(job, &info);
+    if (info.status == JOB_STATUS_QUEUED && jobqueue_cancel(svc->queue, job, info.owner)) {
+        /* Off the queue before it started: it ends STOPPED without ever running. */
+        end_unstarted(job, JOB_REASON_STOPPED, "stopped while queued; it never ran");
+        store_job_unref(job); /* the queue's */
+        poke(svc);
+    }
     r = supervisor_stop_job(svc->cfg.sv, job, JOB_REASON_STOPPED, err);
     if (r == 0)
         r = store_job_on_final(job, done, userdata);
@@ -183,9 +425,9 @@ int service_list_jobs(service *svc, const auth_identity *caller, const service_l
                             SERVICE_LIST_STATUS_MAX);
     for (size_t i = 0; i < req->n_statuses; i++) {
         int st = req->statuses[i];
-        if (st < JOB_STATUS_INITIALIZING || st > JOB_STATUS_STOPPED)
+        if (st < JOB_STATUS_INITIALIZING || st > JOB_STATUS_QUEUED)
             return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
-                                "status %d is not a job status (1 INITIALIZING to 5 STOPPED)", st);
+                                "status %d is not a job status (1 INITIALIZING to 6 QUEUED)", st);
         q.status_mask |= 1u << st;
     }
     if (req->owner && strlen(req->owner) > SERVICE_OWNER_MAX)

@@ -13,6 +13,7 @@
 #define JW_SERVICE_SERVICE_H
 
 #include "auth/auth.h"
+#include "sched/queue.h"
 #include "job/job.h"
 #include "spawn/supervisor.h"
 #include "store/store.h"
@@ -37,17 +38,35 @@ typedef struct service_config {
     job_network default_network;  /* HOST or NONE, for requests that leave it unspecified */
     const char *job_user_display; /* "nobody (65534:65534)", reported in Job.user */
     int max_streams_per_job;      /* concurrent GetJobsStream calls on one job; 0 = default */
+    jobqueue_capacity capacity;   /* admission (sched/queue.h); zeros = start everything at once */
+    /* The quotas of an owner (the caller's CN and role); NULL = no quotas. */
+    void (*quota_for)(void *userdata, const char *owner, auth_role role, jobqueue_quota *ret);
+    void *quota_userdata;
 } service_config;
 
+/* Starts the dispatcher thread, which starts queued jobs as capacity frees, and queues again
+ * the jobs the store found QUEUED at start (a previous server accepted them), in their order. */
 int service_new(const service_config *cfg, service **ret, jw_error *err);
-void service_free(service *svc); /* NULL is a no-op; the store and supervisor are not freed */
+/* Stops the dispatcher: queued jobs stay QUEUED (in the history too) and none starts any more.
+ * Call it before supervisor_shutdown(), which must not race a start. Idempotent. */
+void service_shutdown(service *svc);
+/* service_shutdown(), then frees. Call it after supervisor_shutdown(): the end of every job that
+ * ran calls back into the service. NULL is a no-op; the store and supervisor are not freed. */
+void service_free(service *svc);
+/* New admission capacity (SIGHUP); applies to jobs started from now on. */
+void service_set_capacity(service *svc, const jobqueue_capacity *cap);
+/* A QUEUED job's place in the start order (1 = next); 0 when it does not wait. */
+int64_t service_queue_position(service *svc, store_job *job);
+void service_queue_stats(service *svc, jobqueue_stats *ret);
 
 /* PERMISSION_DENIED or UNAUTHENTICATED when the caller may not call `method`. */
 int service_authorize(const auth_identity *caller, auth_method method, jw_error *err);
 
 /* Validates (every rule names the field and value), resolves the limits against the defaults,
- * records the job and starts it. On success *ret is a new reference to a job that is RUNNING
- * or already FAILED/START_FAILED; on failure nothing of the job remains. */
+ * admits it (sched/queue.h), records the job and starts it or queues it. On success *ret is a
+ * new reference to a job that is RUNNING, QUEUED or already FAILED/START_FAILED; on failure
+ * nothing of the job remains. RESOURCE_EXHAUSTED, naming the limit, for a job that could never
+ * run or a full queue. */
 int service_create_job(service *svc, const auth_identity *caller, const job_request *req,
                        store_job **ret, jw_error *err);
 

@@ -115,6 +115,8 @@ struct store {
 static void table_remove(store *s, store_job *job, bool share);
 static store_job **readers_slot(store *s, const char *id);
 static int persist_final(store_job *job);
+static int table_insert(store *s, store_job *job);
+static int load_queued(store *s, jw_error *err);
 static bool sweep_stopping(store *s);
 
 static uint64_t hash_id(const char *s)
@@ -193,6 +195,8 @@ int store_new(const store_config *cfg, store **ret, jw_error *err)
         remove_stale_output(s);
     if (r == 0)
         r = mark_lost(s, err);
+    if (r == 0)
+        r = load_queued(s, err);
     if (r < 0) {
         store_free(s);
         return r;
@@ -460,7 +464,7 @@ int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_erro
     store_job *job = job_alloc(s);
     if (!job)
         return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
-    job->status = JOB_STATUS_INITIALIZING;
+    job->status = spec->queued ? JOB_STATUS_QUEUED : JOB_STATUS_INITIALIZING;
     job->limits = spec->limits;
     job->limits_enforced = spec->limits_enforced;
     job->timeout_seconds = spec->timeout_seconds;
@@ -518,24 +522,132 @@ int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_erro
         return r;
     }
 
-    pthread_mutex_lock(&s->lock);
-    r = table_grow(s);
+    r = table_insert(s, job);
     if (r < 0) {
-        pthread_mutex_unlock(&s->lock);
         unlink(path);
         (void)jobdb_delete(s->db, &id, 1, NULL);
         job_free(job);
         return jw_error_set(err, JW_INTERNAL, r, "out of memory");
     }
-    size_t b = hash_id(job->id) % s->n_buckets;
-    job->hash_next = s->buckets[b];
-    s->buckets[b] = job;
-    s->order[s->n++] = store_job_ref(job);
-    job->in_table = true;
-    pthread_mutex_unlock(&s->lock);
-
     *ret = job;
     return 0;
+}
+
+static int table_insert(store *s, store_job *job)
+{
+    pthread_mutex_lock(&s->lock);
+    int r = table_grow(s);
+    if (r == 0) {
+        size_t b = hash_id(job->id) % s->n_buckets;
+        job->hash_next = s->buckets[b];
+        s->buckets[b] = job;
+        s->order[s->n++] = store_job_ref(job);
+        job->in_table = true;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return r;
+}
+
+int store_job_dequeue(store_job *job, jw_error *err)
+{
+    pthread_mutex_lock(&job->lock);
+    if (job->status != JOB_STATUS_QUEUED) {
+        pthread_mutex_unlock(&job->lock);
+        return jw_error_set(err, JW_FAILED_PRECONDITION, -EINVAL, "job %s is %s, not QUEUED",
+                            job->id, job_status_name(job->status));
+    }
+    job->status = JOB_STATUS_INITIALIZING;
+    pthread_mutex_unlock(&job->lock);
+    /* Durable before anything starts: a job the history shows QUEUED after a crash never ran,
+     * so running it after the restart never runs it twice. */
+    int r = save_state(job);
+    if (r < 0) {
+        pthread_mutex_lock(&job->lock);
+        job->status = JOB_STATUS_QUEUED;
+        pthread_mutex_unlock(&job->lock);
+        jw_error_set(err, JW_UNAVAILABLE, r, "cannot record that job %s starts", job->id);
+    }
+    return r;
+}
+
+/* Jobs the history shows QUEUED were accepted and never started: they wait again, in the table
+ * in the order they were accepted (store_queued_jobs hands them to the caller). */
+static int load_queued(store *s, jw_error *err)
+{
+    jobdb_query q = {.limit = 256, .status_mask = 1u << JOB_STATUS_QUEUED};
+    store_job **all = NULL; /* newest first */
+    size_t n_all = 0;
+    int r = 0;
+    for (;;) {
+        jobdb_record *v = NULL;
+        size_t n = 0;
+        r = jobdb_list(s->db, &q, &v, &n, err);
+        if (r < 0) {
+            r = jw_error_wrap(err, r, "find queued jobs");
+            break;
+        }
+        if (n) {
+            store_job **grown = realloc(all, (n_all + n) * sizeof(*all));
+            if (!grown)
+                r = jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+            else
+                all = grown;
+        }
+        for (size_t i = 0; r == 0 && all && i < n; i++) {
+            q.before_seq = v[i].seq;
+            store_job *job = job_from_record(s, &v[i]);
+            if (!job) {
+                r = jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+                break;
+            }
+            all[n_all++] = job;
+            job->detached = false;
+            job->output_closed = false;
+            job->saved_final = false;
+            char path[PATH_MAX];
+            output_path(s, job->id, path, sizeof(path));
+            job->out_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+            if (job->out_fd < 0)
+                r = jw_error_errno(err, errno, "open output file '%s'", path);
+            else
+                job->output_size = lseek(job->out_fd, 0, SEEK_END);
+        }
+        for (size_t i = 0; i < n; i++)
+            jobdb_record_clear(&v[i]);
+        free(v);
+        if (r < 0 || n < q.limit)
+            break;
+    }
+    for (size_t i = n_all; r == 0 && i > 0; i--) {
+        r = table_insert(s, all[i - 1]);
+        if (r < 0)
+            r = jw_error_set(err, JW_INTERNAL, r, "out of memory");
+    }
+    for (size_t i = 0; i < n_all; i++)
+        store_job_unref(all[i]); /* the table holds the ones it took */
+    free(all);
+    if (r == 0 && n_all)
+        log_info("%zu queued job(s) from before the restart wait again, in their order", n_all);
+    return r;
+}
+
+size_t store_queued_jobs(store *s, store_job ***ret)
+{
+    *ret = NULL;
+    pthread_mutex_lock(&s->lock);
+    size_t n = 0;
+    store_job **v = s->n ? calloc(s->n, sizeof(*v)) : NULL;
+    for (size_t i = 0; v && i < s->n; i++) {
+        store_job *j = s->order[i];
+        pthread_mutex_lock(&j->lock);
+        if (j->status == JOB_STATUS_QUEUED)
+            v[n++] = store_job_ref(j);
+        pthread_mutex_unlock(&j->lock);
+    }
+    pthread_mutex_unlock(&s->lock);
+    /* The table keeps the order jobs were accepted in. */
+    *ret = v;
+    return n;
 }
 
 /* Takes the job out of the table (if it is there) and drops the table's reference. With `share`,
@@ -907,6 +1019,7 @@ int store_job_finish(store_job *job, job_reason reason, int exit_code, int sig, 
         free(e);
         return -EINVAL;
     }
+    bool never_started = job->status == JOB_STATUS_QUEUED; /* its start time stays 0 */
     job->status = to;
     job->reason = reason;
     job->exit_code = exit_code;
@@ -916,7 +1029,7 @@ int store_job_finish(store_job *job, job_reason reason, int exit_code, int sig, 
     if (usage)
         job->usage = *usage;
     job->end_time_ns = end_time_ns;
-    if (!job->start_time_ns)
+    if (!job->start_time_ns && !never_started)
         job->start_time_ns = end_time_ns;
     pthread_cond_broadcast(&job->cond);
     bool done = became_done(job);

@@ -61,6 +61,7 @@ typedef struct store_job_spec {
     const char *owner;   /* CN of the creator */
     job_network network; /* effective: HOST or NONE */
     const char *user;    /* who the job runs as, for display */
+    bool queued;         /* recorded QUEUED (waits for admission), else INITIALIZING */
 } store_job_spec;
 
 /* A consistent copy of a job for reporting. Strings point into the job (immutable fields) or
@@ -106,11 +107,21 @@ const char *store_output_dir(const store *s);
  * are refused while the disk is full instead of running with their output thrown away. */
 int store_check_space(store *s, int64_t min_free, jw_error *err);
 
-/* Creates a job in INITIALIZING with a fresh UUIDv4 id and an empty output file, records it in
- * the history and inserts it. Copies command, args and owner. Returns a new reference. When the
- * history cannot be written (RESOURCE_EXHAUSTED for a full disk, UNAVAILABLE otherwise) nothing
- * is created. */
+/* Creates a job in INITIALIZING (or QUEUED, spec->queued) with a fresh UUIDv4 id and an empty
+ * output file, records it in the history and inserts it. Copies command, args and owner. Returns a
+ * new reference. When the history cannot be written (RESOURCE_EXHAUSTED for a full disk,
+ * UNAVAILABLE otherwise) nothing is created. */
 int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_error *err);
+
+/* A QUEUED job was admitted: it becomes INITIALIZING, recorded before anything of it starts (a
+ * job the history shows QUEUED never ran). FAILED_PRECONDITION when it is not QUEUED (a stop
+ * ended it), UNAVAILABLE when the record cannot be written (then it is still QUEUED). */
+int store_job_dequeue(store_job *job, jw_error *err);
+
+/* The QUEUED jobs, oldest first, as new references in a malloc'ed array (free each with
+ * store_job_unref, then the array). At start these are the jobs a previous server accepted and
+ * never started. */
+size_t store_queued_jobs(store *s, store_job ***ret);
 /* Removes a job that never started (internal failure during start), its record and output. */
 void store_job_remove(store *s, store_job *job);
 /* A new reference to the job with this id (live, or read from the history), or NULL. */

@@ -27,11 +27,16 @@
 #define JW_DEFAULT_NETWORK       "host"
 
 /* History (store/store.h): finished jobs are kept until one of these is exceeded. */
-#define JW_DEFAULT_RETAIN_AGE_MS        (7LL * 24 * 3600 * 1000)
-#define JW_DEFAULT_RETAIN_AGE_TEXT      "7d"
-#define JW_DEFAULT_RETAIN_OUTPUT_BYTES  (10LL << 30)
-#define JW_DEFAULT_RETAIN_OUTPUT_TEXT   "10G"
-#define JW_DEFAULT_RETAIN_JOBS          1000000
+#define JW_DEFAULT_RETAIN_AGE_MS       (7LL * 24 * 3600 * 1000)
+#define JW_DEFAULT_RETAIN_AGE_TEXT     "7d"
+#define JW_DEFAULT_RETAIN_OUTPUT_BYTES (10LL << 30)
+#define JW_DEFAULT_RETAIN_OUTPUT_TEXT  "10G"
+#define JW_DEFAULT_RETAIN_JOBS         1000000
+/* Admission (sched/queue.h): max running = CPUs x 4, cpu capacity = CPUs x 200 %, memory
+ * capacity = MemTotal - 10 % (or the server cgroup's memory.max when lower). */
+#define JW_DEFAULT_RUNNING_PER_CPU      4
+#define JW_DEFAULT_CPU_PCT_PER_CPU      200
+#define JW_DEFAULT_MAX_QUEUED           10000
 #define JW_DEFAULT_RETAIN_INTERVAL_MS   60000
 #define JW_DEFAULT_RETAIN_INTERVAL_TEXT "1m"
 #define JW_DEFAULT_DB_SYNC              "normal"

@@ -38,7 +38,7 @@ t_lz_usage() {
         expect_contains "$out" "$want" || return 1
         expect_contains "$out" "(see 'jobctl list --help')" || return 1
     done <<'EOF'
---status bogus|invalid status 'bogus' for --status (expected initializing, running, completed, failed or stopped)
+--status bogus|invalid status 'bogus' for --status (expected initializing, running, completed, failed, stopped or queued)
 --status running,,failed|invalid status '' for --status
 --status unspecified|invalid status 'unspecified'
 --limit 0|invalid value '0' for --limit

@@ -294,5 +294,6 @@ source "$REPO/tests/integration/fdlimit.sh"
 source "$REPO/tests/integration/isolation.sh"
 source "$REPO/tests/integration/history.sh"
 source "$REPO/tests/integration/listing.sh"
+source "$REPO/tests/integration/queue.sh"
 
 finish

@@ -116,7 +116,8 @@ static void test_job_json(void **state)
              "\"owner\":\"alice\",\"error\":\"memory.max reached\","
              "\"start_time_unix_ns\":1714564800123456789,\"end_time_unix_ns\":1714564890623456789,"
              "\"timeout_seconds\":90,\"limits_enforced\":true,\"output_bytes\":12,"
-             "\"output_dropped_bytes\":7,\"network\":\"NONE\",\"user\":\"nobody (65534:65534)\","
+             "\"output_dropped_bytes\":7,\"create_time_unix_ns\":0,\"queue_position\":0,"
+             "\"network\":\"NONE\",\"user\":\"nobody (65534:65534)\","
              "\"limits\":{\"cpu_percent\":150,\"memory_bytes\":67108864,\"io_bps\":0,"
              "\"memory_high_bytes\":50331648,\"pids_max\":100},"
              "\"usage\":{\"cpu_usec\":1234567,\"memory_peak_bytes\":67108864,"
@@ -136,7 +137,8 @@ static void test_job_json_defaults(void **state)
              "\"reason\":\"UNSPECIFIED\",\"exit_code\":0,\"signal\":0,\"pid\":0,\"owner\":\"\","
              "\"error\":\"\",\"start_time_unix_ns\":0,\"end_time_unix_ns\":0,"
              "\"timeout_seconds\":0,\"limits_enforced\":false,\"output_bytes\":0,"
-             "\"output_dropped_bytes\":0,\"network\":\"UNSPECIFIED\",\"user\":\"\","
+             "\"output_dropped_bytes\":0,\"create_time_unix_ns\":0,\"queue_position\":0,"
+             "\"network\":\"UNSPECIFIED\",\"user\":\"\","
              "\"limits\":{\"cpu_percent\":0,\"memory_bytes\":0,\"io_bps\":0,"
              "\"memory_high_bytes\":0,\"pids_max\":0},"
              "\"usage\":{\"cpu_usec\":0,\"memory_peak_bytes\":0,\"io_read_bytes\":0,"
@@ -412,7 +414,7 @@ static void test_list_options(void **state)
         char want[128];
         snprintf(want, sizeof(want),
                  "invalid status %s for --status (expected initializing, "
-                 "running, completed, failed or stopped)",
+                 "running, completed, failed, stopped or queued)",
                  bad[k].named);
         assert_string_equal(err.msg, want);
     }

@@ -213,7 +213,7 @@ static void test_migration_from_v1(void **state)
     assert_string_equal(got.args[0], "from v1");
     jobdb_record_clear(&got);
     jobdb_close(db);
-    assert_string_equal(sqlite_tool(f->path, "PRAGMA user_version"), "2");
+    assert_string_equal(sqlite_tool(f->path, "PRAGMA user_version"), "3");
     assert_string_equal(
         sqlite_tool(f->path, "SELECT count(*) FROM sqlite_master WHERE name = \"jobs_owner\""),
         "1");
@@ -229,7 +229,7 @@ static void test_newer_schema_refused(void **state)
     jobdb_config cfg = {.path = f->path};
     assert_true(jobdb_open(&cfg, &db, NULL, &err) < 0);
     assert_int_equal(err.code, JW_FAILED_PRECONDITION);
-    assert_non_null(strstr(err.msg, "schema version 7, newer than this server's 2"));
+    assert_non_null(strstr(err.msg, "schema version 7, newer than this server's 3"));
     assert_string_equal(sqlite_tool(f->path, "PRAGMA user_version"), "7"); /* untouched */
 }
 

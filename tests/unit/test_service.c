@@ -28,6 +28,18 @@ static const auth_identity admin = {.cn = "alice", .role = AUTH_ROLE_ADMIN};
 static const auth_identity viewer = {.cn = "victor", .role = AUTH_ROLE_VIEWER};
 static const auth_identity nobody = {.cn = "mallory", .role = AUTH_ROLE_NONE, .why = "no OU"};
 
+/* Admission settings of the next fixture (the capacity test sets them). */
+static jobqueue_capacity next_capacity;
+static jobqueue_quota next_quota;
+
+static void quota_for(void *userdata, const char *owner, auth_role role, jobqueue_quota *ret)
+{
+    (void)userdata;
+    (void)role;
+    if (strcmp(owner, "alice") == 0)
+        *ret = next_quota;
+}
+
 static int setup_with(void **state, bool cgroups, int64_t grace_ms, int streams_per_job)
 {
     fixture *f = calloc(1, sizeof(*f));
@@ -47,7 +59,9 @@ static int setup_with(void **state, bool cgroups, int64_t grace_ms, int streams_
                           .defaults = {.cpu_percent = 100, .memory_bytes = 512LL << 20},
                           .default_network = JOB_NETWORK_NONE,
                           .job_user_display = "nobody (65534:65534)",
-                          .max_streams_per_job = streams_per_job};
+                          .max_streams_per_job = streams_per_job,
+                          .capacity = next_capacity,
+                          .quota_for = quota_for};
     assert_int_equal(job_host_probe(&cfg.host), 0);
     cfg.host.cgroups = cgroups;
     assert_int_equal(service_new(&cfg, &f->svc, &err), 0);
@@ -71,9 +85,22 @@ static int setup_long_grace(void **state)
     return setup_with(state, false, 2000, 2);
 }
 
+/* Limits resolved as with cgroups; memory capacity 100 MiB; alice may queue 2 jobs. */
+static int setup_capacity(void **state)
+{
+    next_capacity = (jobqueue_capacity){.memory_bytes = 100 << 20};
+    next_quota = (jobqueue_quota){.max_queued = 2};
+    int r = setup_with(state, true, 100, 2);
+    next_capacity = (jobqueue_capacity){0}; /* next_quota is read at every create: teardown */
+    return r;
+}
+
 static int teardown(void **state)
 {
     fixture *f = *state;
+    next_quota = (jobqueue_quota){0};
+    service_shutdown(f->svc);
+    supervisor_shutdown(f->sv);
     service_free(f->svc);
     supervisor_free(f->sv);
     store_free(f->st);
@@ -259,6 +286,94 @@ static void test_create_resolves_defaults(void **state)
     assert_int_equal(info.limits.cpu_percent, 100); /* the default fills what was left out */
     assert_int_equal(info.network, JOB_NETWORK_HOST);
     store_job_unref(job);
+}
+
+static store_job *create_mem(fixture *f, const char *script, int64_t memory, jw_error *err)
+{
+    const char *args[] = {"-c", script};
+    job_request req = {.command = "sh",
+                       .command_len = 2,
+                       .args = args,
+                       .nargs = 2,
+                       .limits = {.memory_bytes = memory}};
+    store_job *job = NULL;
+    return service_create_job(f->svc, &admin, &req, &job, err) < 0 ? NULL : job;
+}
+
+static jobqueue_stats wait_running(fixture *f, int64_t n)
+{
+    jobqueue_stats qs;
+    for (int i = 0; i < 500; i++) {
+        service_queue_stats(f->svc, &qs);
+        if (qs.running == n)
+            break;
+        usleep(10 * 1000);
+    }
+    assert_int_equal(qs.running, n);
+    return qs;
+}
+
+/* Jobs whose memory.max sum passes the capacity wait; one above it is refused at once and
+ * leaves nothing; a queued job stops without running; the owner's max-queued quota refuses. */
+static void test_capacity_and_queue(void **state)
+{
+    fixture *f = *state;
+    jw_error err = JW_ERROR_INIT;
+    store_job *a = create_mem(f, "sleep 30", 60 << 20, &err);
+    assert_non_null(a);
+    assert_int_equal(store_job_status(a), JOB_STATUS_RUNNING);
+    store_job *b = create_mem(f, "echo b", 60 << 20, &err);
+    assert_non_null(b);
+    assert_int_equal(store_job_status(b), JOB_STATUS_QUEUED); /* 120 MiB > 100 MiB */
+    assert_int_equal(service_queue_position(f->svc, b), 1);
+    size_t before = store_count(f->st);
+    assert_null(create_mem(f, "true", 200 << 20, &err));
+    assert_int_equal(err.code, JW_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(err.msg, "209715200"));
+    assert_non_null(strstr(err.msg, "--capacity-memory"));
+    assert_int_equal(store_count(f->st), before); /* nothing of it exists */
+
+    store_job *c = create_mem(f, "echo c", 10 << 20, &err); /* fits, but b waits: FIFO */
+    assert_non_null(c);
+    assert_int_equal(store_job_status(c), JOB_STATUS_QUEUED);
+    assert_null(create_mem(f, "true", 10 << 20, &err)); /* alice's third queued job */
+    assert_non_null(strstr(err.msg, "max-queued quota"));
+
+    /* Stopping the queued b ends it STOPPED, never started; c stays queued behind a. */
+    store_job *got = NULL;
+    assert_int_equal(service_stop_job(f->svc, &admin, store_job_id(b), NULL, NULL, &got, &err), 0);
+    store_job_info info;
+    store_job_snapshot(got, &info);
+    assert_int_equal(info.status, JOB_STATUS_STOPPED);
+    assert_int_equal(info.start_time_ns, 0);
+    store_job_unref(got);
+    /* c fits beside a (70 MiB): it starts once the dispatcher runs. */
+    wait_final(c);
+    assert_int_equal(store_job_status(c), JOB_STATUS_COMPLETED);
+    jobqueue_stats qs = wait_running(f, 1); /* released by the end callback, just after */
+    assert_int_equal(qs.memory_bytes, 60 << 20);
+
+    /* A waits-for-memory job starts when a ends. */
+    store_job *d = create_mem(f, "echo d", 50 << 20, &err);
+    assert_non_null(d);
+    assert_int_equal(store_job_status(d), JOB_STATUS_QUEUED);
+    got = NULL;
+    stop_seen seen = {0};
+    int r = service_stop_job(f->svc, &admin, store_job_id(a), on_stopped, &seen, &got, &err);
+    assert_int_equal(r, 1); /* answered at a's end */
+    wait_final(d);
+    assert_int_equal(store_job_status(d), JOB_STATUS_COMPLETED);
+    wait_final(a);
+    for (int i = 0; i < 500 && atomic_load(&seen.calls) == 0; i++)
+        usleep(10 * 1000);
+    assert_int_equal(atomic_load(&seen.calls), 1);
+    store_job_unref(got);
+    qs = wait_running(f, 0); /* every reservation was released */
+    assert_int_equal(qs.memory_bytes, 0);
+    store_job_unref(a);
+    store_job_unref(b);
+    store_job_unref(c);
+    store_job_unref(d);
 }
 
 static void test_get_ids(void **state)
@@ -546,6 +661,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_roles_by_method, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_resolves_defaults, setup_cgroups, teardown),
+        cmocka_unit_test_setup_teardown(test_capacity_and_queue, setup_capacity, teardown),
         cmocka_unit_test_setup_teardown(test_get_ids, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_by_state, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_storm_does_not_block, setup_long_grace, teardown),
