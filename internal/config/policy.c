@@ -234,7 +234,7 @@ static int ceiling_key(parse_ctx *c, const char *key, const char *value)
         return unknown_key(c, key);
     if (c->ceiling_line[i])
         return duplicate_key(c, key, c->ceiling_line[i]);
-    int64_t v;
+    int64_t v = 0; /* parse_value() writes it on success only */
     int r = parse_value(c, key, ceiling_keys[i].kind, value, &v);
     if (r < 0)
         return r;

@@ -330,6 +330,8 @@ static void test_errors(void **state)
     expect_error("[owner ]\n", -EINVAL, "t.conf:1:", "owner name '' is empty", NULL);
     expect_error("[owner]\n", -EINVAL, "t.conf:1:", "owner name '' is empty", NULL);
     expect_error("[owner a\tb]\n", -EINVAL, "t.conf:1:", "'a\\x09b'", "printable", NULL);
+    expect_error("[owner j\xc3\xb6rg]\n", -EINVAL, "t.conf:1:", "'j\\xc3\\xb6rg'", "printable",
+                 NULL);
     expect_error("[quota]\n[quota]\n", -EINVAL, "t.conf:2:", "'[quota]' repeated",
                  "first at line 1", NULL);
     expect_error("[role admin]\n[role viewer]\n[role admin]\n", -EINVAL,
