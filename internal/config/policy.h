@@ -5,13 +5,15 @@
  * Format: INI, parsed with Debian's inih (libinih 55) through a line reader of our own, which
  * makes the rules below hold whatever inih's build options are:
  *
- *   [server]               key = value lines, any key of [a-z0-9-]; collected in order, not
- *                          interpreted here (they are jobworker-server's long flags without --)
+ *   [server]               key = value lines, a key being a lower-case letter then [a-z0-9-];
+ *                          collected in order, not interpreted here (they are
+ *                          jobworker-server's long flags without --)
  *   [quota]                max-running, max-queued (counts), max-memory (size), max-cpu (sum
  *                          of cpu_percent): the defaults for every owner; 0 = no limit
  *   [role admin|viewer]    the same keys, for owners whose certificate has that role
  *   [owner NAME]           the same keys, for one owner (certificate CN, 1 to 1024 bytes of
- *                          printable ASCII: auth never reports any other CN)
+ *                          printable ASCII: auth never reports any other CN; whitespace around
+ *                          it is dropped; the header ends at the line's last ']')
  *   [ceiling]              memory, memory-high, io (sizes), cpu, pids (counts), timeout (a
  *                          duration of whole seconds); a CreateJob asking more is refused
  *   [allow]                path = /dir/ (anything under it) or path = /file, repeatable;
@@ -23,13 +25,15 @@
  *   strips both before inih sees the line.)
  * - Leading whitespace is ignored and a line is never a continuation of the previous value
  *   (inih's multi-line values are switched off by that).
- * - A key is separated from its value by the first '=' (inih also accepts ':').
+ * - A key ends at the line's first '=' or ':' (inih accepts both), so a key has neither.
  * - Errors: an unknown section or key, a bad value, a repeated key in one section (except
  *   `path` in [allow]), a repeated section, a key before any section, a line that is neither a
  *   section, a key = value nor a comment, a NUL byte, a line longer than POLICY_LINE_MAX bytes,
  *   a file larger than POLICY_FILE_MAX bytes, more than POLICY_OWNERS_MAX owner sections,
  *   POLICY_ALLOW_MAX allow paths or POLICY_SETTINGS_MAX [server] keys. Every message starts
  *   with "<name>:<line>: " and quotes the bad value (escaped, cut to 64 bytes).
+ * - Debian's libinih keeps its line length in a global, ini_max_line (200 by default): the
+ *   first parse raises it, once, to fit POLICY_LINE_MAX, for every inih user of the process.
  */
 #ifndef JW_CONFIG_POLICY_H
 #define JW_CONFIG_POLICY_H
@@ -91,7 +95,7 @@ void policy_free(policy *p);
 
 /* The [server] settings in file order. */
 size_t policy_n_settings(const policy *p);
-const policy_setting *policy_setting_at(const policy *p, size_t i); /* i < policy_n_settings */
+const policy_setting *policy_setting_at(const policy *p, size_t i); /* NULL past the end */
 
 /* The quota of owner (may be NULL) with role (the auth role name "admin" or "viewer"; any other
  * value or NULL has no role quota). Per field: [owner X] if it sets it, else [role R], else
