@@ -8,7 +8,7 @@ comma := ,
 VARIANT := $(if $(SANITIZE),san-$(subst $(comma),-,$(SANITIZE)),release)
 BUILD ?= build/$(VARIANT)
 GEN := $(BUILD)/gen
-PKGS := grpc libprotobuf-c openssl libcap sqlite3
+PKGS := grpc libprotobuf-c openssl libcap sqlite3 inih
 
 CFLAGS_BASE := -std=gnu17 -O2 -g -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
 	-Wmissing-prototypes -Wstrict-prototypes -D_GNU_SOURCE -fno-strict-aliasing \
