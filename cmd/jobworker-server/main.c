@@ -1,6 +1,7 @@
 /* jobworker-server: parses flags into a daemon_config and runs the daemon (internal/daemon), which
  * owns start-up, serving and the ordered teardown. Every default comes from util/defaults.h.
  */
+#include "config/policy.h"
 #include "daemon/daemon.h"
 #include "util/defaults.h"
 #include "util/log.h"
@@ -12,8 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef daemon_config options;
+
+static bool parsing_file; /* [server] settings: an error names the line, not the usage */
 
 static void usage(FILE *f)
 {
@@ -82,6 +86,10 @@ static void usage(FILE *f)
         "                           requests that do not choose (default " JW_DEFAULT_NETWORK ")\n"
         "  --log-level LEVEL        error, warning, info or debug (default info)\n"
         "  --workers N              threads answering unary calls (default %d)\n"
+        "  --config FILE            policy file: [server] settings (any of these flags without\n"
+        "                           --; a flag given here wins), quotas, ceilings, allow-list\n"
+        "                           (default " JW_DEFAULT_CONFIG ", if it exists)\n"
+        "  --check-config           check the policy file and the flags, then exit (0 = good)\n"
         "  -h, --help               this text\n",
         JW_DEFAULT_RETAIN_JOBS, JW_DEFAULT_RUNNING_PER_CPU, JW_DEFAULT_CPU_PCT_PER_CPU,
         JW_DEFAULT_MAX_QUEUED, JW_DEFAULT_CPU_PERCENT, JW_DEFAULT_STOP_GRACE_MS,
@@ -149,6 +157,8 @@ static int parse_options(int argc, char **argv, options *o)
         OPT_CAP_MEM,
         OPT_CAP_CPU,
         OPT_MAX_QUEUED,
+        OPT_CONFIG,
+        OPT_CHECK_CONFIG,
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -167,6 +177,8 @@ static int parse_options(int argc, char **argv, options *o)
         {"capacity-memory", required_argument, NULL, OPT_CAP_MEM},
         {"capacity-cpu", required_argument, NULL, OPT_CAP_CPU},
         {"max-queued", required_argument, NULL, OPT_MAX_QUEUED},
+        {"config", required_argument, NULL, OPT_CONFIG},
+        {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
         {"no-cgroups", no_argument, NULL, OPT_NO_CGROUPS},
         {"cgroup-root", required_argument, NULL, OPT_CGROUP_ROOT},
         {"cgroup-parent", required_argument, NULL, OPT_CGROUP_PARENT},
@@ -272,16 +284,22 @@ static int parse_options(int argc, char **argv, options *o)
             break;
         case OPT_MAX_RUNNING:
             r = parse_int_flag("--max-running", optarg, 0, 1000000, &o->max_running);
+            o->admission_from_flags |= DAEMON_FLAG_MAX_RUNNING;
             break;
         case OPT_CAP_MEM:
             r = parse_size_flag("--capacity-memory", optarg, &o->capacity_memory);
+            o->admission_from_flags |= DAEMON_FLAG_CAPACITY_MEMORY;
             break;
         case OPT_CAP_CPU:
             r = parse_int_flag("--capacity-cpu", optarg, 0, 100000000, &o->capacity_cpu);
+            o->admission_from_flags |= DAEMON_FLAG_CAPACITY_CPU;
             break;
         case OPT_MAX_QUEUED:
             r = parse_int_flag("--max-queued", optarg, 0, 10000000, &o->max_queued);
+            o->admission_from_flags |= DAEMON_FLAG_MAX_QUEUED;
             break;
+        case OPT_CONFIG:
+        case OPT_CHECK_CONFIG: break; /* read before (main) */
         case OPT_MAX_JOBS:
             r = parse_int_flag("--max-jobs", optarg, 1, INT32_MAX, &o->max_jobs);
             break;
@@ -333,7 +351,10 @@ static int parse_options(int argc, char **argv, options *o)
             }
             break;
         case 'h': usage(stdout); exit(0);
-        default: usage(stderr); return -EINVAL;
+        default:
+            if (!parsing_file)
+                usage(stderr);
+            return -EINVAL;
         }
     }
     /* An explicit --job-user is the opt-out of a uid per job (unless a range is given too). */
@@ -346,11 +367,85 @@ static int parse_options(int argc, char **argv, options *o)
     return r;
 }
 
+/* Applies the file's [server] settings as if they were flags, one at a time so that an error
+ * names its line. "key = true" is a flag without a value, "key = false" leaves it unset. */
+static int apply_settings(const char *path, const policy *p, options *o)
+{
+    for (size_t i = 0; i < policy_n_settings(p); i++) {
+        const policy_setting *st = policy_setting_at(p, i);
+        if (strcmp(st->key, "config") == 0 || strcmp(st->key, "check-config") == 0 ||
+            strcmp(st->key, "help") == 0) {
+            fprintf(stderr, "jobworker-server: %s:%d: '%s' cannot be set in the file\n", path,
+                    st->line, st->key);
+            return -EINVAL;
+        }
+        if (strcmp(st->value, "false") == 0)
+            continue;
+        char arg[POLICY_LINE_MAX + 8];
+        if (strcmp(st->value, "true") == 0)
+            snprintf(arg, sizeof(arg), "--%s", st->key);
+        else
+            snprintf(arg, sizeof(arg), "--%s=%s", st->key, st->value);
+        char *av[] = {(char *)"jobworker-server", arg, NULL};
+        optind = 0;
+        unsigned from_flags = o->admission_from_flags;
+        parsing_file = true;
+        int r = parse_options(2, av, o);
+        parsing_file = false;
+        o->admission_from_flags = from_flags; /* the file's, not flags */
+        if (r < 0) {
+            fprintf(stderr, "jobworker-server: (in %s:%d, [server] %s)\n", path, st->line, st->key);
+            return r;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     options o;
     daemon_config_init(&o);
-    if (parse_options(argc, argv, &o) < 0)
+    const char *path = NULL;
+    bool check = false;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            path = argv[++i];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            path = argv[i] + 9;
+        else if (strcmp(argv[i], "--check-config") == 0)
+            check = true;
+    }
+    /* The default file is optional; a named one must be there. */
+    bool named = path != NULL;
+    if (!path)
+        path = JW_DEFAULT_CONFIG;
+    policy *p = NULL;
+    jw_error err = JW_ERROR_INIT;
+    if (named || access(path, F_OK) == 0) {
+        if (policy_load(path, &p, &err) < 0) {
+            fprintf(stderr, "jobworker-server: %s\n", err.msg);
+            return 2;
+        }
+        o.policy_path = path;
+    } else if (!(p = policy_new_empty())) {
+        fprintf(stderr, "jobworker-server: out of memory\n");
         return 2;
+    }
+    int r = apply_settings(path, p, &o);
+    optind = 0;
+    if (r == 0)
+        r = parse_options(argc, argv, &o);
+    if (r < 0) {
+        policy_free(p);
+        return 2;
+    }
+    if (check) {
+        printf("%s: good (%zu [server] setting(s), %zu owner section(s), %zu allowed path(s))\n",
+               o.policy_path ? path : "no policy file", policy_n_settings(p), policy_n_owners(p),
+               policy_n_allow(p));
+        policy_free(p);
+        return 0;
+    }
+    o.policy = p;
     return daemon_run(&o);
 }

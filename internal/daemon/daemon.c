@@ -1,6 +1,7 @@
 #include "daemon/daemon.h"
 
 #include "auth/auth.h"
+#include "config/policy.h"
 #include "daemon/trust.h"
 #include "rpc/server.h"
 #include "service/service.h"
@@ -17,6 +18,7 @@
 #include <limits.h>
 #include <pwd.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -93,6 +95,7 @@ static void teardown(server_state *d)
     service_shutdown(d->svc);
     supervisor_shutdown(d->sv);
     service_free(d->svc);
+    policy_free(d->cfg->policy); /* when start-up ended before the service took it */
     supervisor_free(d->sv);
     store_free(d->st);
     cgroup_manager_free(d->cgm);
@@ -392,7 +395,10 @@ static int start_serving(server_state *d)
         .job_user_display = d->job_user_display,
         .max_streams_per_job = (int)o->max_streams_per_job,
         .capacity = admission_capacity(o, d->host.cgroups),
+        .policy = o->policy,
+        .policy_name = o->policy_path,
     };
+    ((daemon_config *)o)->policy = NULL; /* the service owns it now, even if it fails */
     if (service_new(&sec, &d->svc, &err) < 0) {
         log_error("%s", err.msg);
         return 1;
@@ -425,6 +431,59 @@ static int start_serving(server_state *d)
     return 0;
 }
 
+/* SIGHUP: the policy file again. A file that does not load keeps the policy in force. The
+ * admission settings of [server] apply at once unless a flag set them; other [server] settings
+ * wait for the next start. */
+static void reload_policy(server_state *d)
+{
+    const daemon_config *o = d->cfg;
+    if (!o->policy_path)
+        return;
+    policy *p = NULL;
+    jw_error err = JW_ERROR_INIT;
+    if (policy_load(o->policy_path, &p, &err) < 0) {
+        log_error("SIGHUP: policy not reloaded, the previous one stays in force: %s", err.msg);
+        return;
+    }
+    daemon_config c = *o;
+    static const struct {
+        const char *key;
+        unsigned flag;
+        bool size;
+        size_t off;
+    } keys[] = {
+        {"max-running", DAEMON_FLAG_MAX_RUNNING, false, offsetof(daemon_config, max_running)},
+        {"capacity-memory", DAEMON_FLAG_CAPACITY_MEMORY, true,
+         offsetof(daemon_config, capacity_memory)},
+        {"capacity-cpu", DAEMON_FLAG_CAPACITY_CPU, false, offsetof(daemon_config, capacity_cpu)},
+        {"max-queued", DAEMON_FLAG_MAX_QUEUED, false, offsetof(daemon_config, max_queued)},
+    };
+    for (size_t i = 0; i < policy_n_settings(p); i++) {
+        const policy_setting *st = policy_setting_at(p, i);
+        for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+            if (strcmp(st->key, keys[k].key) != 0 || (o->admission_from_flags & keys[k].flag))
+                continue;
+            int64_t *v = (int64_t *)((char *)&c + keys[k].off);
+            int r =
+                keys[k].size ? parse_size(st->value, v) : parse_int64(st->value, 0, INT64_MAX, v);
+            if (r < 0) {
+                log_error("SIGHUP: policy not reloaded, the previous one stays in force: "
+                          "%s:%d: %s '%s' is not valid",
+                          o->policy_path, st->line, st->key, st->value);
+                policy_free(p);
+                return;
+            }
+        }
+    }
+    size_t owners = policy_n_owners(p), allow = policy_n_allow(p);
+    service_set_policy(d->svc, p);
+    jobqueue_capacity cap = admission_capacity(&c, d->host.cgroups);
+    service_set_capacity(d->svc, &cap);
+    log_info("SIGHUP: reloaded the policy '%s' (%zu owner section(s), %zu allowed path(s)); "
+             "[server] settings other than admission apply at the next start",
+             o->policy_path, owners, allow);
+}
+
 /* Serves until SIGTERM/SIGINT; SIGHUP reloads the TLS files. */
 static void serve(server_state *d, const sigset_t *sigs)
 {
@@ -437,6 +496,7 @@ static void serve(server_state *d, const sigset_t *sigs)
     for (;;) {
         int sig = sigwaitinfo(sigs, NULL);
         if (sig == SIGHUP) {
+            reload_policy(d);
             /* Jobs, calls and streams are untouched; only new handshakes see the change. */
             if (rpc_server_reload_tls(d->srv, &ts, &err) < 0)
                 log_error("SIGHUP: TLS reload failed, the previous configuration stays in force: "

@@ -34,7 +34,17 @@ typedef struct daemon_config {
     int64_t retain_age_ms, retain_output, retain_jobs, retain_interval_ms; /* 0 = no limit */
     /* Admission; -1 = the host's default (util/defaults.h), 0 = no limit. */
     int64_t max_running, capacity_memory, capacity_cpu, max_queued;
+    /* The policy file (config/policy.h) read at start, taken over by the daemon; SIGHUP reads
+     * policy_path again (NULL = none: SIGHUP keeps an empty policy). */
+    struct policy *policy;
+    const char *policy_path;
+    unsigned admission_from_flags; /* DAEMON_FLAG_* given on the command line: SIGHUP keeps them */
 } daemon_config;
+
+#define DAEMON_FLAG_MAX_RUNNING     (1u << 0)
+#define DAEMON_FLAG_CAPACITY_MEMORY (1u << 1)
+#define DAEMON_FLAG_CAPACITY_CPU    (1u << 2)
+#define DAEMON_FLAG_MAX_QUEUED      (1u << 3)
 
 /* Fills every field with its default (util/defaults.h). */
 void daemon_config_init(daemon_config *cfg);

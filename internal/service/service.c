@@ -23,6 +23,7 @@ struct service {
     pthread_mutex_t lock; /* guards poked and stop */
     pthread_cond_t cond;
     bool poked, stop;
+    pthread_rwlock_t policy_lock; /* guards cfg.policy (swapped on SIGHUP) */
 };
 
 struct service_stream {
@@ -84,8 +85,66 @@ static void release_at_end(service *svc, store_job *job)
 static void quota_of(service *svc, const char *owner, auth_role role, jobqueue_quota *ret)
 {
     *ret = (jobqueue_quota){0};
-    if (svc->cfg.quota_for)
-        svc->cfg.quota_for(svc->cfg.quota_userdata, owner, role, ret);
+    pthread_rwlock_rdlock(&svc->policy_lock);
+    if (svc->cfg.policy) {
+        policy_quota q;
+        policy_quota_for(svc->cfg.policy, owner,
+                         role == AUTH_ROLE_NONE ? NULL : auth_role_name(role), &q);
+        *ret = (jobqueue_quota){.max_running = q.max_running,
+                                .max_queued = q.max_queued,
+                                .memory_bytes = q.max_memory,
+                                .cpu_percent = q.max_cpu};
+    }
+    pthread_rwlock_unlock(&svc->policy_lock);
+}
+
+/* The policy's ceilings and allow-list against a validated request with its effective limits.
+ * A job without a timeout gets the timeout ceiling as its timeout. */
+static int check_policy(service *svc, const job_request *req, const job_limits *eff,
+                        int32_t *timeout, jw_error *err)
+{
+    pthread_rwlock_rdlock(&svc->policy_lock);
+    const policy *p = svc->cfg.policy;
+    const char *file = svc->cfg.policy_name ? svc->cfg.policy_name : "the policy";
+    int r = 0;
+    if (p) {
+        const policy_ceiling *c = policy_ceilings(p);
+        struct {
+            const char *what, *key;
+            int64_t asked, ceiling;
+        } checks[] = {
+            {"memory_bytes", "memory", eff->memory_bytes, c->memory_bytes},
+            {"memory_high_bytes", "memory-high", eff->memory_high_bytes, c->memory_high_bytes},
+            {"io_bps", "io", eff->io_bps, c->io_bps},
+            {"cpu_percent", "cpu", eff->cpu_percent, c->cpu_percent},
+            {"pids_max", "pids", eff->pids_max, c->pids_max},
+            {"timeout_seconds", "timeout", *timeout, c->timeout_seconds},
+        };
+        for (size_t i = 0; r == 0 && i < sizeof(checks) / sizeof(checks[0]); i++)
+            if (checks[i].ceiling > 0 && checks[i].asked > checks[i].ceiling)
+                r = jw_error_set(err, JW_PERMISSION_DENIED, -EPERM,
+                                 "%s %lld is above the ceiling %lld ([ceiling] %s in %s)",
+                                 checks[i].what, (long long)checks[i].asked,
+                                 (long long)checks[i].ceiling, checks[i].key, file);
+        if (r == 0 && *timeout == 0 && c->timeout_seconds > 0)
+            *timeout = (int32_t)c->timeout_seconds;
+        if (r == 0 && policy_n_allow(p) > 0 && !policy_command_allowed(p, req->command))
+            r = jw_error_set(err, JW_PERMISSION_DENIED, -EPERM,
+                             "command '%.256s' is not allowed by [allow] in %s (give an "
+                             "absolute path under an allowed directory or to an allowed file)",
+                             req->command, file);
+    }
+    pthread_rwlock_unlock(&svc->policy_lock);
+    return r;
+}
+
+void service_set_policy(service *svc, policy *p)
+{
+    pthread_rwlock_wrlock(&svc->policy_lock);
+    policy *old = svc->cfg.policy;
+    svc->cfg.policy = p;
+    pthread_rwlock_unlock(&svc->policy_lock);
+    policy_free(old);
 }
 
 /* Ends a queued job that will never run. */
@@ -165,13 +224,16 @@ static int restore_queue(service *svc, jw_error *err)
 int service_new(const service_config *cfg, service **ret, jw_error *err)
 {
     service *svc = calloc(1, sizeof(*svc));
-    if (!svc)
+    if (!svc) {
+        policy_free(cfg->policy);
         return jw_error_errno(err, ENOMEM, "create service");
+    }
     svc->cfg = *cfg;
     if (svc->cfg.max_streams_per_job <= 0)
         svc->cfg.max_streams_per_job = DEFAULT_MAX_STREAMS_PER_JOB;
     pthread_mutex_init(&svc->lock, NULL);
     pthread_cond_init(&svc->cond, NULL);
+    pthread_rwlock_init(&svc->policy_lock, NULL);
     int r = jobqueue_new(&cfg->capacity, &svc->queue);
     if (r < 0) {
         service_free(svc);
@@ -226,6 +288,8 @@ void service_free(service *svc)
     }
     pthread_mutex_destroy(&svc->lock);
     pthread_cond_destroy(&svc->cond);
+    pthread_rwlock_destroy(&svc->policy_lock);
+    policy_free(svc->cfg.policy);
     free(svc);
 }
 
@@ -280,13 +344,17 @@ int service_create_job(service *svc, const auth_identity *caller, const job_requ
         eff = req->limits;
         job_limits_resolve(&eff, &svc->cfg.defaults);
     }
+    int32_t timeout = (int32_t)req->timeout_seconds;
+    r = check_policy(svc, req, &eff, &timeout, err);
+    if (r < 0)
+        return r;
     store_job_spec spec = {
         .command = req->command,
         .args = req->args,
         .nargs = req->nargs,
         .limits = eff,
         .limits_enforced = svc->cfg.host.cgroups,
-        .timeout_seconds = (int32_t)req->timeout_seconds,
+        .timeout_seconds = timeout,
         .owner = caller->cn,
         .network = req->network != JOB_NETWORK_DEFAULT ? (job_network)req->network
                                                        : svc->cfg.default_network,

@@ -13,6 +13,7 @@
 #define JW_SERVICE_SERVICE_H
 
 #include "auth/auth.h"
+#include "config/policy.h"
 #include "sched/queue.h"
 #include "job/job.h"
 #include "spawn/supervisor.h"
@@ -39,9 +40,10 @@ typedef struct service_config {
     const char *job_user_display; /* "nobody (65534:65534)", reported in Job.user */
     int max_streams_per_job;      /* concurrent GetJobsStream calls on one job; 0 = default */
     jobqueue_capacity capacity;   /* admission (sched/queue.h); zeros = start everything at once */
-    /* The quotas of an owner (the caller's CN and role); NULL = no quotas. */
-    void (*quota_for)(void *userdata, const char *owner, auth_role role, jobqueue_quota *ret);
-    void *quota_userdata;
+    /* Quotas, ceilings and the allow-list (config/policy.h); the service takes it over and
+     * frees it. NULL = none. */
+    policy *policy;
+    const char *policy_name; /* the file, named in refusals ("server.conf") */
 } service_config;
 
 /* Starts the dispatcher thread, which starts queued jobs as capacity frees, and queues again
@@ -55,6 +57,8 @@ void service_shutdown(service *svc);
 void service_free(service *svc);
 /* New admission capacity (SIGHUP); applies to jobs started from now on. */
 void service_set_capacity(service *svc, const jobqueue_capacity *cap);
+/* A new policy (SIGHUP), taken over; applies to calls from now on. */
+void service_set_policy(service *svc, policy *p);
 /* A QUEUED job's place in the start order (1 = next); 0 when it does not wait. */
 int64_t service_queue_position(service *svc, store_job *job);
 void service_queue_stats(service *svc, jobqueue_stats *ret);

@@ -7,6 +7,7 @@
 #define JW_DEFAULT_CERT                   "certs/server.crt"
 #define JW_DEFAULT_KEY                    "certs/server.key"
 #define JW_DEFAULT_CA                     "certs/ca.crt"
+#define JW_DEFAULT_CONFIG                 "/etc/jobworker/server.conf"
 #define JW_DEFAULT_DATA_DIR               "/var/lib/jobworker"
 #define JW_DEFAULT_CPU_PERCENT            100 /* one core */
 #define JW_DEFAULT_MEMORY_BYTES           (512LL * 1024 * 1024)

@@ -295,5 +295,6 @@ source "$REPO/tests/integration/isolation.sh"
 source "$REPO/tests/integration/history.sh"
 source "$REPO/tests/integration/listing.sh"
 source "$REPO/tests/integration/queue.sh"
+source "$REPO/tests/integration/policy.sh"
 
 finish

@@ -28,17 +28,9 @@ static const auth_identity admin = {.cn = "alice", .role = AUTH_ROLE_ADMIN};
 static const auth_identity viewer = {.cn = "victor", .role = AUTH_ROLE_VIEWER};
 static const auth_identity nobody = {.cn = "mallory", .role = AUTH_ROLE_NONE, .why = "no OU"};
 
-/* Admission settings of the next fixture (the capacity test sets them). */
+/* Admission settings and policy of the next fixture (the capacity test sets them). */
 static jobqueue_capacity next_capacity;
-static jobqueue_quota next_quota;
-
-static void quota_for(void *userdata, const char *owner, auth_role role, jobqueue_quota *ret)
-{
-    (void)userdata;
-    (void)role;
-    if (strcmp(owner, "alice") == 0)
-        *ret = next_quota;
-}
+static const char *next_policy;
 
 static int setup_with(void **state, bool cgroups, int64_t grace_ms, int streams_per_job)
 {
@@ -61,7 +53,9 @@ static int setup_with(void **state, bool cgroups, int64_t grace_ms, int streams_
                           .job_user_display = "nobody (65534:65534)",
                           .max_streams_per_job = streams_per_job,
                           .capacity = next_capacity,
-                          .quota_for = quota_for};
+                          .policy_name = "test.conf"};
+    if (next_policy)
+        assert_int_equal(policy_parse("test.conf", next_policy, &cfg.policy, &err), 0);
     assert_int_equal(job_host_probe(&cfg.host), 0);
     cfg.host.cgroups = cgroups;
     assert_int_equal(service_new(&cfg, &f->svc, &err), 0);
@@ -89,16 +83,17 @@ static int setup_long_grace(void **state)
 static int setup_capacity(void **state)
 {
     next_capacity = (jobqueue_capacity){.memory_bytes = 100 << 20};
-    next_quota = (jobqueue_quota){.max_queued = 2};
+    next_policy = "[owner alice]\nmax-queued = 2\n[ceiling]\npids = 50\ntimeout = 1h\n"
+                  "[allow]\npath = /bin/\npath = /usr/bin/\n";
     int r = setup_with(state, true, 100, 2);
-    next_capacity = (jobqueue_capacity){0}; /* next_quota is read at every create: teardown */
+    next_capacity = (jobqueue_capacity){0};
+    next_policy = NULL;
     return r;
 }
 
 static int teardown(void **state)
 {
     fixture *f = *state;
-    next_quota = (jobqueue_quota){0};
     service_shutdown(f->svc);
     supervisor_shutdown(f->sv);
     service_free(f->svc);
@@ -291,8 +286,8 @@ static void test_create_resolves_defaults(void **state)
 static store_job *create_mem(fixture *f, const char *script, int64_t memory, jw_error *err)
 {
     const char *args[] = {"-c", script};
-    job_request req = {.command = "sh",
-                       .command_len = 2,
+    job_request req = {.command = "/bin/sh",
+                       .command_len = 7,
                        .args = args,
                        .nargs = 2,
                        .limits = {.memory_bytes = memory}};
@@ -322,6 +317,32 @@ static void test_capacity_and_queue(void **state)
     store_job *a = create_mem(f, "sleep 30", 60 << 20, &err);
     assert_non_null(a);
     assert_int_equal(store_job_status(a), JOB_STATUS_RUNNING);
+    store_job_info ai;
+    store_job_snapshot(a, &ai);
+    assert_int_equal(ai.timeout_seconds, 3600); /* the ceiling, for a job that asked none */
+
+    /* The policy's ceilings and allow-list refuse before anything exists. */
+    size_t n0 = store_count(f->st);
+    const char *sargs[] = {"-c", "true"};
+    job_request big = {.command = "/bin/sh",
+                       .command_len = 7,
+                       .args = sargs,
+                       .nargs = 2,
+                       .limits = {.pids_max = 51}};
+    store_job *none = NULL;
+    assert_int_equal(service_create_job(f->svc, &admin, &big, &none, &err), -EPERM);
+    assert_int_equal(err.code, JW_PERMISSION_DENIED);
+    assert_non_null(strstr(err.msg, "pids_max 51 is above the ceiling 50 ([ceiling] pids in "
+                                    "test.conf)"));
+    job_request bare = {.command = "sh", .command_len = 2, .args = sargs, .nargs = 2};
+    assert_int_equal(service_create_job(f->svc, &admin, &bare, &none, &err), -EPERM);
+    assert_non_null(strstr(err.msg, "command 'sh' is not allowed by [allow] in test.conf"));
+    job_request other = {.command = "/sbin/true", .command_len = 10};
+    assert_int_equal(service_create_job(f->svc, &admin, &other, &none, &err), -EPERM);
+    job_request slow = {.command = "/bin/true", .command_len = 9, .timeout_seconds = 3601};
+    assert_int_equal(service_create_job(f->svc, &admin, &slow, &none, &err), -EPERM);
+    assert_non_null(strstr(err.msg, "timeout_seconds 3601"));
+    assert_int_equal(store_count(f->st), n0);
     store_job *b = create_mem(f, "echo b", 60 << 20, &err);
     assert_non_null(b);
     assert_int_equal(store_job_status(b), JOB_STATUS_QUEUED); /* 120 MiB > 100 MiB */
