@@ -136,7 +136,8 @@ static void create_true(jw_client *c)
     if (jw_client_create_job(c, &req, &job, &err) < 0)
         die("CreateJob: %s: %s", jw_client_code_name(err.code), err.msg);
     if (job->status != JOBWORKER__V1__JOB_STATUS__JOB_STATUS_RUNNING &&
-        job->status != JOBWORKER__V1__JOB_STATUS__JOB_STATUS_COMPLETED)
+        job->status != JOBWORKER__V1__JOB_STATUS__JOB_STATUS_COMPLETED &&
+        job->status != JOBWORKER__V1__JOB_STATUS__JOB_STATUS_QUEUED)
         die("CreateJob answered job %s with status %d (%s)", job->id, job->status,
             job->error ? job->error : "");
     jw_job_free(job);
@@ -336,7 +337,8 @@ static int cmd_wait_final(const conn *cn, long n, long timeout_s)
                 const Jobworker__V1__Job *j = jobs->jobs[i];
                 total++;
                 if (j->status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_INITIALIZING ||
-                    j->status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_RUNNING)
+                    j->status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_RUNNING ||
+                    j->status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_QUEUED)
                     continue;
                 final++;
                 if (j->status != JOBWORKER__V1__JOB_STATUS__JOB_STATUS_COMPLETED ||

@@ -19,7 +19,7 @@
 # latency run of case 3, GetJob calls per server and run of case 9), BENCH_DB_LAT_N (500) and
 # BENCH_DB_JOBS (800): CreateJob calls and creations per server and run of case 8,
 # BENCH_HISTORY (1000000, finished jobs bulk-loaded for case 9), BENCH_HISTORY_REF (1000, the
-# small history it is compared with), BENCH_ONLY (cases to run, default "1 2 3 4 7 8 9"; 3
+# small history it is compared with), BENCH_ONLY (cases to run, default "1 2 3 4 7 8 9 10"; 3
 # includes 5, 4 includes 6), BENCH_SERVER_FLAGS (extra server flags; "--max-output 1M" shows a
 # truncated stream FAIL).
 # docs/performance.md explains the cases and the results.
@@ -364,6 +364,70 @@ case8() {
     done
 }
 
+# 10. Admission (issue 12). (a) CreateJob p50 of a server whose admission limits are all large
+#     enough that nothing queues (--max-running 100000 and a memory/cpu capacity far above the
+#     jobs'), against one with every limit off (0: the admission code runs, nothing is counted
+#     against a limit), side by side as in case 8. (b) Dispatch: --max-running 16, 16 gate jobs
+#     hold every slot while QUEUE_N `true` jobs are created (4 threads; all QUEUED), then the gate
+#     opens (a file the gate jobs poll for) and the time until every job is COMPLETED gives the
+#     starts per second the dispatcher reaches once capacity frees.
+case10() {
+    local r out a b n_q gate rate
+    local p50s=() refs=() rates=()
+    n_q=${BENCH_QUEUE_N:-10000}
+    for r in $(seq "$RUNS"); do
+        SERVER_ARGS=(--max-running 100000 --capacity-memory 1000G --capacity-cpu 100000000)
+        start_server
+        save_server admitted
+        SERVER_ARGS=(--max-running 0 --capacity-memory 0 --capacity-cpu 0)
+        start_server
+        save_server open
+        SERVER_ARGS=()
+        CONN[0]=127.0.0.1:${SAVED_PORT[admitted]},127.0.0.1:${SAVED_PORT[open]}
+        out=$(timeout -k 5 900 "$LOADGEN" "${CONN[@]}" create-latency "$DB_LAT_N" 10) ||
+            fail "create-latency (admission)"
+        a=$(sed -n '1s/ .*//p' <<<"$out") b=$(sed -n '2s/ .*//p' <<<"$out")
+        p50s+=("$a") refs+=("$b")
+        say "admission, run $r/$RUNS, CreateJob p50: limits large $a us, limits off $b us"
+        for w in admitted open; do
+            use_server "$w"
+            wait_no_children
+            stop_server
+        done
+
+        gate="$JOBBIN/queue-gate-$r"
+        rm -f "$gate"
+        SERVER_ARGS=(--max-running 16 --max-queued $((n_q + 10)))
+        start_server
+        SERVER_ARGS=()
+        local g
+        for g in $(seq 16); do
+            "$BIN/jobctl" --server "127.0.0.1:$PORT" --server-name localhost \
+                --cert "$CERTS/admin.crt" --key "$CERTS/admin.key" --ca "$CERTS/ca.crt" \
+                create sh -c "while [ ! -e $gate ]; do sleep 0.01; done" >/dev/null ||
+                fail "admission: gate job"
+        done
+        timeout -k 5 900 "$LOADGEN" "${CONN[@]}" create-rate 4 "$n_q" >/dev/null ||
+            fail "admission: queueing $n_q jobs"
+        local t0=$EPOCHREALTIME
+        touch "$gate"
+        timeout -k 5 1800 "$LOADGEN" "${CONN[@]}" wait-final $((n_q + 16)) 1700 >/dev/null ||
+            fail "admission: $n_q queued jobs did not all complete"
+        rate=$(calc "$n_q / $(since "$t0")")
+        rates+=("$rate")
+        say "admission, run $r/$RUNS: $n_q queued jobs started and completed at $(printf '%.0f' "$rate")/s once capacity freed"
+        rm -f "$gate"
+        wait_no_children
+        stop_server
+    done
+    a=$(median_of "${p50s[*]}") b=$(median_of "${refs[*]}") rate=$(median_of "${rates[*]}")
+    row "10. CreateJob p50, admission limits large" "$(printf '%.0f us' "$a")" \
+        "$(printf 'limits off %.0f us' "$b")" "$(printf '%.2fx' "$(calc "$a / $b")")" "<= 1.05x" \
+        "$(verdict "$(calc "$a / $b")" "<=" 1.05)"
+    row "    queued jobs started/s, --max-running 16" "$(printf '%.0f /s' "$rate")" "-" "-" \
+        ">= 500/s" "$(verdict "$rate" ">=" 500)"
+}
+
 # median_of "N N N": the median of a blank-separated list.
 median_of() {
     local v
@@ -526,7 +590,7 @@ case9() {
 
 say "machine: $(machine); load average $LOAD_START"
 start_sshd
-for c in ${BENCH_ONLY:-1 2 3 4 7 8 9}; do
+for c in ${BENCH_ONLY:-1 2 3 4 7 8 9 10}; do
     CASE_T=$EPOCHREALTIME
     case $c in
     1) case1 ;;
@@ -539,6 +603,7 @@ for c in ${BENCH_ONLY:-1 2 3 4 7 8 9}; do
     7) case7 ;;
     8) case8 ;;
     9) case9 ;;
+    10) case10 ;;
     *) fail "BENCH_ONLY: unknown case $c" ;;
     esac
     say "case $c: $(printf '%.0f' "$(since "$CASE_T")") s"

@@ -18,8 +18,8 @@
 struct service {
     service_config cfg;
     jobqueue *queue;
-    pthread_t dispatcher;
-    bool dispatcher_started;
+    pthread_t dispatchers[SERVICE_DISPATCHERS];
+    size_t n_dispatchers;
     pthread_mutex_t lock; /* guards poked and stop */
     pthread_cond_t cond;
     bool poked, stop;
@@ -188,11 +188,15 @@ static void *dispatcher_main(void *arg)
         while (!svc->stop) {
             pthread_mutex_unlock(&svc->lock);
             store_job *job = jobqueue_next(svc->queue);
-            if (job)
-                start_queued(svc, job);
             pthread_mutex_lock(&svc->lock);
             if (!job)
                 break;
+            /* Another dispatcher may take the next one while this one starts it. */
+            svc->poked = true;
+            pthread_cond_signal(&svc->cond);
+            pthread_mutex_unlock(&svc->lock);
+            start_queued(svc, job);
+            pthread_mutex_lock(&svc->lock);
         }
     }
     pthread_mutex_unlock(&svc->lock);
@@ -244,12 +248,14 @@ int service_new(const service_config *cfg, service **ret, jw_error *err)
         service_free(svc);
         return r;
     }
-    int e = pthread_create(&svc->dispatcher, NULL, dispatcher_main, svc);
-    if (e) {
-        service_free(svc);
-        return jw_error_errno(err, e, "start the dispatcher thread");
+    for (size_t i = 0; i < SERVICE_DISPATCHERS; i++) {
+        int e = pthread_create(&svc->dispatchers[i], NULL, dispatcher_main, svc);
+        if (e) {
+            service_free(svc);
+            return jw_error_errno(err, e, "start the dispatcher threads");
+        }
+        svc->n_dispatchers++;
     }
-    svc->dispatcher_started = true;
     poke(svc);
     *ret = svc;
     return 0;
@@ -257,14 +263,15 @@ int service_new(const service_config *cfg, service **ret, jw_error *err)
 
 void service_shutdown(service *svc)
 {
-    if (!svc || !svc->dispatcher_started)
+    if (!svc || !svc->n_dispatchers)
         return;
     pthread_mutex_lock(&svc->lock);
     svc->stop = true;
-    pthread_cond_signal(&svc->cond);
+    pthread_cond_broadcast(&svc->cond);
     pthread_mutex_unlock(&svc->lock);
-    pthread_join(svc->dispatcher, NULL);
-    svc->dispatcher_started = false;
+    for (size_t i = 0; i < svc->n_dispatchers; i++)
+        pthread_join(svc->dispatchers[i], NULL);
+    svc->n_dispatchers = 0;
 }
 
 void service_free(service *svc)

@@ -46,7 +46,11 @@ typedef struct service_config {
     const char *policy_name; /* the file, named in refusals ("server.conf") */
 } service_config;
 
-/* Starts the dispatcher thread, which starts queued jobs as capacity frees, and queues again
+/* Threads that start queued jobs (a start takes a few ms of job-init's work: several at once
+ * when many shares free together). */
+#define SERVICE_DISPATCHERS 4
+
+/* Starts the dispatcher threads, which start queued jobs as capacity frees, and queues again
  * the jobs the store found QUEUED at start (a previous server accepted them), in their order. */
 int service_new(const service_config *cfg, service **ret, jw_error *err);
 /* Stops the dispatcher: queued jobs stay QUEUED (in the history too) and none starts any more.
