@@ -42,9 +42,13 @@ export JOBCTL_SERVER="localhost:$PORT"
 J="$BIN/jobctl"
 
 bold "create a job that prints a line every 200 ms"
-# shellcheck disable=SC2016 # $i is the job's, expanded by its shell
-show "$J" create sh -c 'for i in 1 2 3 4 5; do echo "tick $i"; sleep 0.2; done'
-ID=$("$J" list -o json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["jobs"][-1]["id"])')
+# $i is the job's, expanded by its shell.
+# shellcheck disable=SC2016
+TICKS='for i in 1 2 3 4 5; do echo "tick $i"; sleep 0.2; done'
+# show's way of echoing the command, with the id that create prints kept for the next steps.
+printf '$ %q create sh -c %q\n' "$J" "$TICKS"
+ID=$("$J" create sh -c "$TICKS")
+echo "$ID"
 
 bold "list jobs"
 show "$J" list
