@@ -443,24 +443,27 @@ static void reader_give(jobdb *db, conn *c)
 
 /* ---- rows ---- */
 
-static void bind_state(sqlite3_stmt *st, const jobdb_record *r)
+/* Binds the state columns (status .. output_errno_at, in COLS order) from parameter `first` on:
+ * ?17.. in ST_INSERT, ?2.. in ST_UPDATE (STATE_SET). */
+static void bind_state(sqlite3_stmt *st, int first, const jobdb_record *r)
 {
-    sqlite3_bind_int(st, 17, r->status);
-    sqlite3_bind_int(st, 18, r->reason);
-    sqlite3_bind_int(st, 19, r->pid);
-    sqlite3_bind_int64(st, 20, r->start_ns);
-    sqlite3_bind_int64(st, 21, r->end_ns);
-    sqlite3_bind_int(st, 22, r->exit_code);
-    sqlite3_bind_int(st, 23, r->signal);
-    sqlite3_bind_text(st, 24, r->error ? r->error : "", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 25, r->usage.cpu_usec);
-    sqlite3_bind_int64(st, 26, r->usage.memory_peak_bytes);
-    sqlite3_bind_int64(st, 27, r->usage.io_read_bytes);
-    sqlite3_bind_int64(st, 28, r->usage.io_write_bytes);
-    sqlite3_bind_int64(st, 29, r->output_bytes);
-    sqlite3_bind_int64(st, 30, r->output_dropped);
-    sqlite3_bind_int(st, 31, r->output_errno);
-    sqlite3_bind_int64(st, 32, r->output_errno_at);
+    int k = first;
+    sqlite3_bind_int(st, k++, r->status);
+    sqlite3_bind_int(st, k++, r->reason);
+    sqlite3_bind_int(st, k++, r->pid);
+    sqlite3_bind_int64(st, k++, r->start_ns);
+    sqlite3_bind_int64(st, k++, r->end_ns);
+    sqlite3_bind_int(st, k++, r->exit_code);
+    sqlite3_bind_int(st, k++, r->signal);
+    sqlite3_bind_text(st, k++, r->error ? r->error : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, k++, r->usage.cpu_usec);
+    sqlite3_bind_int64(st, k++, r->usage.memory_peak_bytes);
+    sqlite3_bind_int64(st, k++, r->usage.io_read_bytes);
+    sqlite3_bind_int64(st, k++, r->usage.io_write_bytes);
+    sqlite3_bind_int64(st, k++, r->output_bytes);
+    sqlite3_bind_int64(st, k++, r->output_dropped);
+    sqlite3_bind_int(st, k++, r->output_errno);
+    sqlite3_bind_int64(st, k, r->output_errno_at);
 }
 
 int jobdb_insert(jobdb *db, jobdb_record *r, int64_t *ret_seq, jw_error *err)
@@ -496,7 +499,7 @@ int jobdb_insert(jobdb *db, jobdb_record *r, int64_t *ret_seq, jw_error *err)
     sqlite3_bind_int(st, 14, r->limits_enforced);
     sqlite3_bind_int(st, 15, r->timeout_seconds);
     sqlite3_bind_int64(st, 16, r->create_ns);
-    bind_state(st, r);
+    bind_state(st, 17, r);
     int rc = sqlite3_step(st);
     int ret = 0;
     if (rc != SQLITE_DONE) {
@@ -517,24 +520,8 @@ int jobdb_update(jobdb *db, const jobdb_record *r, jw_error *err)
     conn *c = writer_take(db);
     sqlite3_stmt *st = c->st[ST_UPDATE];
     sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
-    int k = 2; /* STATE_SET numbers the state ?2..?18 */
-    sqlite3_bind_int(st, k++, r->status);
-    sqlite3_bind_int(st, k++, r->reason);
-    sqlite3_bind_int(st, k++, r->pid);
-    sqlite3_bind_int64(st, k++, r->start_ns);
-    sqlite3_bind_int64(st, k++, r->end_ns);
-    sqlite3_bind_int(st, k++, r->exit_code);
-    sqlite3_bind_int(st, k++, r->signal);
-    sqlite3_bind_text(st, k++, r->error ? r->error : "", -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, k++, r->usage.cpu_usec);
-    sqlite3_bind_int64(st, k++, r->usage.memory_peak_bytes);
-    sqlite3_bind_int64(st, k++, r->usage.io_read_bytes);
-    sqlite3_bind_int64(st, k++, r->usage.io_write_bytes);
-    sqlite3_bind_int64(st, k++, r->output_bytes);
-    sqlite3_bind_int64(st, k++, r->output_dropped);
-    sqlite3_bind_int(st, k++, r->output_errno);
-    sqlite3_bind_int64(st, k++, r->output_errno_at);
-    sqlite3_bind_text(st, k++, r->user ? r->user : "", -1, SQLITE_STATIC);
+    bind_state(st, 2, r);                                                 /* ?2..?17 */
+    sqlite3_bind_text(st, 18, r->user ? r->user : "", -1, SQLITE_STATIC); /* ?18 */
     int rc = sqlite3_step(st);
     int ret = 0;
     if (rc != SQLITE_DONE)
