@@ -98,8 +98,15 @@ start_server() {
     # Servers that name no --data-dir share $T/data and start with an empty history (as every
     # server did before durable jobs), so that one group's jobs do not weigh on another's
     # listings and timings. The groups that test the history name directories of their own.
-    local a own_dir=
-    for a in "$@"; do [ "$a" = --data-dir ] && own_dir=1; done
+    local a own_dir='' admission=''
+    for a in "$@"; do
+        [ "$a" = --data-dir ] && own_dir=1
+        case $a in --max-running* | --config*) admission=1 ;; esac
+    done
+    # Groups that run many jobs at once test other things than admission: no admission limits
+    # unless the test sets them (the defaults, CPUs x 4 running and the host's memory, would
+    # queue them here).
+    [ -n "$admission" ] || flags+=(--max-running 0 --capacity-memory 0 --capacity-cpu 0)
     [ -n "$own_dir" ] || rm -rf "$T/data/jobs.db" "$T/data/jobs.db-wal" "$T/data/jobs.db-shm" "$T/data/output"
     # Each server gets its own log; server.log always names the current one.
     SERVER_LOG="$T/server-$PORT.log"
