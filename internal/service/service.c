@@ -378,8 +378,10 @@ int service_create_job(service *svc, const auth_identity *caller, const job_requ
     store_job *job = NULL;
     r = store_job_new(svc->cfg.st, &spec, &job, err);
     if (r < 0) {
-        if (now)
+        if (now) {
             jobqueue_release(svc->queue, caller->cn, eff.memory_bytes, eff.cpu_percent);
+            poke(svc); /* a job queued meanwhile may fit in what this one gives back */
+        }
         return r;
     }
     if (!now) {
