@@ -350,6 +350,31 @@ static jobqueue_capacity admission_capacity(const daemon_config *o, bool enforce
     return c;
 }
 
+/* A default limit above its ceiling refuses every job that does not ask for less: say so once. */
+static void warn_defaults_over_ceilings(const daemon_config *o, bool enforced)
+{
+    if (!o->policy || !enforced)
+        return;
+    const policy_ceiling *c = policy_ceilings(o->policy);
+    struct {
+        const char *flag, *key;
+        int64_t def, ceiling;
+    } v[] = {
+        {"--default-memory", "memory", o->defaults.memory_bytes, c->memory_bytes},
+        {"--default-memory-high", "memory-high", o->defaults.memory_high_bytes,
+         c->memory_high_bytes},
+        {"--default-iobps", "io", o->defaults.io_bps, c->io_bps},
+        {"--default-cpu", "cpu", o->defaults.cpu_percent, c->cpu_percent},
+        {"--default-pids", "pids", o->defaults.pids_max, c->pids_max},
+    };
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+        if (v[i].ceiling > 0 && v[i].def > v[i].ceiling)
+            log_warning("%s %lld is above [ceiling] %s %lld in '%s': every job that does not "
+                        "ask for less is refused; lower the default",
+                        v[i].flag, (long long)v[i].def, v[i].key, (long long)v[i].ceiling,
+                        o->policy_path ? o->policy_path : "the policy");
+}
+
 /* Store, supervisor, service, audit log and the gRPC server, in dependency order. */
 static int start_serving(server_state *d)
 {
@@ -385,6 +410,7 @@ static int start_serving(server_state *d)
         log_error("%s", err.msg);
         return 1;
     }
+    warn_defaults_over_ceilings(o, d->host.cgroups);
     service_config sec = {
         .st = d->st,
         .sv = d->sv,
