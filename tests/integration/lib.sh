@@ -139,6 +139,20 @@ start_server() {
     return 1
 }
 
+# stop_stale_server: the server of a test that the watchdog killed (its own stop never ran)
+# would hold the data directory's lock; stop it.
+stop_stale_server() {
+    local p
+    p=$(cat "$T/server.pid" 2>/dev/null) || return 0
+    kill -0 "$p" 2>/dev/null || return 0
+    kill -TERM "$p" 2>/dev/null
+    for _ in $(seq 300); do
+        kill -0 "$p" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$p" 2>/dev/null
+}
+
 # stop_server: SIGTERM, then the server's exit status (waits up to 30 s).
 stop_server() {
     kill -TERM "$SERVER_PID" 2>/dev/null

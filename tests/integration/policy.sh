@@ -81,6 +81,7 @@ t_pol_serve_body() {
 t_pol_serve() {
     cp "$PD/good.conf" "$PD/serve.conf"
     # --max-queued on the command line; max-running from the file.
+    stop_stale_server
     start_server --config "$PD/serve.conf" --max-queued 100 || return 1
     t_pol_serve_body
     local rc=$?
