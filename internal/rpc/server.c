@@ -211,7 +211,6 @@ static int handle_get(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error 
 typedef struct pending_stop {
     rpc_server *srv;
     grpc_call *call;
-    store_job *job;
     auth_identity caller;
 } pending_stop;
 
@@ -228,13 +227,14 @@ static void stop_answer(rpc_server *srv, grpc_call *call, const auth_identity *c
         reply_job(srv, call, &jobworker__v1__stop_job_res__descriptor, caller, job);
 }
 
-/* store_final_fn: runs once on the thread that completed the job. */
+/* store_final_fn: runs once on the thread that completed the job, maybe before
+ * service_stop_job has returned to handle_stop. It owns the reference that call returned. */
 static void stop_done(store_job *job, void *userdata)
 {
     pending_stop *ps = userdata;
     rpc_server *srv = ps->srv;
     stop_answer(srv, ps->call, &ps->caller, job);
-    store_job_unref(ps->job);
+    store_job_unref(job);
     free(ps);
     pthread_mutex_lock(&srv->lock);
     srv->pending_stops--;
@@ -263,10 +263,8 @@ static int handle_stop(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error
     pthread_mutex_unlock(&srv->lock);
     store_job *job = NULL;
     r = service_stop_job(srv->cfg.svc, in->caller, id, stop_done, ps, &job, err);
-    if (r == 1) {
-        ps->job = job; /* stop_done answers, audits and frees */
-        return 1;
-    }
+    if (r == 1)
+        return 1; /* stop_done answers, audits, frees ps and drops the job (maybe already) */
     pthread_mutex_lock(&srv->lock);
     srv->pending_stops--;
     pthread_cond_broadcast(&srv->cond);

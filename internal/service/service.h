@@ -85,8 +85,9 @@ int service_get_job(service *svc, const auth_identity *caller, const char *id, s
 /* Asks the job to stop (SIGTERM, the grace period, then kill) without waiting for it.
  * Returns 0 with *ret when the job is already final: answer now. Returns 1 with *ret when the
  * answer waits for the end: `done(job, userdata)` is then called exactly once, from the thread
- * that completes the job, and the caller answers with service_stop_result(). Either way the
- * caller owns the reference in *ret (keep it until `done` ran). No thread waits meanwhile. */
+ * that completes the job (maybe before this returns), and the caller answers with
+ * service_stop_result(). The reference in *ret is the caller's with 0; with 1 it belongs to
+ * `done`, which gets the same job and drops it. No thread waits meanwhile. */
 int service_stop_job(service *svc, const auth_identity *caller, const char *id, store_final_fn done,
                      void *userdata, store_job **ret, jw_error *err);
 /* The outcome of a stop whose end arrived: 0 when the job is final, NOT_FOUND when it was

@@ -113,6 +113,7 @@ struct store {
 };
 
 static void table_remove(store *s, store_job *job, bool share);
+static void forget(store *s, store_job *job, bool recorded);
 static store_job **readers_slot(store *s, const char *id);
 static int persist_final(store_job *job);
 static int table_insert(store *s, store_job *job);
@@ -498,37 +499,41 @@ int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_erro
                             s->max_jobs);
     }
 
-    /* Recorded before anything else exists: a job the client hears of is never forgotten, and
-     * a failure here leaves nothing behind. */
-    store_job_info in;
-    store_job_snapshot(job, &in);
-    jobdb_record rec;
-    record_of(job, &in, &rec);
-    r = jobdb_insert(s->db, &rec, &job->seq, err);
-    if (r < 0) {
-        job_free(job);
-        return r;
-    }
-    job->create_ns = rec.create_ns;
-    const char *id = job->id;
-
     char path[PATH_MAX];
     output_path(s, job->id, path, sizeof(path));
     job->out_fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
     if (job->out_fd < 0) {
         r = jw_error_errno(err, errno, "create output file '%s'", path);
-        (void)jobdb_delete(s->db, &id, 1, NULL);
         job_free(job);
         return r;
     }
 
+    /* In the table before it is in the history: whoever finds the job by id (a listing reads
+     * the history) finds this object, not a copy that never ends. */
     r = table_insert(s, job);
     if (r < 0) {
         unlink(path);
-        (void)jobdb_delete(s->db, &id, 1, NULL);
         job_free(job);
         return jw_error_set(err, JW_INTERNAL, r, "out of memory");
     }
+
+    /* Recorded before the client hears of it: an acknowledged job is never forgotten. A
+     * failure takes the job out again; nobody was told of it. */
+    store_job_info in;
+    store_job_snapshot(job, &in);
+    jobdb_record rec;
+    record_of(job, &in, &rec);
+    int64_t seq = 0;
+    r = jobdb_insert(s->db, &rec, &seq, err);
+    if (r < 0) {
+        forget(s, job, false);
+        store_job_unref(job);
+        return r;
+    }
+    pthread_mutex_lock(&job->lock);
+    job->seq = seq;
+    job->create_ns = rec.create_ns;
+    pthread_mutex_unlock(&job->lock);
     *ret = job;
     return 0;
 }
@@ -688,7 +693,9 @@ static void table_remove(store *s, store_job *job, bool share)
         store_job_unref(job);
 }
 
-void store_job_remove(store *s, store_job *job)
+/* Takes a job that never started out of the table, with its output and (when it was
+ * recorded) its record; whoever waits for its end learns that it will not come. */
+static void forget(store *s, store_job *job, bool recorded)
 {
     store_job_ref(job);
     table_remove(s, job, false);
@@ -697,15 +704,19 @@ void store_job_remove(store *s, store_job *job)
     unlink(path);
     const char *id = job->id;
     jw_error err = JW_ERROR_INIT;
-    if (jobdb_delete(s->db, &id, 1, &err) < 0)
+    if (recorded && jobdb_delete(s->db, &id, 1, &err) < 0)
         log_error("job %s never started, but its record could not be removed: %s", job->id,
                   err.msg);
-    /* Whoever waits for this job's end learns that it will not come: the job is not final. */
     pthread_mutex_lock(&job->lock);
     final_waiter *w = take_waiters_if_done(job, true);
     pthread_mutex_unlock(&job->lock);
     call_waiters(job, w);
     store_job_unref(job);
+}
+
+void store_job_remove(store *s, store_job *job)
+{
+    forget(s, job, true);
 }
 
 static store_job *table_lookup(store *s, const char *id)
@@ -820,8 +831,11 @@ int store_list(store *s, const store_query *q, store_job ***ret, size_t *ret_n,
                 store_job_unref(job);
                 continue;
             }
-            if (job)
+            if (job) {
+                pthread_mutex_lock(&job->lock);
                 job->seq = recs[i].seq;
+                pthread_mutex_unlock(&job->lock);
+            }
         }
         if (!job)
             job = job_from_record(s, &recs[i]);

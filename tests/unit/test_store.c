@@ -677,6 +677,80 @@ static void test_streams_share_one_object(void **state)
     store_job_unref(job);
 }
 
+/* A job is findable by id from the moment a listing can show it: a lister that looks up every
+ * unfinished job it sees and waits for its end (as StopJob does) is always woken, even when the
+ * listing caught the job in the middle of its creation. */
+typedef struct race_state {
+    store *st;
+    volatile bool done;
+    int registered, immediate;
+    int fired; /* guarded by lock */
+    pthread_mutex_t lock;
+} race_state;
+
+static void race_fired(store_job *job, void *userdata)
+{
+    (void)job;
+    race_state *rs = userdata;
+    pthread_mutex_lock(&rs->lock);
+    rs->fired++;
+    pthread_mutex_unlock(&rs->lock);
+}
+
+static void *race_lister(void *p)
+{
+    race_state *rs = p;
+    while (!rs->done) {
+        store_query q = {.limit = 2};
+        store_job **v = NULL;
+        size_t n = 0;
+        int64_t next = 0;
+        jw_error err = JW_ERROR_INIT;
+        assert_int_equal(store_list(rs->st, &q, &v, &n, &next, &err), 0);
+        for (size_t i = 0; i < n; i++) {
+            if (!job_status_is_final(store_job_status(v[i]))) {
+                store_job *job = store_lookup(rs->st, store_job_id(v[i]));
+                assert_non_null(job);
+                int r = store_job_on_final(job, race_fired, rs);
+                assert_true(r == 0 || r == 1);
+                if (r == 0)
+                    rs->registered++;
+                else
+                    rs->immediate++;
+                store_job_unref(job);
+            }
+            store_job_unref(v[i]);
+        }
+        free(v);
+    }
+    return NULL;
+}
+
+static void test_listed_while_created(void **state)
+{
+    fixture *f = *state;
+    race_state rs = {.st = f->st, .lock = PTHREAD_MUTEX_INITIALIZER};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, race_lister, &rs), 0);
+    for (int i = 0; i < 3000; i++) {
+        store_job *job = new_job(f->st, "r");
+        assert_int_equal(store_job_set_running(job, 1, 1), 0);
+        assert_int_equal(store_job_finish(job, JOB_REASON_EXITED, 0, 0, NULL, NULL, 2), 0);
+        store_job_close_output(job);
+        store_job_unref(job);
+    }
+    rs.done = true;
+    assert_int_equal(pthread_join(t, NULL), 0);
+    /* Every job has ended, so every registered wait has been answered. */
+    pthread_mutex_lock(&rs.lock);
+    int fired = rs.fired;
+    pthread_mutex_unlock(&rs.lock);
+    print_message("listed unfinished and waited on: %d, final at lookup: %d\n", rs.registered,
+                  rs.immediate);
+    assert_true(rs.registered > 0);
+    assert_int_equal(fired, rs.registered);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -693,6 +767,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streams_share_one_object, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_listed_while_created, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_write_failure_counts_as_dropped, setup,
                                         teardown),
     };
