@@ -7,6 +7,8 @@
 #include "util/misc.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -177,7 +179,9 @@ bool jobctl_interrupted(void)
     return atomic_load(&sig_interrupted);
 }
 
-int jobctl_connect(const jobctl_ctx *ctx, jw_client **ret)
+/* A client for ctx, not registered with the signal thread; on failure prints the error and
+ * returns the exit code. */
+static int new_client(const jobctl_ctx *ctx, jw_client **ret)
 {
     jw_client_config cfg = {
         .server = ctx->server,
@@ -199,10 +203,33 @@ int jobctl_connect(const jobctl_ctx *ctx, jw_client **ret)
                        : NULL,
     };
     jw_error err = JW_ERROR_INIT;
+    int r = jw_client_new(&cfg, ret, &err);
+    return r < 0 ? jobctl_report(r, &err) : 0;
+}
+
+int jobctl_send_stdin(const jobctl_ctx *ctx, const char *id, int fd)
+{
     jw_client *c = NULL;
-    int r = jw_client_new(&cfg, &c, &err);
-    if (r < 0)
+    int r = new_client(ctx, &c);
+    if (r != 0)
+        return r;
+    jw_error err = JW_ERROR_INIT;
+    bool ended = false;
+    r = jw_client_write_stdin(c, id, fd, NULL, &ended, &err);
+    jw_client_free(c);
+    if (r < 0) {
+        jw_error_wrap(&err, r, "stdin");
         return jobctl_report(r, &err);
+    }
+    return 0;
+}
+
+int jobctl_connect(const jobctl_ctx *ctx, jw_client **ret)
+{
+    jw_client *c = NULL;
+    int r = new_client(ctx, &c);
+    if (r != 0)
+        return r;
     pthread_mutex_lock(&sig_mu);
     sig_client = c;
     /* A signal that came before registration still cancels. */
@@ -234,11 +261,41 @@ int jobctl_print_job(const jobctl_ctx *ctx, const Jobworker__V1__Job *job)
     return jobctl_flush_stdout();
 }
 
-int jobctl_write_output(void *userdata, const uint8_t *data, size_t len, jw_error *err)
+/* One chunk as a JSON line: its offset, its stream and its bytes in base64 (as proto3's JSON
+ * mapping writes bytes). */
+static int write_json_chunk(jobctl_out *o, int stream, const uint8_t *data, size_t len,
+                            jw_error *err)
 {
-    int r = write_full(STDOUT_FILENO, data, len);
+    size_t cap = 4 * ((len + 2) / 3) + 1;
+    char *b64 = malloc(cap);
+    if (!b64)
+        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+    EVP_EncodeBlock((unsigned char *)b64, data, (int)len);
+    const char *name = stream == 2 ? "stderr" : stream == 1 ? "stdout" : "output";
+    int n = printf("{\"offset\":%" PRId64 ",\"stream\":\"%s\",\"data\":\"%s\"}\n", o->offset, name,
+                   b64);
+    free(b64);
+    if (n < 0 || fflush(stdout) != 0)
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "write stdout");
+    return 0;
+}
+
+int jobctl_write_output(void *userdata, int stream, const uint8_t *data, size_t len, jw_error *err)
+{
+    jobctl_out *o = userdata;
+    int r;
+    if (o && o->json) {
+        r = write_json_chunk(o, stream, data, len, err);
+        o->offset += (int64_t)len;
+        return r;
+    }
+    /* The job's stderr goes to ours, unless merged (or from a server that does not say). */
+    bool to_err = stream == 2 && !(o && o->merge);
+    if (o)
+        o->offset += (int64_t)len;
+    r = write_full(to_err ? STDERR_FILENO : STDOUT_FILENO, data, len);
     if (r < 0)
-        return jw_error_errno_code(err, JW_INTERNAL, r, "write stdout");
+        return jw_error_errno_code(err, JW_INTERNAL, r, to_err ? "write stderr" : "write stdout");
     return 0;
 }
 

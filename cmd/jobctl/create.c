@@ -4,13 +4,19 @@
 #include "client/format.h"
 #include "client/options.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 
 const char cmd_create_usage[] =
     "Usage: jobctl create [options] [--] COMMAND [ARGS...]\n"
     "\n"
     "Starts COMMAND with ARGS on the server and prints the new job's id (with -o json, the\n"
     "job). Options must come before COMMAND; everything from COMMAND on belongs to the job.\n"
+    "With --stdin the job's stdin is FILE: create returns once the job has read all of it (or\n"
+    "ended); without, the job's stdin is /dev/null.\n"
     "\n" JOBCTL_CREATE_OPTIONS_HELP "\n" JOBCTL_GLOBAL_OPTIONS_HELP
     "Here --timeout is the job's timeout; give the request deadline before 'create'.\n";
 
@@ -21,11 +27,15 @@ enum {
     OPT_MAX_IOBPS,
     OPT_MAX_PIDS,
     OPT_JOB_TIMEOUT,
+    OPT_STDIN,
+    OPT_MERGE,
 };
 
 int jobctl_parse_create(jobctl_ctx *ctx, const char *cmd, const char *usage, int argc, char **argv,
-                        Jobworker__V1__CreateJobReq *req, Jobworker__V1__ResourceLimits *limits)
+                        Jobworker__V1__CreateJobReq *req, Jobworker__V1__ResourceLimits *limits,
+                        jobctl_create_opts *opts)
 {
+    bool is_run = strcmp(cmd, "run") == 0;
     static const struct option options[] = {
         {"max-cpu", required_argument, NULL, OPT_MAX_CPU},
         {"max-memory", required_argument, NULL, OPT_MAX_MEMORY},
@@ -33,6 +43,9 @@ int jobctl_parse_create(jobctl_ctx *ctx, const char *cmd, const char *usage, int
         {"max-iobps", required_argument, NULL, OPT_MAX_IOBPS},
         {"max-pids", required_argument, NULL, OPT_MAX_PIDS},
         {"timeout", required_argument, NULL, OPT_JOB_TIMEOUT},
+        {"stdin", required_argument, NULL, OPT_STDIN},
+        {"merge", no_argument, NULL, OPT_MERGE},
+        {"no-stdin", no_argument, NULL, 'n'},
         JOBCTL_GLOBAL_OPTIONS_NO_TIMEOUT,
         {NULL, 0, NULL, 0},
     };
@@ -41,10 +54,21 @@ int jobctl_parse_create(jobctl_ctx *ctx, const char *cmd, const char *usage, int
 
     opterr = 0;
     /* "+": the first non-option is the job's command; nothing after it is ours. */
-    while ((opt = getopt_long(argc, argv, "+:ho:", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+:hno:", options, NULL)) != -1) {
         switch (opt) {
         case '?':
         case ':': return jobctl_getopt_error(cmd, opt, argv);
+        case OPT_STDIN: opts->stdin_file = optarg; break;
+        case OPT_MERGE:
+        case 'n':
+            if (!is_run)
+                return jobctl_usage_error(cmd, "%s is an option of 'run'",
+                                          opt == 'n' ? "-n" : "--merge");
+            if (opt == 'n')
+                opts->no_stdin = true;
+            else
+                opts->merge = true;
+            break;
         case OPT_MAX_CPU:
             r = jw_opt_cpu_percent("--max-cpu", optarg, &limits->cpu_percent, &err);
             break;
@@ -70,6 +94,9 @@ int jobctl_parse_create(jobctl_ctx *ctx, const char *cmd, const char *usage, int
     }
     if (optind >= argc)
         return jobctl_usage_error(cmd, "missing the command to run");
+    if (opts->stdin_file && opts->no_stdin)
+        return jobctl_usage_error(cmd, "--stdin and -n exclude each other");
+    req->stdin = opts->stdin_file != NULL;
 
     req->command = argv[optind];
     req->args = argv + optind + 1;
@@ -86,9 +113,20 @@ int cmd_create(jobctl_ctx *ctx, int argc, char **argv)
 {
     Jobworker__V1__CreateJobReq req = JOBWORKER__V1__CREATE_JOB_REQ__INIT;
     Jobworker__V1__ResourceLimits limits = JOBWORKER__V1__RESOURCE_LIMITS__INIT;
-    int r = jobctl_parse_create(ctx, "create", cmd_create_usage, argc, argv, &req, &limits);
+    jobctl_create_opts opts = {0};
+    int r = jobctl_parse_create(ctx, "create", cmd_create_usage, argc, argv, &req, &limits, &opts);
     if (r != JOBCTL_CONTINUE)
         return r;
+    int in_fd = -1;
+    if (opts.stdin_file) {
+        in_fd = strcmp(opts.stdin_file, "-") == 0 ? dup(STDIN_FILENO)
+                                                  : open(opts.stdin_file, O_RDONLY | O_CLOEXEC);
+        if (in_fd < 0) {
+            fprintf(stderr, "jobctl: --stdin: cannot open '%s': %s\n", opts.stdin_file,
+                    strerror(errno));
+            return 1;
+        }
+    }
 
     jw_client *c;
     r = jobctl_connect(ctx, &c);
@@ -98,8 +136,21 @@ int cmd_create(jobctl_ctx *ctx, int argc, char **argv)
     _cleanup_job_ Jobworker__V1__Job *job = NULL;
     r = jw_client_create_job(c, &req, &job, &err);
     jobctl_disconnect(c);
-    if (r < 0)
+    if (r < 0) {
+        if (in_fd >= 0)
+            close(in_fd);
         return jobctl_report(r, &err);
+    }
+    if (in_fd >= 0) {
+        r = jobctl_send_stdin(ctx, job->id, in_fd);
+        close(in_fd);
+        if (r != 0) {
+            fputs("jobctl: job ", stderr);
+            jw_fmt_sanitized(stderr, job->id);
+            fputs(" was created; its stdin is incomplete\n", stderr);
+            return r;
+        }
+    }
 
     if (ctx->output == JOBCTL_OUTPUT_JSON) {
         jw_fmt_job_json(stdout, job);

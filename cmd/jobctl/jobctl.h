@@ -136,8 +136,16 @@ void jobctl_disconnect(jw_client *c);
 /* Flushes stdout; returns 0, or prints the write error and returns 1. */
 int jobctl_flush_stdout(void);
 
-/* jw_client_output_fn that writes the bytes to stdout exactly (write(2), no stdio buffering). */
-int jobctl_write_output(void *userdata, const uint8_t *data, size_t len, jw_error *err);
+/* Where jobctl_write_output puts a job's output. */
+typedef struct jobctl_out {
+    bool merge;     /* every byte to stdout, in arrival order (today's single stream) */
+    bool json;      /* one JSON line per chunk: offset, stream and base64 data */
+    int64_t offset; /* of the next chunk, in the stream's terms */
+} jobctl_out;
+
+/* jw_client_output_fn (userdata: a jobctl_out): the job's stdout to our stdout and its stderr to
+ * our stderr, exactly (write(2), no stdio buffering), or as jobctl_out says. */
+int jobctl_write_output(void *userdata, int stream, const uint8_t *data, size_t len, jw_error *err);
 
 /* Prints a job as the subcommands show it: JSON on one line, or the human "key: value" block. */
 int jobctl_print_job(const jobctl_ctx *ctx, const Jobworker__V1__Job *job);
@@ -145,8 +153,17 @@ int jobctl_print_job(const jobctl_ctx *ctx, const Jobworker__V1__Job *job);
 /* create and run: parses the create options and the command (argv from the first non-option
  * on, or after "--"). The strings in req point into argv. Returns JOBCTL_CONTINUE or an exit
  * code (0 after --help). */
+typedef struct jobctl_create_opts {
+    const char *stdin_file; /* --stdin FILE ("-" = ours): the job reads it as its stdin */
+    bool merge;             /* run --merge */
+    bool no_stdin;          /* run -n: never forward our stdin */
+} jobctl_create_opts;
 int jobctl_parse_create(jobctl_ctx *ctx, const char *cmd, const char *usage, int argc, char **argv,
-                        Jobworker__V1__CreateJobReq *req, Jobworker__V1__ResourceLimits *limits);
+                        Jobworker__V1__CreateJobReq *req, Jobworker__V1__ResourceLimits *limits,
+                        jobctl_create_opts *opts);
+/* Sends fd to job id's stdin on a connection of its own (its own jw_client, so that it may run
+ * beside a stream on another thread). 0, or prints the error and returns 1. */
+int jobctl_send_stdin(const jobctl_ctx *ctx, const char *id, int fd);
 #define JOBCTL_CREATE_OPTIONS_HELP                                                                 \
     "Job options (before the command):\n"                                                          \
     "  --max-cpu=PCT          CPU limit in percent of one core (150 = 1.5 cores)\n"                \
@@ -155,6 +172,7 @@ int jobctl_parse_create(jobctl_ctx *ctx, const char *cmd, const char *usage, int
     "  --max-iobps=SIZE       read and write bytes per second on each disk, e.g. 10M\n"            \
     "  --max-pids=N           maximum number of processes\n"                                       \
     "  --timeout=DUR          stop the job after DUR, e.g. 30s, 2m, 1h, or plain seconds\n"        \
+    "  --stdin=FILE           the job reads FILE as its stdin (- = this stdin)\n"                  \
     "A limit of 0 or a missing option means the server's default.\n"
 
 #endif

@@ -6,6 +6,9 @@
 #include "util/cleanup.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sys/stat.h>
 #include <inttypes.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -14,14 +17,21 @@
 const char cmd_run_usage[] =
     "Usage: jobctl run [options] [--] COMMAND [ARGS...]\n"
     "\n"
-    "Starts COMMAND like 'create', writes its output to stdout as it comes (like\n"
-    "'stream --follow' from byte 0) and exits with the job's status:\n"
+    "Starts COMMAND like 'create', writes its stdout to stdout and its stderr to stderr as\n"
+    "they come (like 'stream --follow' from byte 0) and exits with the job's status, like\n"
+    "'ssh host COMMAND'. When this stdin is a pipe, a file or a socket (not a terminal, not\n"
+    "/dev/null) the job reads it as its stdin, with end of file at its end; -n keeps it away.\n"
+    "The exit status:\n"
     "  the job's exit code when it exited, 128+N when it was killed by signal N,\n"
     "  127 when it could not start (START_FAILED; the cause is printed on stderr),\n"
     "  1 when it ended otherwise (OOM_KILLED, TIMED_OUT, STOPPED, SERVER_SHUTDOWN,\n"
     "  SERVER_LOST; printed on stderr) or a request failed, 130 when interrupted (the job\n"
     "  keeps running).\n"
     "Output is raw bytes whatever -o says.\n"
+    "\n"
+    "Run options:\n"
+    "  --merge                the job's stdout and stderr both to stdout, in arrival order\n"
+    "  -n, --no-stdin         the job's stdin is /dev/null whatever this stdin is\n"
     "\n" JOBCTL_CREATE_OPTIONS_HELP "\n" JOBCTL_GLOBAL_OPTIONS_HELP
     "Here --timeout is the job's timeout; give the request deadline before 'run'.\n";
 
@@ -49,6 +59,30 @@ static int job_exit_status(const Jobworker__V1__Job *job)
     return job->reason == JOBWORKER__V1__EXIT_REASON__EXIT_REASON_START_FAILED ? 127 : 1;
 }
 
+/* Whether run forwards this stdin: data that has an end (a pipe, a file, a socket), not a
+ * terminal or a device such as /dev/null. */
+static bool stdin_has_data(void)
+{
+    struct stat st;
+    if (fstat(STDIN_FILENO, &st) < 0)
+        return false;
+    return S_ISFIFO(st.st_mode) || S_ISREG(st.st_mode) || S_ISSOCK(st.st_mode);
+}
+
+typedef struct stdin_feed {
+    const jobctl_ctx *ctx;
+    const char *id;
+    int fd;
+} stdin_feed;
+
+/* The stdin thread: its errors are printed as they happen (the job's own end is none). */
+static void *feed_main(void *arg)
+{
+    stdin_feed *f = arg;
+    (void)jobctl_send_stdin(f->ctx, f->id, f->fd);
+    return NULL;
+}
+
 /* Polls GetJob until the job is final (used when its output can no longer be followed). */
 static int wait_final(jw_client *c, const char *id, jw_error *err)
 {
@@ -69,9 +103,22 @@ int cmd_run(jobctl_ctx *ctx, int argc, char **argv)
 {
     Jobworker__V1__CreateJobReq req = JOBWORKER__V1__CREATE_JOB_REQ__INIT;
     Jobworker__V1__ResourceLimits limits = JOBWORKER__V1__RESOURCE_LIMITS__INIT;
-    int r = jobctl_parse_create(ctx, "run", cmd_run_usage, argc, argv, &req, &limits);
+    jobctl_create_opts opts = {0};
+    int r = jobctl_parse_create(ctx, "run", cmd_run_usage, argc, argv, &req, &limits, &opts);
     if (r != JOBCTL_CONTINUE)
         return r;
+    int in_fd = -1;
+    if (opts.stdin_file && strcmp(opts.stdin_file, "-") != 0) {
+        in_fd = open(opts.stdin_file, O_RDONLY | O_CLOEXEC);
+        if (in_fd < 0) {
+            fprintf(stderr, "jobctl: --stdin: cannot open '%s': %s\n", opts.stdin_file,
+                    strerror(errno));
+            return 1;
+        }
+    } else if (opts.stdin_file || (!opts.no_stdin && stdin_has_data())) {
+        in_fd = STDIN_FILENO;
+    }
+    req.stdin = in_fd >= 0;
 
     jw_client *c;
     r = jobctl_connect(ctx, &c);
@@ -83,6 +130,29 @@ int cmd_run(jobctl_ctx *ctx, int argc, char **argv)
     if (r < 0) {
         jobctl_disconnect(c);
         return jobctl_report(r, &err);
+    }
+
+    /* The job's stdin on a thread (and a connection) of its own, beside its output. The thread
+     * is never joined: a source that never ends must not keep run from exiting with the job. */
+    if (in_fd >= 0) {
+        /* Its own copy of what it reads: it may outlive this function until the process exits. */
+        static jobctl_ctx feed_ctx;
+        static stdin_feed feed;
+        static char feed_id[64];
+        feed_ctx = *ctx;
+        snprintf(feed_id, sizeof(feed_id), "%s", job->id);
+        feed = (stdin_feed){.ctx = &feed_ctx, .id = feed_id, .fd = in_fd};
+        pthread_t feeder;
+        if (pthread_create(&feeder, NULL, feed_main, &feed) == 0) {
+            pthread_detach(feeder);
+        } else {
+            /* Without a writer the job would wait for its stdin for ever: stop it. */
+            fputs("jobctl: cannot start the stdin thread; stopping the job\n", stderr);
+            _cleanup_job_ Jobworker__V1__Job *stopped = NULL;
+            (void)jw_client_stop_job(c, job->id, &stopped, &err);
+            jobctl_disconnect(c);
+            return 1;
+        }
     }
 
     if (job->status == JOBWORKER__V1__JOB_STATUS__JOB_STATUS_QUEUED)
@@ -97,7 +167,8 @@ int cmd_run(jobctl_ctx *ctx, int argc, char **argv)
         .offset = 0,
         .max_retries = JW_CLIENT_STREAM_RETRIES,
     };
-    r = jw_client_stream(c, &sreq, jobctl_write_output, NULL, NULL, &err);
+    jobctl_out out = {.merge = opts.merge};
+    r = jw_client_stream(c, &sreq, jobctl_write_output, &out, NULL, &err);
     if (r == -EREMOTEIO && err.code == JW_RESOURCE_EXHAUSTED) {
         /* The output hit the server's cap: say so, then still wait for the job's status. */
         fflush(stdout);

@@ -165,7 +165,8 @@ static int method_writes(auth_method method)
     switch (method) {
     case AUTH_METHOD_CREATE_JOB:
     case AUTH_METHOD_STOP_JOB:
-    case AUTH_METHOD_DELETE_JOB: return 1;
+    case AUTH_METHOD_DELETE_JOB:
+    case AUTH_METHOD_WRITE_STDIN: return 1;
     case AUTH_METHOD_GET_JOB:
     case AUTH_METHOD_GET_JOBS:
     case AUTH_METHOD_GET_JOBS_STREAM: return 0;
@@ -205,6 +206,7 @@ const char *auth_method_name(auth_method m)
     case AUTH_METHOD_GET_JOBS: return "GetJobs";
     case AUTH_METHOD_GET_JOBS_STREAM: return "GetJobsStream";
     case AUTH_METHOD_DELETE_JOB: return "DeleteJob";
+    case AUTH_METHOD_WRITE_STDIN: return "WriteStdin";
     }
     return "invalid";
 }

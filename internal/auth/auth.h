@@ -22,6 +22,7 @@ typedef enum {
     AUTH_METHOD_GET_JOBS,
     AUTH_METHOD_GET_JOBS_STREAM,
     AUTH_METHOD_DELETE_JOB,
+    AUTH_METHOD_WRITE_STDIN,
 } auth_method;
 
 #define AUTH_CN_MAX  256

@@ -616,6 +616,7 @@ static int stream_once(jw_client *c, const jw_client_stream_req *req, int64_t *o
     sreq.id = (char *)req->id;
     sreq.follow = req->follow;
     sreq.offset = *offset;
+    sreq.stream = (Jobworker__V1__OutputStream)req->select;
     grpc_byte_buffer *send = pack_message(&sreq.base);
     grpc_metadata_array initial_md, trailing_md;
     grpc_metadata_array_init(&initial_md);
@@ -699,7 +700,7 @@ static int stream_once(jw_client *c, const jw_client_stream_req *req, int64_t *o
             break;
         }
         if (chunk->data.len > 0) {
-            r = fn(userdata, chunk->data.data, chunk->data.len, &local);
+            r = fn(userdata, (int)chunk->stream, chunk->data.data, chunk->data.len, &local);
             if (r < 0) {
                 local_r = r;
                 jobworker__v1__data_chunk__free_unpacked(chunk, NULL);
@@ -779,6 +780,113 @@ static int backoff_wait(jw_client *c, int64_t ms)
     bool cancelled = c->cancelled;
     pthread_mutex_unlock(&c->mu);
     return cancelled ? -EINTR : 0;
+}
+
+int jw_client_write_stdin(jw_client *c, const char *id, int fd, int64_t *ret_written,
+                          bool *ret_job_ended, jw_error *err)
+{
+    rpc x;
+    int r = rpc_open(c, &x, "WriteStdin", false, err);
+    if (r < 0)
+        return r;
+    grpc_metadata_array initial_md, trailing_md;
+    grpc_metadata_array_init(&initial_md);
+    grpc_metadata_array_init(&trailing_md);
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    grpc_byte_buffer *recv = NULL;
+    jw_error local = JW_ERROR_INIT;
+    int local_r = 0;
+    uint8_t *buf = malloc(JW_CLIENT_STDIN_CHUNK);
+
+    /* The answer may come before the end of our stream (the job ended): wait for it last. */
+    grpc_op ops[4];
+    memset(ops, 0, sizeof(ops));
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[1].data.recv_initial_metadata.recv_initial_metadata = &initial_md;
+    ops[2].op = GRPC_OP_RECV_MESSAGE;
+    ops[2].data.recv_message.recv_message = &recv;
+    ops[3].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[3].data.recv_status_on_client.trailing_metadata = &trailing_md;
+    ops[3].data.recv_status_on_client.status = &status;
+    ops[3].data.recv_status_on_client.status_details = &details;
+    r = buf ? rpc_batch(&x, ops, 4, (void *)1, false, &local)
+            : jw_error_set(&local, JW_INTERNAL, -ENOMEM, "out of memory");
+    if (r < 0) {
+        local_r = r;
+        goto out;
+    }
+    /* One message at a time: the next read waits until gRPC took the previous one, which flow
+     * control holds back while the job does not read. The first names the job, even empty. */
+    for (bool first = true;;) {
+        ssize_t n = read(fd, buf, JW_CLIENT_STDIN_CHUNK);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            local_r = jw_error_errno_code(&local, JW_INTERNAL, errno, "read stdin");
+            grpc_call_cancel(x.call, NULL);
+            break;
+        }
+        if (n == 0 && !first)
+            break;
+        Jobworker__V1__StdinChunk chunk = JOBWORKER__V1__STDIN_CHUNK__INIT;
+        chunk.id = first ? (char *)id : (char *)"";
+        chunk.data.data = buf;
+        chunk.data.len = (size_t)n;
+        grpc_byte_buffer *send = pack_message(&chunk.base);
+        grpc_op op;
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_SEND_MESSAGE;
+        op.data.send_message.send_message = send;
+        r = rpc_batch(&x, &op, 1, (void *)2, true, &local);
+        grpc_byte_buffer_destroy(send);
+        if (r <= 0) {
+            local_r = r < 0 ? r : 0; /* 0: the call is over, its status says why */
+            break;
+        }
+        first = false;
+        if (n == 0)
+            break;
+    }
+    if (local_r == 0) {
+        grpc_op op;
+        memset(&op, 0, sizeof(op));
+        op.op = GRPC_OP_SEND_CLOSE_FROM_CLIENT; /* end of file for the job */
+        (void)rpc_batch(&x, &op, 1, (void *)3, true, &local);
+    }
+    rpc_pluck(&x, (void *)1);
+    if (local_r == 0) {
+        r = status_to_error(c, status, details, "WriteStdin", &local);
+        if (r == 0) {
+            Jobworker__V1__WriteStdinRes *res =
+                recv ? (Jobworker__V1__WriteStdinRes *)unpack_message(
+                           recv, &jobworker__v1__write_stdin_res__descriptor)
+                     : NULL;
+            if (!res) {
+                r = jw_error_set(&local, JW_INTERNAL, -EREMOTEIO,
+                                 "WriteStdin: cannot decode the server's WriteStdinRes");
+            } else {
+                if (ret_written)
+                    *ret_written = res->bytes_written;
+                if (ret_job_ended)
+                    *ret_job_ended = res->job_ended;
+                jobworker__v1__write_stdin_res__free_unpacked(res, NULL);
+            }
+        }
+        local_r = r;
+    }
+out:
+    free(buf);
+    if (recv)
+        grpc_byte_buffer_destroy(recv);
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&initial_md);
+    grpc_metadata_array_destroy(&trailing_md);
+    rpc_close(c, &x);
+    if (local_r < 0 && err)
+        *err = local;
+    return local_r;
 }
 
 int jw_client_stream(jw_client *c, const jw_client_stream_req *req, jw_client_output_fn fn,

@@ -126,14 +126,17 @@ int jw_client_list_jobs_all(jw_client *c, const jw_client_list_req *req, int64_t
  * they were. */
 int jw_jobs_append(Jobworker__V1__Jobs *dst, Jobworker__V1__Jobs **src);
 
-/* Receives one chunk of output. `data` is valid only during the call. Returns 0 to go on or a
- * negative errno (with err set) to cancel the stream; jw_client_stream() returns that value. */
-typedef int (*jw_client_output_fn)(void *userdata, const uint8_t *data, size_t len, jw_error *err);
+/* Receives one chunk of output from `stream` (1 stdout, 2 stderr; 0 from a server that does not
+ * tell them apart). `data` is valid only during the call. Returns 0 to go on or a negative errno
+ * (with err set) to cancel the stream; jw_client_stream() returns that value. */
+typedef int (*jw_client_output_fn)(void *userdata, int stream, const uint8_t *data, size_t len,
+                                   jw_error *err);
 
 typedef struct jw_client_stream_req {
     const char *id;
     bool follow;    /* wait for live output until the job ends */
-    int64_t offset; /* first byte wanted */
+    int64_t offset; /* first byte wanted: in the merged output, or in the selected stream */
+    int select;     /* 0 both streams (merged), 1 stdout only, 2 stderr only */
     /* Reconnects allowed in a row after an established followed stream broke with UNAVAILABLE
      * (JW_CLIENT_STREAM_RETRIES is the CLI's value); 0 disables resuming. Never used without
      * `follow`, nor when the very first call fails: a server that is down fails fast. */
@@ -147,6 +150,17 @@ typedef struct jw_client_stream_req {
  * delivered, also on failure. Returns 0 when the server ended the stream with OK. */
 int jw_client_stream(jw_client *c, const jw_client_stream_req *req, jw_client_output_fn fn,
                      void *userdata, int64_t *ret_offset, jw_error *err);
+
+/* Bytes per StdinChunk message. */
+#define JW_CLIENT_STDIN_CHUNK (64 * 1024)
+
+/* Feeds job `id`'s stdin (it was created with stdin) from fd until end of file, then ends the
+ * stream: end of file for the job. Reads the next chunk only once gRPC took the previous one, so
+ * a job that reads slowly slows the reading here. No deadline applies. *ret_written gets the
+ * bytes the job's pipe took and *ret_job_ended whether the job ended before it took everything
+ * (both may be NULL). */
+int jw_client_write_stdin(jw_client *c, const char *id, int fd, int64_t *ret_written,
+                          bool *ret_job_ended, jw_error *err);
 
 /* The canonical name of any gRPC status code ("DEADLINE_EXCEEDED", "DATA_LOSS", ...), a superset
  * of jw_code_name(). */

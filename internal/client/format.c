@@ -163,11 +163,13 @@ int jw_fmt_job_json(FILE *out, const Jobworker__V1__Job *job)
     fprintf(out,
             ",\"start_time_unix_ns\":%" PRId64 ",\"end_time_unix_ns\":%" PRId64
             ",\"timeout_seconds\":%" PRId32 ",\"limits_enforced\":%s,\"output_bytes\":%" PRId64
+            ",\"stdout_bytes\":%" PRId64 ",\"stderr_bytes\":%" PRId64
             ",\"output_dropped_bytes\":%" PRId64 ",\"create_time_unix_ns\":%" PRId64
-            ",\"queue_position\":%" PRId64,
+            ",\"queue_position\":%" PRId64 ",\"stdin\":%s",
             job->start_time_unix_ns, job->end_time_unix_ns, job->timeout_seconds,
-            job->limits_enforced ? "true" : "false", job->output_bytes, job->output_dropped_bytes,
-            job->create_time_unix_ns, job->queue_position);
+            job->limits_enforced ? "true" : "false", job->output_bytes, job->stdout_bytes,
+            job->stderr_bytes, job->output_dropped_bytes, job->create_time_unix_ns,
+            job->queue_position, job->stdin ? "true" : "false");
     putc(',', out);
     json_enum(out, "network", jw_fmt_network_name(job->network), job->network);
     putc(',', out);
@@ -457,6 +459,9 @@ int jw_fmt_job_human(FILE *out, const Jobworker__V1__Job *job, int64_t now_ns)
     put_enum(out, jw_fmt_network_name(job->network), job->network);
     putc('\n', out);
 
+    KEY(out, "stdin");
+    fputs(job->stdin ? "a pipe fed by WriteStdin\n" : "/dev/null\n", out);
+
     if (job->create_time_unix_ns != 0) {
         KEY(out, "created");
         jw_fmt_time_iso(b, sizeof(b), job->create_time_unix_ns);
@@ -542,6 +547,8 @@ int jw_fmt_job_human(FILE *out, const Jobworker__V1__Job *job, int64_t now_ns)
         jw_fmt_size(b, sizeof(b), job->output_bytes);
         fprintf(out, " (%s)", b);
     }
+    if (job->stderr_bytes > 0)
+        fprintf(out, ": stdout %" PRId64 ", stderr %" PRId64, job->stdout_bytes, job->stderr_bytes);
     if (job->output_dropped_bytes > 0)
         fprintf(out, ", %" PRId64 " more dropped at the server's output cap",
                 job->output_dropped_bytes);

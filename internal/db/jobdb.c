@@ -50,20 +50,25 @@ static const char *const migrations[JOBDB_SCHEMA_VERSION] = {
      * queries that say the same use the partial index. */
     "DROP INDEX jobs_final;"
     "CREATE INDEX jobs_final ON jobs(end_ns, output_bytes) WHERE status BETWEEN 3 AND 5;",
+    /* 4: stdout and stderr kept apart (output_bytes - stderr_bytes came from stdout), and
+     * whether the job reads its stdin from WriteStdin. Older rows: all stdout, no stdin. */
+    "ALTER TABLE jobs ADD COLUMN stderr_bytes INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE jobs ADD COLUMN stdin INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define COLS                                                                                       \
     "seq, id, command, args, nargs, owner, user, network, cpu_percent, memory_bytes, io_bps, "     \
     "memory_high_bytes, pids_max, limits_enforced, timeout_seconds, create_ns, status, reason, "   \
     "pid, start_ns, end_ns, exit_code, signal, error, cpu_usec, memory_peak_bytes, "               \
-    "io_read_bytes, io_write_bytes, output_bytes, output_dropped, output_errno, output_errno_at"
+    "io_read_bytes, io_write_bytes, output_bytes, output_dropped, output_errno, output_errno_at, " \
+    "stderr_bytes, stdin"
 #define COL_CREATE_NS 15 /* its index in COLS */
 #define STATE_SET                                                                                  \
     "status = ?2, reason = ?3, pid = ?4, start_ns = ?5, end_ns = ?6, exit_code = ?7, signal = "    \
     "?8, "                                                                                         \
     "error = ?9, cpu_usec = ?10, memory_peak_bytes = ?11, io_read_bytes = ?12, "                   \
     "io_write_bytes = ?13, output_bytes = ?14, output_dropped = ?15, output_errno = ?16, "         \
-    "output_errno_at = ?17, user = ?18"
+    "output_errno_at = ?17, stderr_bytes = ?18, user = ?19"
 
 enum {
     ST_INSERT,
@@ -81,7 +86,7 @@ enum {
 static const char *const stmt_sql[ST_MAX] = {
     [ST_INSERT] = "INSERT INTO jobs (" COLS ") VALUES (NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
                   "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, "
-                  "?26, ?27, ?28, ?29, ?30, ?31, ?32)",
+                  "?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)",
     [ST_UPDATE] = "UPDATE jobs SET " STATE_SET " WHERE id = ?1",
     [ST_GET] = "SELECT " COLS " FROM jobs WHERE id = ?1",
     [ST_DELETE] = "DELETE FROM jobs WHERE id = ?1",
@@ -443,8 +448,8 @@ static void reader_give(jobdb *db, conn *c)
 
 /* ---- rows ---- */
 
-/* Binds the state columns (status .. output_errno_at, in COLS order) from parameter `first` on:
- * ?17.. in ST_INSERT, ?2.. in ST_UPDATE (STATE_SET). */
+/* Binds the state columns (status .. stderr_bytes, in COLS order) from parameter `first` on:
+ * ?17..?33 in ST_INSERT, ?2..?18 in ST_UPDATE (STATE_SET). */
 static void bind_state(sqlite3_stmt *st, int first, const jobdb_record *r)
 {
     int k = first;
@@ -463,7 +468,8 @@ static void bind_state(sqlite3_stmt *st, int first, const jobdb_record *r)
     sqlite3_bind_int64(st, k++, r->output_bytes);
     sqlite3_bind_int64(st, k++, r->output_dropped);
     sqlite3_bind_int(st, k++, r->output_errno);
-    sqlite3_bind_int64(st, k, r->output_errno_at);
+    sqlite3_bind_int64(st, k++, r->output_errno_at);
+    sqlite3_bind_int64(st, k, r->stderr_bytes);
 }
 
 int jobdb_insert(jobdb *db, jobdb_record *r, int64_t *ret_seq, jw_error *err)
@@ -500,6 +506,7 @@ int jobdb_insert(jobdb *db, jobdb_record *r, int64_t *ret_seq, jw_error *err)
     sqlite3_bind_int(st, 15, r->timeout_seconds);
     sqlite3_bind_int64(st, 16, r->create_ns);
     bind_state(st, 17, r);
+    sqlite3_bind_int(st, 34, r->stdin_pipe);
     int rc = sqlite3_step(st);
     int ret = 0;
     if (rc != SQLITE_DONE) {
@@ -520,8 +527,8 @@ int jobdb_update(jobdb *db, const jobdb_record *r, jw_error *err)
     conn *c = writer_take(db);
     sqlite3_stmt *st = c->st[ST_UPDATE];
     sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
-    bind_state(st, 2, r);                                                 /* ?2..?17 */
-    sqlite3_bind_text(st, 18, r->user ? r->user : "", -1, SQLITE_STATIC); /* ?18 */
+    bind_state(st, 2, r);                                                 /* ?2..?18 */
+    sqlite3_bind_text(st, 19, r->user ? r->user : "", -1, SQLITE_STATIC); /* ?19 */
     int rc = sqlite3_step(st);
     int ret = 0;
     if (rc != SQLITE_DONE)
@@ -591,6 +598,8 @@ static int row_read(sqlite3_stmt *st, jobdb_record *r)
     r->output_dropped = sqlite3_column_int64(st, i++);
     r->output_errno = sqlite3_column_int(st, i++);
     r->output_errno_at = sqlite3_column_int64(st, i++);
+    r->stderr_bytes = sqlite3_column_int64(st, i++);
+    r->stdin_pipe = sqlite3_column_int(st, i++) != 0;
     if (oom || !r->owner || !r->user || !r->error) {
         jobdb_record_clear(r);
         return -ENOMEM;

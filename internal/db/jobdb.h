@@ -24,7 +24,7 @@
 #include <stdint.h>
 
 /* The schema this build writes; older files are migrated forward at open, newer ones refused. */
-#define JOBDB_SCHEMA_VERSION 3
+#define JOBDB_SCHEMA_VERSION 4
 
 typedef struct jobdb jobdb;
 
@@ -62,6 +62,8 @@ typedef struct jobdb_record {
     int64_t output_bytes, output_dropped;
     int32_t output_errno;
     int64_t output_errno_at;
+    int64_t stderr_bytes; /* of output_bytes; the rest came from stdout */
+    bool stdin_pipe;      /* created with stdin (immutable) */
 } jobdb_record;
 
 void jobdb_record_clear(jobdb_record *r);

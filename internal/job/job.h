@@ -66,6 +66,13 @@ typedef enum {
     JOB_NETWORK_NONE = 2, /* a network namespace with only loopback */
 } job_network;
 
+/* A job's output streams (the wire's OutputStream). BOTH selects every byte, merged. */
+typedef enum {
+    JOB_STREAM_BOTH = 0,
+    JOB_STREAM_STDOUT = 1,
+    JOB_STREAM_STDERR = 2,
+} job_stream;
+
 /* Resource limits; 0 means "server default" in a request and "unlimited" once resolved. */
 typedef struct job_limits {
     int32_t cpu_percent;  /* 100 = one core */
@@ -102,7 +109,8 @@ typedef struct job_request {
     size_t nargs;
     job_limits limits;
     int64_t timeout_seconds;
-    int network; /* job_network; any other value is rejected */
+    int network;     /* job_network; any other value is rejected */
+    bool stdin_pipe; /* the job reads its stdin from WriteStdin */
 } job_request;
 
 /* Checks every rule of a request and fills err (INVALID_ARGUMENT or FAILED_PRECONDITION) with a

@@ -111,6 +111,7 @@ void codec_job_request_from_pb(const Jobworker__V1__CreateJobReq *req, job_reque
         .nargs = req->n_args,
         .timeout_seconds = req->timeout_seconds,
         .network = (int)req->network,
+        .stdin_pipe = req->stdin,
     };
     if (req->limits) {
         ret->limits.cpu_percent = req->limits->cpu_percent;
@@ -152,6 +153,9 @@ void codec_job_view(const store_job_info *info, bool show_host_pid, Jobworker__V
     usage->io_write_bytes = info->usage.io_write_bytes;
     job->usage = usage;
     job->output_bytes = info->output_bytes;
+    job->stdout_bytes = info->stdout_bytes;
+    job->stderr_bytes = info->stderr_bytes;
+    job->stdin = info->stdin_pipe;
     job->output_dropped_bytes = info->output_dropped;
     job->network = (Jobworker__V1__NetworkMode)info->network;
     job->user = (char *)info->user;
@@ -177,12 +181,18 @@ size_t codec_chunk_header(uint8_t *buf, size_t data_len)
     return 1 + put_varint(buf + 1, data_len);
 }
 
-size_t codec_chunk_trailer(uint8_t *buf, int64_t offset)
+size_t codec_chunk_trailer(uint8_t *buf, int64_t offset, int stream)
 {
-    if (offset == 0)
-        return 0;          /* proto3 omits default values */
-    buf[0] = (2 << 3) | 0; /* field 2 (offset), varint */
-    return 1 + put_varint(buf + 1, (uint64_t)offset);
+    size_t n = 0;
+    if (offset != 0) {           /* proto3 omits default values */
+        buf[n++] = (2 << 3) | 0; /* field 2 (offset), varint */
+        n += put_varint(buf + n, (uint64_t)offset);
+    }
+    if (stream != 0) {
+        buf[n++] = (3 << 3) | 0; /* field 3 (stream), varint */
+        n += put_varint(buf + n, (uint64_t)stream);
+    }
+    return n;
 }
 
 void codec_job_cut_args(Jobworker__V1__Job *job, size_t max_bytes)

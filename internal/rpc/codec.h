@@ -42,9 +42,10 @@ void codec_job_view(const store_job_info *info, bool show_host_pid, Jobworker__V
 void codec_job_cut_args(Jobworker__V1__Job *job, size_t max_bytes);
 
 /* A DataChunk's wire form written straight into a slice: header, `n` data bytes that the caller
- * reads into the returned data pointer, then the offset field. Returns the header size. */
+ * reads into the returned data pointer, then the offset and stream fields (at most 13 bytes).
+ * Each returns its size. */
 size_t codec_chunk_header(uint8_t *buf, size_t data_len);
-size_t codec_chunk_trailer(uint8_t *buf, int64_t offset);
+size_t codec_chunk_trailer(uint8_t *buf, int64_t offset, int stream);
 #define CODEC_CHUNK_OVERHEAD 24
 
 #endif

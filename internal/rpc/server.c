@@ -2,6 +2,7 @@
 
 #include "rpc/audit.h"
 #include "rpc/codec.h"
+#include "rpc/stdin.h"
 #include "util/cleanup.h"
 #include "util/defaults.h"
 #include "util/log.h"
@@ -28,8 +29,9 @@ static const char *const method_paths[] = {
     [AUTH_METHOD_GET_JOBS] = "/jobworker.v1.JobService/GetJobs",
     [AUTH_METHOD_GET_JOBS_STREAM] = "/jobworker.v1.JobService/GetJobsStream",
     [AUTH_METHOD_DELETE_JOB] = "/jobworker.v1.JobService/DeleteJob",
+    [AUTH_METHOD_WRITE_STDIN] = "/jobworker.v1.JobService/WriteStdin",
 };
-#define N_METHODS    6 /* ARRAY_SIZE(method_paths); rpc-internal.h sizes methods[] */
+#define N_METHODS    7 /* ARRAY_SIZE(method_paths); rpc-internal.h sizes methods[] */
 #define SLOT_UNKNOWN N_METHODS
 
 typedef struct rpc_slot {
@@ -414,7 +416,8 @@ static int slot_request(rpc_slot *slot)
                                      srv->cq, slot);
     } else {
         grpc_completion_queue *bound = srv->cq;
-        if (slot->method == AUTH_METHOD_GET_JOBS_STREAM) {
+        if (slot->method == AUTH_METHOD_GET_JOBS_STREAM ||
+            slot->method == AUTH_METHOD_WRITE_STDIN) {
             slot->bound_cq = grpc_completion_queue_create_for_next(NULL);
             bound = slot->bound_cq;
         }
@@ -474,6 +477,9 @@ static void handle_new_call(rpc_slot *slot, bool ok)
     if (method == AUTH_METHOD_GET_JOBS_STREAM) {
         /* Streams answer on their own queue, even refusals; the registry owns call and queue. */
         stream_registry_take(srv->streams, call, bound_cq, payload, id_ok ? &id : NULL);
+    } else if (method == AUTH_METHOD_WRITE_STDIN) {
+        /* The same for the writers of a job's stdin (the first message is the payload). */
+        stdin_writer_take(srv->streams, call, bound_cq, payload, id_ok ? &id : NULL);
     } else {
         rpc_incoming in = {.call = call, .payload = payload, .caller = id_ok ? &id : NULL};
         dispatch(srv, (auth_method)method, &in);

@@ -123,8 +123,9 @@ static void drain_destroy_cq(grpc_completion_queue *cq)
  * does not wait for the client's half-close (a peer could withhold it to hold a worker): it
  * completes once the status is on its way, which flow control does not hold back; a batch that
  * still does not complete is cancelled after a short bound. */
-static void refuse(stream_registry *reg, grpc_call *call, grpc_completion_queue *cq,
-                   const auth_identity *caller, const char *job_id, jw_code code, const char *msg)
+static void refuse_call(stream_registry *reg, auth_method method, grpc_call *call,
+                        grpc_completion_queue *cq, const auth_identity *caller, const char *job_id,
+                        jw_code code, const char *msg)
 {
     grpc_slice details = grpc_slice_from_copied_string(msg);
     grpc_op ops[2];
@@ -152,7 +153,62 @@ static void refuse(stream_registry *reg, grpc_call *call, grpc_completion_queue 
     grpc_call_unref(call);
     grpc_slice_unref(details);
     drain_destroy_cq(cq);
-    audit_write(reg->cfg.audit, caller, AUTH_METHOD_GET_JOBS_STREAM, job_id, code, msg);
+    audit_write(reg->cfg.audit, caller, method, job_id, code, msg);
+}
+
+static void refuse(stream_registry *reg, grpc_call *call, grpc_completion_queue *cq,
+                   const auth_identity *caller, const char *job_id, jw_code code, const char *msg)
+{
+    refuse_call(reg, AUTH_METHOD_GET_JOBS_STREAM, call, cq, caller, job_id, code, msg);
+}
+
+void stream_registry_refuse(stream_registry *reg, auth_method method, grpc_call *call,
+                            grpc_completion_queue *cq, const auth_identity *caller,
+                            const char *job_id, jw_code code, const char *msg)
+{
+    refuse_call(reg, method, call, cq, caller, job_id, code, msg);
+}
+
+int stream_registry_enter(stream_registry *reg, jw_error *err)
+{
+    int r = 0;
+    pthread_mutex_lock(&reg->lock);
+    if (reg->shutting_down)
+        r = jw_error_set(err, JW_UNAVAILABLE, -ESHUTDOWN, "the server is shutting down");
+    else if (reg->n_streams >= reg->cfg.max_streams)
+        r = jw_error_set(err, JW_RESOURCE_EXHAUSTED, -EBUSY,
+                         "the server already serves %d streams, its limit (--max-streams)",
+                         reg->cfg.max_streams);
+    else
+        reg->n_streams++;
+    pthread_mutex_unlock(&reg->lock);
+    return r;
+}
+
+void stream_registry_leave(stream_registry *reg)
+{
+    pthread_mutex_lock(&reg->lock);
+    reg->n_streams--;
+    pthread_cond_broadcast(&reg->cond);
+    pthread_mutex_unlock(&reg->lock);
+}
+
+bool stream_registry_shutting_down(stream_registry *reg)
+{
+    pthread_mutex_lock(&reg->lock);
+    bool r = reg->shutting_down;
+    pthread_mutex_unlock(&reg->lock);
+    return r;
+}
+
+FILE *stream_registry_audit(stream_registry *reg)
+{
+    return reg->cfg.audit;
+}
+
+service *stream_registry_service(stream_registry *reg)
+{
+    return reg->cfg.svc;
 }
 
 static void stream_wake(void *userdata)
@@ -211,7 +267,8 @@ static int send_chunk(rpc_stream *s, size_t n)
 {
     uint8_t hdr[16], trl[16];
     size_t hl = codec_chunk_header(hdr, n);
-    size_t tl = codec_chunk_trailer(trl, service_stream_offset(s->out));
+    size_t tl = codec_chunk_trailer(trl, service_stream_offset(s->out),
+                                    (int)service_stream_chunk_stream(s->out));
     grpc_slice slice = grpc_slice_malloc(hl + n + tl);
     uint8_t *p = GRPC_SLICE_START_PTR(slice);
     memcpy(p, hdr, hl);
@@ -354,7 +411,8 @@ static int stream_open(stream_registry *reg, rpc_stream *s, jw_error *err)
     if (r < 0)
         return r;
     Jobworker__V1__GetJobsStreamReq *req = (Jobworker__V1__GetJobsStreamReq *)m;
-    service_stream_req sr = {.id = req->id, .offset = req->offset, .follow = req->follow};
+    service_stream_req sr = {
+        .id = req->id, .offset = req->offset, .follow = req->follow, .select = req->stream};
     r = service_stream_open(reg->cfg.svc, s->caller_ok ? &s->caller : NULL, &sr, stream_wake, s,
                             &s->out, s->job_id, err);
     protobuf_c_message_free_unpacked(m, NULL);

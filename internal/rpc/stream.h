@@ -43,4 +43,17 @@ void stream_registry_shutdown(stream_registry *reg);
 bool stream_registry_wait_empty(stream_registry *reg, int timeout_ms);
 int stream_registry_count(stream_registry *reg);
 
+/* For the WriteStdin writers (rpc/stdin.c), which share the registry's --max-streams slots and
+ * its shutdown but have no output to follow. */
+int stream_registry_enter(stream_registry *reg, jw_error *err); /* takes a slot */
+void stream_registry_leave(stream_registry *reg);
+bool stream_registry_shutting_down(stream_registry *reg);
+FILE *stream_registry_audit(stream_registry *reg);
+service *stream_registry_service(stream_registry *reg);
+/* Answers a call that gets no thread on its own queue, audits it as `method`, and frees the call
+ * and the queue. */
+void stream_registry_refuse(stream_registry *reg, auth_method method, grpc_call *call,
+                            grpc_completion_queue *cq, const auth_identity *caller,
+                            const char *job_id, jw_code code, const char *msg);
+
 #endif

@@ -29,8 +29,8 @@ struct service {
 struct service_stream {
     store_job *job;
     store_sub *sub;
-    int fd;
-    int64_t offset;
+    store_cursor *cur;
+    job_stream chunk_stream; /* of the last SEND */
     bool follow;
     char job_id[UUID_STR_LEN];
 };
@@ -366,6 +366,7 @@ int service_create_job(service *svc, const auth_identity *caller, const job_requ
         .network = req->network != JOB_NETWORK_DEFAULT ? (job_network)req->network
                                                        : svc->cfg.default_network,
         .user = svc->cfg.job_user_display,
+        .stdin_pipe = req->stdin_pipe,
     };
     jobqueue_quota quota;
     quota_of(svc, caller->cn, caller->role, &quota);
@@ -538,6 +539,57 @@ int service_delete_job(service *svc, const auth_identity *caller, const char *id
     return store_job_delete(svc->cfg.st, id, ret, err);
 }
 
+/* ---- Standard input ---- */
+
+int service_stdin_open(service *svc, const auth_identity *caller, const char *id, store_job **ret,
+                       jw_error *err)
+{
+    int r = service_authorize(caller, AUTH_METHOD_WRITE_STDIN, err);
+    if (r < 0)
+        return r;
+    store_job *job = NULL;
+    r = find_job(svc, id, &job, err);
+    if (r < 0)
+        return r;
+    store_job_info info;
+    store_job_snapshot(job, &info);
+    if (!info.stdin_pipe)
+        r = jw_error_set(err, JW_FAILED_PRECONDITION, -EINVAL,
+                         "job '%s' was created without stdin (CreateJob with stdin; jobctl create "
+                         "--stdin FILE, or jobctl run with a pipe)",
+                         id);
+    else if (job_status_is_final(info.status))
+        r = jw_error_set(err, JW_FAILED_PRECONDITION, -ESRCH, "job '%s' has ended (%s)", id,
+                         job_status_name(info.status));
+    if (r < 0) {
+        store_job_unref(job);
+        return r;
+    }
+    *ret = job;
+    return 0;
+}
+
+int service_stdin_take(service *svc, store_job *job, int *ret_fd, jw_error *err)
+{
+    job_status st = store_job_status(job);
+    if (st == JOB_STATUS_QUEUED || st == JOB_STATUS_INITIALIZING)
+        return 1;
+    int r = supervisor_take_stdin(svc->cfg.sv, job, ret_fd);
+    if (r == -EAGAIN)
+        return job_status_is_final(store_job_status(job))
+                   ? jw_error_set(err, JW_FAILED_PRECONDITION, -ESRCH, "job '%s' has ended",
+                                  store_job_id(job))
+                   : 1;
+    if (r == -EBUSY)
+        return jw_error_set(err, JW_FAILED_PRECONDITION, -EBUSY,
+                            "job '%s' already has a writer of its stdin (one per job)",
+                            store_job_id(job));
+    if (r < 0)
+        return jw_error_set(err, JW_FAILED_PRECONDITION, -ESRCH,
+                            "job '%s' has ended before its stdin was written", store_job_id(job));
+    return 0;
+}
+
 /* ---- Streams ---- */
 
 int service_stream_open(service *svc, const auth_identity *caller, const service_stream_req *req,
@@ -550,11 +602,13 @@ int service_stream_open(service *svc, const auth_identity *caller, const service
     if (req->id && *req->id && uuid_is_valid(req->id) && req->offset < 0)
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "offset %" PRId64 " is negative",
                             req->offset);
+    if (req->select < JOB_STREAM_BOTH || req->select > JOB_STREAM_STDERR)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "stream %d is not an output stream (0 both, 1 stdout, 2 stderr)",
+                            req->select);
     service_stream *s = calloc(1, sizeof(*s));
     if (!s)
         return jw_error_errno(err, ENOMEM, "open stream");
-    s->fd = -1;
-    s->offset = req->offset;
     s->follow = req->follow;
     r = find_job(svc, req->id, &s->job, err);
     if (r < 0)
@@ -562,26 +616,15 @@ int service_stream_open(service *svc, const auth_identity *caller, const service
     snprintf(s->job_id, sizeof(s->job_id), "%s", req->id);
     snprintf(ret_job_id, UUID_STR_LEN, "%s", req->id);
 
-    int64_t size;
-    bool closed;
-    store_job_output_state(s->job, &size, &closed);
-    if (closed && s->offset > size) {
-        r = jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
-                         "offset %" PRId64 " is beyond the end of the output (%" PRId64 " bytes)",
-                         s->offset, size);
-        goto fail;
-    }
     if (store_job_n_subs(s->job) >= (size_t)svc->cfg.max_streams_per_job) {
         r = jw_error_set(err, JW_RESOURCE_EXHAUSTED, -EBUSY,
                          "job '%s' already has %d streams, the limit per job", s->job_id,
                          svc->cfg.max_streams_per_job);
         goto fail;
     }
-    s->fd = store_job_open_output(s->job);
-    if (s->fd < 0) {
-        r = jw_error_errno_code(err, JW_INTERNAL, s->fd, "open output of job '%s'", s->job_id);
+    r = store_cursor_open(s->job, (job_stream)req->select, req->offset, &s->cur, err);
+    if (r < 0)
         goto fail;
-    }
     r = store_sub_new(s->job, wake, userdata, &s->sub);
     if (r < 0) {
         r = jw_error_errno_code(err, JW_INTERNAL, r, "subscribe to job '%s'", s->job_id);
@@ -607,8 +650,7 @@ void service_stream_free(service_stream *s)
     if (!s)
         return;
     store_sub_free(s->sub);
-    if (s->fd >= 0)
-        close(s->fd);
+    store_cursor_free(s->cur);
     store_job_unref(s->job);
     free(s);
 }
@@ -619,11 +661,13 @@ service_stream_step service_stream_next(service_stream *s, size_t max, size_t *r
         int64_t size;
         bool closed;
         store_job_output_state(s->job, &size, &closed);
-        if (s->offset < size) {
-            uint64_t n = (uint64_t)(size - s->offset);
-            *ret_n = n > max ? max : (size_t)n;
-            return SERVICE_STREAM_SEND;
+        int r = store_cursor_avail(s->cur, size, max, ret_n, &s->chunk_stream);
+        if (r < 0) {
+            jw_error_errno_code(err, JW_INTERNAL, -r, "read the output index of job %s", s->job_id);
+            return SERVICE_STREAM_END;
         }
+        if (*ret_n > 0)
+            return SERVICE_STREAM_SEND;
         store_job_info info;
         store_job_snapshot(s->job, &info);
         if (info.output_dropped > 0 && info.output_errno) {
@@ -650,7 +694,7 @@ service_stream_step service_stream_next(service_stream *s, size_t max, size_t *r
             return SERVICE_STREAM_END;
         }
         /* 1: bytes or the end arrived between the check and the arm: look again. */
-        if (s->sub && store_sub_arm(s->sub, s->offset) == 0)
+        if (s->sub && store_sub_arm(s->sub, store_cursor_log_pos(s->cur)) == 0)
             return SERVICE_STREAM_WAIT;
         if (!s->sub) {
             jw_error_set(err, JW_CANCELLED, -ECANCELED, "stream of job %s was stopped", s->job_id);
@@ -661,14 +705,15 @@ service_stream_step service_stream_next(service_stream *s, size_t max, size_t *r
 
 int64_t service_stream_offset(const service_stream *s)
 {
-    return s->offset;
+    return store_cursor_offset(s->cur);
+}
+
+job_stream service_stream_chunk_stream(const service_stream *s)
+{
+    return s->chunk_stream;
 }
 
 int service_stream_read(service_stream *s, void *buf, size_t n)
 {
-    ssize_t got = pread(s->fd, buf, n, s->offset);
-    if (got != (ssize_t)n)
-        return got < 0 ? -errno : -EIO;
-    s->offset += (int64_t)n;
-    return 0;
+    return store_cursor_read(s->cur, buf, n);
 }

@@ -131,8 +131,9 @@ typedef struct service_stream service_stream;
 
 typedef struct service_stream_req {
     const char *id;
-    int64_t offset;
+    int64_t offset; /* in the merged output, or in the one selected stream */
     bool follow;
+    int select; /* job_stream: BOTH, STDOUT or STDERR; any other value is rejected */
 } service_stream_req;
 
 /* Checks the request (id, offset against a finished output, the per-job stream cap), opens the
@@ -148,7 +149,8 @@ void service_stream_free(service_stream *s);
 void service_stream_stop_wakes(service_stream *s);
 
 typedef enum {
-    SERVICE_STREAM_SEND, /* *ret_n > 0 bytes are ready at service_stream_offset() */
+    SERVICE_STREAM_SEND, /* *ret_n > 0 bytes of one stream (service_stream_chunk_stream) are
+                          * ready at service_stream_offset() */
     SERVICE_STREAM_WAIT, /* caught up; `wake` fires once when that changes */
     SERVICE_STREAM_END,  /* finished: err says OK, or RESOURCE_EXHAUSTED past the output cap */
 } service_stream_step;
@@ -157,7 +159,20 @@ typedef enum {
 service_stream_step service_stream_next(service_stream *s, size_t max, size_t *ret_n,
                                         jw_error *err);
 int64_t service_stream_offset(const service_stream *s);
+/* The stream the bytes of the last SEND came from. */
+job_stream service_stream_chunk_stream(const service_stream *s);
 /* Reads exactly n bytes at the current offset into buf and advances; -EIO on a short read. */
 int service_stream_read(service_stream *s, void *buf, size_t n);
+
+/* ---- WriteStdin: the one writer of a job's standard input ---- */
+
+/* Checks the caller (admin), the id and that the job was created with stdin and has not ended.
+ * *ret gets a reference to the job. */
+int service_stdin_open(service *svc, const auth_identity *caller, const char *id, store_job **ret,
+                       jw_error *err);
+/* Takes the job's stdin pipe (non-blocking; the caller closes it for EOF): 0 with *ret_fd, 1
+ * while the job has not started yet (queued or starting: try again later), or an error:
+ * FAILED_PRECONDITION when the job has ended or another writer has its stdin. */
+int service_stdin_take(service *svc, store_job *job, int *ret_fd, jw_error *err);
 
 #endif

@@ -10,7 +10,8 @@
  * /dev/shm (mode 1777, nosuid, nodev); without it the job sees the host's. The working directory
  * is opened before those mounts, so it may lie under one of them.
  *
- * with fd 0 = /dev/null, fds 1 and 2 = the job's output pipe and fd JOBINIT_STATUS_FD = the write
+ * with fd 0 = /dev/null (or the stdin pipe the server writes), fds 1 and 2 = the job's stdout
+ * and stderr pipes, and fd JOBINIT_STATUS_FD = the write
  * end of a status pipe. job-init joins the cgroup, makes the host's mounts read-only (all but the
  * working directory), mounts a fresh /proc and the private tmpfs, drops nothing itself,
  * and forks the command, which takes the job's credentials and execs. Over the status pipe

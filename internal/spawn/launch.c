@@ -129,7 +129,7 @@ static const char *stage_text(int32_t stage)
 
 /* What the clone()d child needs; it shares our memory until it execs (CLONE_VM|CLONE_VFORK). */
 typedef struct child_args {
-    int null_fd, out_w, st_w; /* all >= 10, so dup2 onto 0..3 cannot clobber a source */
+    int in_fd, out_w, err_w, st_w; /* all >= 10, so dup2 onto 0..3 cannot clobber a source */
     const char *path;
     char *const *argv;
     char *const *envp;
@@ -149,7 +149,7 @@ static int child_main(void *arg)
     /* The server raised its own open files limit; the job gets the usual one back. */
     if (a->nofile.rlim_cur)
         setrlimit(RLIMIT_NOFILE, &a->nofile);
-    if (dup2(a->null_fd, 0) < 0 || dup2(a->out_w, 1) < 0 || dup2(a->out_w, 2) < 0 ||
+    if (dup2(a->in_fd, 0) < 0 || dup2(a->out_w, 1) < 0 || dup2(a->err_w, 2) < 0 ||
         dup2(a->st_w, JOBINIT_STATUS_FD) < 0)
         _exit(JOBINIT_EXIT_FAILED);
     execve(a->path, a->argv, a->envp);
@@ -196,32 +196,45 @@ static pid_t clone_job_init(const launch_options *o, const child_args *ca, int *
     return pid;
 }
 
+/* A pipe whose ends are both close-on-exec; -errno. */
+static int make_pipe(int fds[2])
+{
+    return pipe2(fds, O_CLOEXEC) < 0 ? -errno : 0;
+}
+
 int launch_job_init(const launch_options *o, launch_result *ret, jw_error *err)
 {
-    int outp[2] = {-1, -1}, stp[2] = {-1, -1};
-    if (pipe2(outp, O_CLOEXEC) < 0 || pipe2(stp, O_CLOEXEC) < 0) {
-        int r = errno;
-        for (int i = 0; i < 2; i++) {
-            if (outp[i] >= 0)
-                close(outp[i]);
-        }
-        return jw_error_errno_code(err, JW_RESOURCE_EXHAUSTED, r, "create pipes");
-    }
-    _cleanup_close_ int out_r = outp[0], out_w0 = outp[1], st_r = stp[0], st_w0 = stp[1];
+    int outp[2] = {-1, -1}, errp[2] = {-1, -1}, stp[2] = {-1, -1}, inp[2] = {-1, -1};
+    int r = make_pipe(outp);
+    if (r == 0)
+        r = make_pipe(errp);
+    if (r == 0)
+        r = make_pipe(stp);
+    if (r == 0 && o->stdin_pipe)
+        r = make_pipe(inp);
+    _cleanup_close_ int out_r = outp[0], out_w0 = outp[1], err_r = errp[0], err_w0 = errp[1],
+                        st_r = stp[0], st_w0 = stp[1], in_r0 = inp[0], in_w = inp[1];
+    if (r < 0)
+        return jw_error_errno_code(err, JW_RESOURCE_EXHAUSTED, -r, "create pipes");
     /* A pipe's inode belongs to its creator (root) with mode 0600, and opening /dev/stdout or
      * /dev/stderr (/proc/self/fd/N) re-opens it with a permission check, which a job user fails.
      * Write permission for others (0622) lets the job re-open its own output for writing, and
      * for nothing else: only a process that may ptrace a job process reaches the pipe through
-     * /proc/<pid>/fd, the pipe has no other name, and reading stays the server's. The status
-     * pipe keeps 0600: job-init closes it before the command starts. */
-    if (fchmod(out_w0, 0622) < 0)
-        return jw_error_errno_code(err, JW_INTERNAL, errno, "fchmod the job's output pipe");
-    (void)fcntl(out_r, F_SETPIPE_SZ, PIPE_SIZE); /* a larger pipe only helps throughput */
-    _cleanup_close_ int null0 = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    _cleanup_close_ int null_fd = null0 >= 0 ? dup_high(null0) : -1;
+     * /proc/<pid>/fd, the pipe has no other name, and reading stays the server's. Its stdin
+     * pipe is readable the same way (0604: /dev/stdin), and writing it stays the server's. The
+     * status pipe keeps 0600: job-init closes it before the command starts. */
+    if (fchmod(out_w0, 0622) < 0 || fchmod(err_w0, 0622) < 0 ||
+        (in_r0 >= 0 && fchmod(in_r0, 0604) < 0))
+        return jw_error_errno_code(err, JW_INTERNAL, errno, "fchmod the job's pipes");
+    /* Larger pipes only help throughput. */
+    (void)fcntl(out_r, F_SETPIPE_SZ, PIPE_SIZE);
+    (void)fcntl(err_r, F_SETPIPE_SZ, PIPE_SIZE);
+    _cleanup_close_ int null0 = in_r0 >= 0 ? -1 : open("/dev/null", O_RDONLY | O_CLOEXEC);
+    _cleanup_close_ int in_fd = dup_high(in_r0 >= 0 ? in_r0 : null0);
     _cleanup_close_ int out_w = dup_high(out_w0);
+    _cleanup_close_ int err_w = dup_high(err_w0);
     _cleanup_close_ int st_w = dup_high(st_w0);
-    if (null_fd < 0 || out_w < 0 || st_w < 0)
+    if (in_fd < 0 || out_w < 0 || err_w < 0 || st_w < 0)
         return jw_error_errno_code(err, JW_RESOURCE_EXHAUSTED, errno, "duplicate job fds");
 
     _cleanup_free_ const char **argv = calloc(o->nargs + ARGV_EXTRA, sizeof(char *));
@@ -232,8 +245,9 @@ int launch_job_init(const launch_options *o, launch_result *ret, jw_error *err)
     }
     argv_bufs bufs;
     build_argv(o, &bufs, argv);
-    child_args ca = {.null_fd = null_fd,
+    child_args ca = {.in_fd = in_fd,
                      .out_w = out_w,
+                     .err_w = err_w,
                      .st_w = st_w,
                      .path = o->job_init_path,
                      .argv = (char *const *)argv,
@@ -251,25 +265,35 @@ int launch_job_init(const launch_options *o, launch_result *ret, jw_error *err)
     if (pid < 0)
         return jw_error_errno_code(err, JW_INTERNAL, -pid, "clone job-init");
     _cleanup_close_ int pidfd = pidfd_int;
-    /* Only job-init holds the write ends now: its exit (or exec failure) is EOF here. */
+    /* Only job-init holds the write ends now: its exit (or exec failure) is EOF here. And only
+     * it holds the read end of its stdin: once it is gone, writes fail with EPIPE. */
     close(TAKE_FD(out_w));
+    close(TAKE_FD(err_w));
     close(TAKE_FD(st_w));
     close(TAKE_FD(out_w0));
+    close(TAKE_FD(err_w0));
     close(TAKE_FD(st_w0));
+    close(TAKE_FD(in_fd));
+    if (in_r0 >= 0)
+        close(TAKE_FD(in_r0));
 
     jobinit_msg m;
     struct pollfd p = {.fd = st_r, .events = POLLIN};
     int pr = poll(&p, 1, START_TIMEOUT_MS);
     ssize_t n = pr > 0 ? read_full(st_r, &m, sizeof(m)) : -ETIMEDOUT;
     if (n == (ssize_t)sizeof(m) && m.kind == JOBINIT_MSG_STARTED) {
-        if (fcntl(out_r, F_SETFL, O_NONBLOCK) < 0 || fcntl(st_r, F_SETFL, O_NONBLOCK) < 0) {
-            int r = errno;
+        if (fcntl(out_r, F_SETFL, O_NONBLOCK) < 0 || fcntl(err_r, F_SETFL, O_NONBLOCK) < 0 ||
+            fcntl(st_r, F_SETFL, O_NONBLOCK) < 0 ||
+            (in_w >= 0 && fcntl(in_w, F_SETFL, O_NONBLOCK) < 0)) {
+            int e = errno;
             kill_and_reap(pidfd);
-            return jw_error_errno_code(err, JW_INTERNAL, r, "set job pipes non-blocking");
+            return jw_error_errno_code(err, JW_INTERNAL, e, "set job pipes non-blocking");
         }
         *ret = (launch_result){.pid = pid,
                                .pidfd = TAKE_FD(pidfd),
                                .out_fd = TAKE_FD(out_r),
+                               .err_fd = TAKE_FD(err_r),
+                               .in_fd = TAKE_FD(in_w),
                                .status_fd = TAKE_FD(st_r)};
         return 0;
     }
@@ -282,7 +306,8 @@ int launch_job_init(const launch_options *o, launch_result *ret, jw_error *err)
     }
     if (m.stage == 0)
         return jw_error_errno_code(err, JW_INTERNAL, m.err, "exec job-init '%s'", o->job_init_path);
-    *ret = (launch_result){.pid = 0, .pidfd = -1, .out_fd = -1, .status_fd = -1};
+    *ret = (launch_result){
+        .pid = 0, .pidfd = -1, .out_fd = -1, .err_fd = -1, .in_fd = -1, .status_fd = -1};
     char ebuf[128];
     const char *etext = jw_strerror(m.err, ebuf, sizeof(ebuf));
     if (m.stage == JOBINIT_STAGE_EXEC)

@@ -33,13 +33,16 @@ typedef struct launch_options {
     const char *workdir;         /* the command's working directory and HOME; NULL = "/" */
     int64_t tmp_size;            /* bytes of each private /tmp, /var/tmp, /dev/shm; 0 = none */
     int64_t nofile_soft;         /* job-init's soft RLIMIT_NOFILE when lower than ours; 0 = ours */
+    bool stdin_pipe;             /* stdin is a pipe the caller writes (else /dev/null) */
 } launch_options;
 
 /* What a launch produced. The fds are close-on-exec and non-blocking and belong to the caller. */
 typedef struct launch_result {
     pid_t pid;             /* job-init's pid; 0 when the job itself could not start (start_error) */
     int pidfd;             /* job-init's pidfd (-1 when pid is 0) */
-    int out_fd;            /* read end of the job's output pipe (stdout and stderr) */
+    int out_fd;            /* read end of the job's stdout pipe */
+    int err_fd;            /* read end of the job's stderr pipe */
+    int in_fd;             /* write end of the job's stdin pipe; -1 without stdin_pipe */
     int status_fd;         /* read end of job-init's status pipe: the EXITED record arrives here */
     char start_error[256]; /* pid 0: why, e.g. "exec 'cmd': No such file or directory" */
 } launch_result;

@@ -55,15 +55,23 @@ typedef struct sv_entry sv_entry;
 typedef struct sv_watch {
     int kind;
     sv_entry *entry;
+    int pipe; /* WATCH_OUT: 0 stdout, 1 stderr */
 } sv_watch;
+
+/* The job's output pipes, by index: stdout, stderr. */
+#define N_PIPES 2
+static const job_stream pipe_stream[N_PIPES] = {JOB_STREAM_STDOUT, JOB_STREAM_STDERR};
+static const char *const pipe_name[N_PIPES] = {"stdout pipe", "stderr pipe"};
 
 struct sv_entry {
     store_job *job;
     cgroup_job *cg;
     pid_t pid;
     int pidfd;
-    int out_fd;
-    int st_fd; /* job-init's status pipe: the EXITED record arrives here */
+    int out_fd[N_PIPES]; /* read ends of its stdout and stderr */
+    int in_fd;           /* write end of its stdin until a writer takes it; -1 = none */
+    bool in_taken;       /* a writer took in_fd (one writer per job) */
+    int st_fd;           /* job-init's status pipe: the EXITED record arrives here */
     int ev_fd; /* the cgroup's cgroup.events while the loop waits for it to empty; -1 otherwise */
     bool has_workdir; /* <work_root>/<id> exists and must be removed at the end */
     long uid, gid;    /* the job's credentials */
@@ -81,14 +89,14 @@ struct sv_entry {
     sv_entry *cleanup_next;
 
     /* The loop thread's until the hand-over to the cleanup thread, then the cleanup thread's. */
-    siginfo_t si;       /* job-init's own end */
-    bool out_eof;       /* the output pipe reached EOF (or failed) */
-    bool cg_empty;      /* the cgroup reads "populated 0" (or there is none) */
-    bool ev_registered; /* ev_fd is in the epoll; otherwise it is re-read every tick */
+    siginfo_t si;          /* job-init's own end */
+    bool out_eof[N_PIPES]; /* the pipe reached EOF (or failed) */
+    bool cg_empty;         /* the cgroup reads "populated 0" (or there is none) */
+    bool ev_registered;    /* ev_fd is in the epoll; otherwise it is re-read every tick */
     int64_t drain_deadline_ns;
     bool logged_write_error;
     sv_entry *drain_next; /* sv->draining */
-    sv_watch w_out, w_pid, w_ev;
+    sv_watch w_out[N_PIPES], w_pid, w_ev;
 };
 
 typedef struct sv_action {
@@ -140,7 +148,9 @@ static void entry_free(sv_entry *e)
     if (!e)
         return;
     close_fd(&e->pidfd);
-    close_fd(&e->out_fd);
+    for (int i = 0; i < N_PIPES; i++)
+        close_fd(&e->out_fd[i]);
+    close_fd(&e->in_fd);
     close_fd(&e->st_fd);
     close_fd(&e->ev_fd);
     store_job_unref(e->job);
@@ -179,9 +189,9 @@ static void queue_cleanup_locked(supervisor *sv, sv_entry *e)
 
 /* ---- The loop thread ---- */
 
-static void append_output(sv_entry *e, const char *buf, size_t n)
+static void append_output(sv_entry *e, int p, const char *buf, size_t n)
 {
-    int r = store_job_append(e->job, buf, n);
+    int r = store_job_append(e->job, pipe_stream[p], buf, n);
     /* The store counted the bytes as dropped; say why once per job. */
     if (r < 0 && r != -EBADF && !e->logged_write_error) {
         e->logged_write_error = true;
@@ -192,26 +202,35 @@ static void append_output(sv_entry *e, const char *buf, size_t n)
     }
 }
 
-/* Reads what the pipe holds now into the store, at most max_chunks reads. Returns 1 at EOF (or on
- * a read error, which is logged), 0 when drained or max_chunks were read. */
-static int drain_output(supervisor *sv, sv_entry *e, int max_chunks)
+/* Reads what output pipe p holds now into the store, at most max_chunks reads. Returns 1 at EOF
+ * (or on a read error, which is logged), 0 when drained or max_chunks were read. */
+static int drain_output(supervisor *sv, sv_entry *e, int p, int max_chunks)
 {
     for (int i = 0; i < max_chunks;) {
-        ssize_t n = read(e->out_fd, sv->buf, OUTPUT_CHUNK);
+        ssize_t n = read(e->out_fd[p], sv->buf, OUTPUT_CHUNK);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
             if (errno == EAGAIN)
                 return 0;
-            log_error_errno(-errno, "job %s: read output: %m", store_job_id(e->job));
+            log_error_errno(-errno, "job %s: read its %s: %m", store_job_id(e->job), pipe_name[p]);
             return 1;
         }
         if (n == 0)
             return 1;
-        append_output(e, sv->buf, (size_t)n);
+        append_output(e, p, sv->buf, (size_t)n);
         i++;
     }
     return 0;
+}
+
+/* Both output pipes reached EOF. */
+static bool output_eof(const sv_entry *e)
+{
+    for (int i = 0; i < N_PIPES; i++)
+        if (!e->out_eof[i])
+            return false;
+    return true;
 }
 
 /* SIGKILL to job-init ends its PID namespace, so every process of the job dies with it;
@@ -371,10 +390,12 @@ static void on_events(supervisor *sv, sv_entry *e)
  * epoll. */
 static void hand_over(supervisor *sv, sv_entry *e)
 {
-    if (!e->out_eof) {
-        drain_output(sv, e, FINAL_DRAIN_CHUNKS);
-        epoll_del(sv, e, e->out_fd, "output pipe");
-        e->out_eof = true;
+    for (int i = 0; i < N_PIPES; i++) {
+        if (!e->out_eof[i]) {
+            drain_output(sv, e, i, FINAL_DRAIN_CHUNKS);
+            epoll_del(sv, e, e->out_fd[i], pipe_name[i]);
+            e->out_eof[i] = true;
+        }
     }
     if (e->ev_fd >= 0) {
         if (e->ev_registered)
@@ -396,13 +417,13 @@ static int64_t advance_draining(supervisor *sv, int64_t now)
         if (!e->cg_empty && e->ev_fd >= 0 && !e->ev_registered &&
             cgroup_events_populated(e->ev_fd) == 0)
             e->cg_empty = true;
-        bool done = e->cg_empty && e->out_eof;
+        bool eof = output_eof(e);
+        bool done = e->cg_empty && eof;
         if (!done && now >= e->drain_deadline_ns) {
-            log_warning("job %s: %s%s%s after %d s, ending the job anyway", store_job_id(e->job),
-                        e->cg_empty ? "" : "its cgroup is not empty",
-                        !e->cg_empty && !e->out_eof ? " and " : "",
-                        e->out_eof ? "" : "its output pipe is still open",
-                        (int)(EMPTY_TIMEOUT_NS / 1000000000));
+            log_warning(
+                "job %s: %s%s%s after %d s, ending the job anyway", store_job_id(e->job),
+                e->cg_empty ? "" : "its cgroup is not empty", !e->cg_empty && !eof ? " and " : "",
+                eof ? "" : "its output pipes are still open", (int)(EMPTY_TIMEOUT_NS / 1000000000));
             done = true;
         }
         if (done) {
@@ -459,9 +480,10 @@ static void *sv_thread(void *arg)
                 (void)r;
             } else if (w->kind == WATCH_OUT) {
                 sv_entry *e = w->entry;
-                if (!e->out_eof && drain_output(sv, e, 1) != 0) {
-                    e->out_eof = true;
-                    epoll_del(sv, e, e->out_fd, "output pipe");
+                int p = w->pipe;
+                if (!e->out_eof[p] && drain_output(sv, e, p, 1) != 0) {
+                    e->out_eof[p] = true;
+                    epoll_del(sv, e, e->out_fd[p], pipe_name[p]);
                 }
             } else if (w->kind == WATCH_EVENTS) {
                 if (w->entry->ev_fd >= 0)
@@ -584,7 +606,11 @@ static void finish_entry(supervisor *sv, sv_entry *e)
     /* Release everything of the job's before announcing its end, so that whoever waits for
      * the end finds no cgroup, no working directory, no fd and no entry of it left. */
     close_fd(&e->pidfd);
-    close_fd(&e->out_fd);
+    for (int i = 0; i < N_PIPES; i++)
+        close_fd(&e->out_fd[i]);
+    pthread_mutex_lock(&sv->lock);
+    close_fd(&e->in_fd); /* unless a writer took it */
+    pthread_mutex_unlock(&sv->lock);
     close_fd(&e->st_fd);
     close_fd(&e->ev_fd);
     entry_unlink(sv, e);
@@ -723,18 +749,20 @@ size_t supervisor_n_active(supervisor *sv)
 
 /* ---- Starting (the caller's thread) ---- */
 
-/* Registers a started job's output pipe and pidfd with the loop. On failure nothing stays
+/* Registers a started job's output pipes and pidfd with the loop. On failure nothing stays
  * registered. */
 static int watch_entry(supervisor *sv, sv_entry *e)
 {
-    struct epoll_event ev_out = {.events = EPOLLIN, .data.ptr = &e->w_out};
-    struct epoll_event ev_pid = {.events = EPOLLIN, .data.ptr = &e->w_pid};
-    if (epoll_ctl(sv->epfd, EPOLL_CTL_ADD, e->out_fd, &ev_out) < 0)
-        return -errno;
-    if (epoll_ctl(sv->epfd, EPOLL_CTL_ADD, e->pidfd, &ev_pid) < 0) {
-        int r = -errno;
-        (void)epoll_ctl(sv->epfd, EPOLL_CTL_DEL, e->out_fd, NULL);
-        return r;
+    int fds[N_PIPES + 1] = {e->out_fd[0], e->out_fd[1], e->pidfd};
+    sv_watch *ws[N_PIPES + 1] = {&e->w_out[0], &e->w_out[1], &e->w_pid};
+    for (int i = 0; i < N_PIPES + 1; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = ws[i]};
+        if (epoll_ctl(sv->epfd, EPOLL_CTL_ADD, fds[i], &ev) < 0) {
+            int r = -errno;
+            while (i-- > 0)
+                (void)epoll_ctl(sv->epfd, EPOLL_CTL_DEL, fds[i], NULL);
+            return r;
+        }
     }
     return 0;
 }
@@ -746,12 +774,15 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
         return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
     e->job = store_job_ref(job);
     e->pidfd = -1;
-    e->out_fd = -1;
+    e->in_fd = -1;
     e->st_fd = -1;
     e->ev_fd = -1;
-    e->w_out = (sv_watch){WATCH_OUT, e};
-    e->w_pid = (sv_watch){WATCH_PID, e};
-    e->w_ev = (sv_watch){WATCH_EVENTS, e};
+    for (int i = 0; i < N_PIPES; i++) {
+        e->out_fd[i] = -1;
+        e->w_out[i] = (sv_watch){WATCH_OUT, e, i};
+    }
+    e->w_pid = (sv_watch){WATCH_PID, e, 0};
+    e->w_ev = (sv_watch){WATCH_EVENTS, e, 0};
 
     pthread_mutex_lock(&sv->lock);
     if (sv->shutting_down) {
@@ -816,7 +847,8 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
                          .gid = e->gid,
                          .workdir = e->has_workdir ? workdir : NULL,
                          .tmp_size = sv->cfg.tmp_size,
-                         .nofile_soft = sv->cfg.job_nofile_soft};
+                         .nofile_soft = sv->cfg.job_nofile_soft,
+                         .stdin_pipe = info.stdin_pipe};
     launch_result lr;
     r = launch_job_init(&lo, &lr, err);
     if (r < 0)
@@ -838,8 +870,12 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
 
     e->pid = lr.pid;
     e->pidfd = lr.pidfd;
-    e->out_fd = lr.out_fd;
+    e->out_fd[0] = lr.out_fd;
+    e->out_fd[1] = lr.err_fd;
     e->st_fd = lr.status_fd;
+    pthread_mutex_lock(&sv->lock);
+    e->in_fd = lr.in_fd; /* before RUNNING: a writer waits for that, then takes it */
+    pthread_mutex_unlock(&sv->lock);
     store_job_set_running(job, lr.pid, now_realtime_ns());
     job_reason asked = store_job_stop_reason(job); /* a stop that came while starting */
     pthread_mutex_lock(&sv->lock);
@@ -887,6 +923,29 @@ fail:
     }
     entry_unlink(sv, e);
     entry_free(e);
+    return r;
+}
+
+/* ---- Standard input (any thread) ---- */
+
+int supervisor_take_stdin(supervisor *sv, store_job *job, int *ret_fd)
+{
+    int r = -ENOENT;
+    pthread_mutex_lock(&sv->lock);
+    for (sv_entry *e = sv->entries; e; e = e->next) {
+        if (e->job != job)
+            continue;
+        if (e->in_fd >= 0) {
+            *ret_fd = e->in_fd;
+            e->in_fd = -1;
+            e->in_taken = true;
+            r = 0;
+        } else {
+            r = e->in_taken ? -EBUSY : -EAGAIN;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&sv->lock);
     return r;
 }
 

@@ -65,4 +65,10 @@ int supervisor_stop_job(supervisor *sv, store_job *job, job_reason reason, jw_er
 /* Number of jobs the supervisor currently owns (starting or running). */
 size_t supervisor_n_active(supervisor *sv);
 
+/* Hands the write end of a running job's stdin pipe (non-blocking, close-on-exec) to its one
+ * writer, who closes it to give the job EOF. -EAGAIN while the job is not running yet (or has
+ * no stdin pipe), -EBUSY when a writer already took it, -ENOENT when the supervisor has no entry
+ * for the job (it has ended, or never started). */
+int supervisor_take_stdin(supervisor *sv, store_job *job, int *ret_fd);
+
 #endif

@@ -1,5 +1,7 @@
 #include "store/store.h"
 
+#include "store/runs.h"
+
 #include "util/cleanup.h"
 #include "util/fileio.h"
 #include "util/log.h"
@@ -7,6 +9,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -51,7 +54,8 @@ struct store_job {
     job_network network;
     int32_t timeout_seconds;
     bool limits_enforced;
-    bool detached; /* read back from the history: final, output complete, not live */
+    bool stdin_pipe; /* reads its stdin from WriteStdin */
+    bool detached;   /* read back from the history: final, output complete, not live */
     /* Guarded by the store's lock. Off the table, the streams of a job share one object through
      * the readers table, so that the per-job stream cap counts all of them. */
     bool in_table;
@@ -72,6 +76,9 @@ struct store_job {
     char *error;
     job_usage usage;
     int64_t output_size;
+    int64_t stderr_bytes;  /* of output_size; the rest is stdout */
+    job_stream cur_stream; /* the stream of the last run in the index (STDOUT at first) */
+    int idx_fd;            /* the stream index while the job writes; -1 until its first run */
     int64_t output_dropped;
     int64_t output_errno_at; /* output_size when it failed */
     store_sub *subs;
@@ -141,7 +148,8 @@ static void remove_stale_output(store *s)
     struct dirent *de;
     while ((de = readdir(d))) {
         size_t l = strlen(de->d_name);
-        if (l > 4 && strcmp(de->d_name + l - 4, ".out") == 0 &&
+        if (l > 4 &&
+            (strcmp(de->d_name + l - 4, ".out") == 0 || strcmp(de->d_name + l - 4, ".idx") == 0) &&
             unlinkat(dirfd(d), de->d_name, 0) == 0)
             n++;
     }
@@ -220,6 +228,8 @@ static void job_free(store_job *job)
 {
     if (job->out_fd >= 0)
         close(job->out_fd);
+    if (job->idx_fd >= 0)
+        close(job->idx_fd);
     free(job->command);
     for (size_t i = 0; i < job->nargs; i++)
         free(job->args[i]);
@@ -299,6 +309,32 @@ static void output_path(const store *s, const char *id, char *buf, size_t size)
         buf[0] = '\0';
 }
 
+/* The output's stream index (store/runs.h), next to it. */
+static void index_path(const store *s, const char *id, char *buf, size_t size)
+{
+    if (snprintf(buf, size, "%s/%s.idx", s->output_dir, id) >= (int)size)
+        buf[0] = '\0';
+}
+
+/* Removes a job's output file and stream index. 0, or the first unlink's negative errno (a
+ * missing file is no failure); *ret_path names the file that failed. */
+static int unlink_output(const store *s, const char *id, char *ret_path, size_t size)
+{
+    char path[PATH_MAX];
+    int r = 0;
+    output_path(s, id, path, sizeof(path));
+    if (unlink(path) < 0 && errno != ENOENT) {
+        r = -errno;
+        snprintf(ret_path, size, "%s", path);
+    }
+    index_path(s, id, path, sizeof(path));
+    if (unlink(path) < 0 && errno != ENOENT && r == 0) {
+        r = -errno;
+        snprintf(ret_path, size, "%s", path);
+    }
+    return r;
+}
+
 static int table_grow(store *s)
 {
     if (s->n == s->cap) {
@@ -340,6 +376,8 @@ static store_job *job_alloc(store *s)
     pthread_cond_init(&job->cond, &ca);
     pthread_condattr_destroy(&ca);
     job->out_fd = -1;
+    job->idx_fd = -1;
+    job->cur_stream = JOB_STREAM_STDOUT;
     job->owner_store = s;
     return job;
 }
@@ -372,6 +410,8 @@ static void record_of(const store_job *job, const store_job_info *in, jobdb_reco
     r->output_dropped = in->output_dropped;
     r->output_errno = in->output_errno;
     r->output_errno_at = in->output_errno_at;
+    r->stderr_bytes = in->stderr_bytes;
+    r->stdin_pipe = job->stdin_pipe;
 }
 
 /* A detached job from a record of the history; takes the record's strings. */
@@ -391,6 +431,8 @@ static store_job *job_from_record(store *s, jobdb_record *r)
     job->limits = r->limits;
     job->limits_enforced = r->limits_enforced;
     job->timeout_seconds = r->timeout_seconds;
+    job->stdin_pipe = r->stdin_pipe;
+    job->stderr_bytes = r->stderr_bytes;
     job->seq = r->seq;
     job->create_ns = r->create_ns;
     job->detached = true;
@@ -470,6 +512,7 @@ int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_erro
     job->limits_enforced = spec->limits_enforced;
     job->timeout_seconds = spec->timeout_seconds;
     job->network = spec->network;
+    job->stdin_pipe = spec->stdin_pipe;
     job->command = strdup(command);
     job->owner = strdup(owner ? owner : "");
     job->user = strdup(spec->user ? spec->user : "");
@@ -700,8 +743,7 @@ static void forget(store *s, store_job *job, bool recorded)
     store_job_ref(job);
     table_remove(s, job, false);
     char path[PATH_MAX];
-    output_path(s, job->id, path, sizeof(path));
-    unlink(path);
+    (void)unlink_output(s, job->id, path, sizeof(path)); /* it never ran: nothing to keep */
     const char *id = job->id;
     jw_error err = JW_ERROR_INIT;
     if (recorded && jobdb_delete(s->db, &id, 1, &err) < 0)
@@ -886,9 +928,9 @@ int store_job_delete(store *s, const char *id, store_job **ret, jw_error *err)
                             job_status_name(st), id);
     }
     char path[PATH_MAX];
-    output_path(s, job->id, path, sizeof(path));
-    if (unlink(path) < 0 && errno != ENOENT) {
-        int e = errno;
+    int u = unlink_output(s, job->id, path, sizeof(path));
+    if (u < 0) {
+        int e = -u;
         pthread_mutex_lock(&s->lock);
         s->stats.unlink_failures++;
         pthread_mutex_unlock(&s->lock);
@@ -1067,9 +1109,10 @@ void store_job_snapshot(store_job *job, store_job_info *ret)
     ret->limits_enforced = job->limits_enforced;
     ret->timeout_seconds = job->timeout_seconds;
     ret->network = job->network;
+    ret->stdin_pipe = job->stdin_pipe;
+    pthread_mutex_lock(&job->lock);
     ret->seq = job->seq;
     ret->create_ns = job->create_ns;
-    pthread_mutex_lock(&job->lock);
     ret->status = job->status;
     ret->reason = job->reason;
     ret->pid = job->pid;
@@ -1081,6 +1124,8 @@ void store_job_snapshot(store_job *job, store_job_info *ret)
         snprintf(ret->error, sizeof(ret->error), "%s", job->error);
     ret->usage = job->usage;
     ret->output_bytes = job->output_size;
+    ret->stderr_bytes = job->stderr_bytes;
+    ret->stdout_bytes = job->output_size - job->stderr_bytes;
     ret->output_dropped = job->output_dropped;
     ret->output_errno = job->output_errno;
     ret->output_errno_at = job->output_errno_at;
@@ -1145,12 +1190,37 @@ static void wake_subs(store_job *job)
     }
 }
 
-int store_job_append(store_job *job, const void *buf, size_t len)
+/* Starts a run of `stream` at log offset `size` in the job's stream index, creating the index
+ * with its first run. The supervisor is the only writer. 0 or a negative errno. */
+static int start_run(store_job *job, int *idx_fd, job_stream stream, int64_t size,
+                     int64_t stdout_before)
+{
+    if (*idx_fd < 0) {
+        char path[PATH_MAX];
+        index_path(job->owner_store, job->id, path, sizeof(path));
+        *idx_fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        if (*idx_fd < 0)
+            return -errno;
+    }
+    struct stat st;
+    if (fstat(*idx_fd, &st) < 0)
+        return -errno;
+    output_run run = {.log_off = size, .stdout_before = stdout_before, .stream = stream};
+    int r = runs_append(*idx_fd, &run);
+    if (r < 0)
+        (void)ftruncate(*idx_fd, st.st_size); /* no torn record stays behind */
+    return r;
+}
+
+int store_job_append(store_job *job, job_stream stream, const void *buf, size_t len)
 {
     int64_t cap = job->owner_store->max_output_bytes;
     pthread_mutex_lock(&job->lock);
     int fd = job->out_fd;
+    int idx_fd = job->idx_fd;
     int64_t size = job->output_size;
+    int64_t stdout_before = job->output_size - job->stderr_bytes;
+    job_stream cur = job->cur_stream;
     pthread_mutex_unlock(&job->lock);
     if (fd < 0)
         return -EBADF;
@@ -1158,13 +1228,21 @@ int store_job_append(store_job *job, const void *buf, size_t len)
     size_t keep = len;
     if (cap > 0 && size + (int64_t)len > cap)
         keep = size >= cap ? 0 : (size_t)(cap - size);
-    /* The write happens outside the lock: there is one writer, and readers only look at
-     * output_size, which grows after the bytes are in the file. */
-    int r = keep ? write_full(fd, buf, keep) : 0;
+    /* The writes happen outside the lock: there is one writer, and readers only look at
+     * output_size, which grows after the bytes (and the run that holds them) are in the files. */
+    int r = 0;
+    if (keep && stream != cur) {
+        r = start_run(job, &idx_fd, stream, size, stdout_before);
+        if (r == 0)
+            cur = stream;
+    }
+    if (r == 0 && keep)
+        r = write_full(fd, buf, keep);
     if (r < 0) {
         /* Bytes that could not be written (ENOSPC, EFBIG...) are dropped like those past the cap.
          * A partial write is cut off again so that the file stays exactly output_size long and
-         * the next append (O_APPEND) lands where readers expect it. */
+         * the next append (O_APPEND) lands where readers expect it. A run started for them stays:
+         * it is empty until bytes of its stream come. */
         (void)ftruncate(fd, size);
         keep = 0;
     }
@@ -1174,7 +1252,11 @@ int store_job_append(store_job *job, const void *buf, size_t len)
         job->output_errno = -r;
         job->output_errno_at = job->output_size;
     }
+    job->idx_fd = idx_fd;
+    job->cur_stream = cur;
     job->output_size += (int64_t)keep;
+    if (stream == JOB_STREAM_STDERR)
+        job->stderr_bytes += (int64_t)keep;
     job->output_dropped += (int64_t)(len - keep);
     wake_subs(job);
     pthread_mutex_unlock(&job->lock);
@@ -1187,6 +1269,10 @@ void store_job_close_output(store_job *job)
     if (job->out_fd >= 0) {
         close(job->out_fd);
         job->out_fd = -1;
+    }
+    if (job->idx_fd >= 0) {
+        close(job->idx_fd);
+        job->idx_fd = -1;
     }
     job->output_closed = true;
     wake_subs(job);
@@ -1208,6 +1294,176 @@ int store_job_open_output(store_job *job)
     if (fd < 0 && errno == ENOENT && job->detached)
         fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     return fd < 0 ? -errno : fd;
+}
+
+/* ---- Cursors ---- */
+
+struct store_cursor {
+    store_job *job;
+    int out_fd;
+    int idx_fd;     /* -1 while the job has no stream index */
+    bool idx_final; /* no index appears any more (the output was complete at open) */
+    job_stream select;
+    int64_t pos;   /* log offset of the next byte */
+    int64_t off;   /* the same in the cursor's terms */
+    size_t n_runs; /* runs known */
+    size_t run_i;  /* the run that holds pos */
+    output_run run;
+    int64_t run_end; /* where run_i ends: the next run's start, INT64_MAX while it is the last */
+};
+
+/* Learns of runs started since the last look (and of the index, once it exists). */
+static int cursor_refresh(store_cursor *c)
+{
+    if (c->idx_fd < 0 && !c->idx_final) {
+        char path[PATH_MAX];
+        index_path(c->job->owner_store, c->job->id, path, sizeof(path));
+        c->idx_fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (c->idx_fd < 0 && errno != ENOENT)
+            return -errno;
+    }
+    size_t n = runs_count(c->idx_fd);
+    if (n <= c->n_runs)
+        return 0;
+    c->n_runs = n;
+    if (c->run_i + 1 < n) {
+        output_run next;
+        int r = runs_get(c->idx_fd, c->run_i + 1, &next);
+        if (r < 0)
+            return r;
+        c->run_end = next.log_off;
+    }
+    return 0;
+}
+
+static int cursor_load_run(store_cursor *c, size_t i)
+{
+    c->run_i = i;
+    c->run_end = INT64_MAX;
+    int r = runs_get(c->idx_fd, i, &c->run);
+    if (r == 0 && i + 1 < c->n_runs) {
+        output_run next;
+        r = runs_get(c->idx_fd, i + 1, &next);
+        if (r == 0)
+            c->run_end = next.log_off;
+    }
+    return r;
+}
+
+int store_cursor_open(store_job *job, job_stream select, int64_t offset, store_cursor **ret,
+                      jw_error *err)
+{
+    pthread_mutex_lock(&job->lock);
+    int64_t size = job->output_size, stderr_bytes = job->stderr_bytes;
+    bool closed = job->output_closed;
+    pthread_mutex_unlock(&job->lock);
+    int64_t total = select == JOB_STREAM_STDOUT   ? size - stderr_bytes
+                    : select == JOB_STREAM_STDERR ? stderr_bytes
+                                                  : size;
+    if (closed && offset > total)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "offset %" PRId64 " is beyond the end of the %s (%" PRId64 " bytes)",
+                            offset,
+                            select == JOB_STREAM_STDOUT   ? "job's stdout"
+                            : select == JOB_STREAM_STDERR ? "job's stderr"
+                                                          : "output",
+                            total);
+    store_cursor *c = calloc(1, sizeof(*c));
+    if (!c)
+        return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
+    c->job = store_job_ref(job);
+    c->idx_fd = -1;
+    c->idx_final = closed;
+    c->select = select;
+    c->off = offset;
+    int r = c->out_fd = store_job_open_output(job);
+    if (r >= 0) {
+        /* A finished job's index, if any, is there now: open it once for good. */
+        c->idx_final = false;
+        r = cursor_refresh(c);
+        c->idx_final = closed;
+    }
+    size_t i = 0;
+    if (r >= 0)
+        r = select == JOB_STREAM_BOTH ? runs_find_log(c->idx_fd, c->n_runs, offset, &i)
+                                      : runs_find_stream(c->idx_fd, c->n_runs, select, offset, &i);
+    if (r >= 0)
+        r = cursor_load_run(c, i);
+    if (r < 0) {
+        jw_error_errno_code(err, JW_INTERNAL, -r, "open the output of job '%s'", job->id);
+        store_cursor_free(c);
+        return r;
+    }
+    if (select == JOB_STREAM_BOTH)
+        c->pos = offset;
+    else if (c->run.stream == select)
+        c->pos = c->run.log_off + (offset - runs_before(&c->run, select));
+    else
+        c->pos = c->run.log_off; /* the end of the stream so far: its next run comes later */
+    *ret = c;
+    return 0;
+}
+
+void store_cursor_free(store_cursor *c)
+{
+    if (!c)
+        return;
+    if (c->out_fd >= 0)
+        close(c->out_fd);
+    if (c->idx_fd >= 0)
+        close(c->idx_fd);
+    store_job_unref(c->job);
+    free(c);
+}
+
+int store_cursor_avail(store_cursor *c, int64_t size, size_t max, size_t *ret_n,
+                       job_stream *ret_stream)
+{
+    *ret_n = 0;
+    for (;;) {
+        if (c->run_end == INT64_MAX) {
+            int r = cursor_refresh(c);
+            if (r < 0)
+                return r;
+        }
+        if (c->pos >= c->run_end) {
+            int r = cursor_load_run(c, c->run_i + 1);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        int64_t end = c->run_end < size ? c->run_end : size;
+        if (c->pos >= end)
+            return 0;
+        if (c->select != JOB_STREAM_BOTH && c->run.stream != c->select) {
+            c->pos = end; /* the other stream's bytes */
+            continue;
+        }
+        uint64_t n = (uint64_t)(end - c->pos);
+        *ret_n = n > max ? max : (size_t)n;
+        *ret_stream = c->run.stream;
+        return 0;
+    }
+}
+
+int store_cursor_read(store_cursor *c, void *buf, size_t n)
+{
+    ssize_t got = pread(c->out_fd, buf, n, c->pos);
+    if (got != (ssize_t)n)
+        return got < 0 ? -errno : -EIO;
+    c->pos += (int64_t)n;
+    c->off += (int64_t)n;
+    return 0;
+}
+
+int64_t store_cursor_offset(const store_cursor *c)
+{
+    return c->off;
+}
+
+int64_t store_cursor_log_pos(const store_cursor *c)
+{
+    return c->pos;
 }
 
 void store_job_output_state(store_job *job, int64_t *ret_size, bool *ret_closed)
@@ -1314,6 +1570,16 @@ static int mark_lost(store *s, jw_error *err)
             output_path(s, x->id, path, sizeof(path));
             struct stat st;
             x->output_bytes = stat(path, &st) == 0 ? (int64_t)st.st_size : 0;
+            x->stderr_bytes = 0;
+            index_path(s, x->id, path, sizeof(path));
+            int idx = open(path, O_RDONLY | O_CLOEXEC);
+            if (idx >= 0) {
+                /* A run started just before the crash may lie past the log's end. */
+                if (runs_stderr_total(idx, x->output_bytes, &x->stderr_bytes) < 0 ||
+                    x->stderr_bytes > x->output_bytes)
+                    x->stderr_bytes = 0;
+                close(idx);
+            }
             x->status = JOB_STATUS_FAILED;
             x->reason = JOB_REASON_SERVER_LOST;
             x->end_ns = now;
@@ -1396,11 +1662,11 @@ int store_sweep(store *s, int64_t now_ns, store_sweep_stats *ret, jw_error *err)
             if (!over)
                 break;
             char path[PATH_MAX];
-            output_path(s, v[k].id, path, sizeof(path));
-            if (unlink(path) < 0 && errno != ENOENT) {
+            int u = unlink_output(s, v[k].id, path, sizeof(path));
+            if (u < 0) {
                 /* The record goes anyway: a file that stays would stop retention for good. */
                 if (ret->unlink_failed++ == 0)
-                    log_error_errno(-errno, "retention: remove '%s': %m (left on disk)", path);
+                    log_error_errno(u, "retention: remove '%s': %m (left on disk)", path);
             }
             ids[k] = v[k].id;
             readers_unlink(s, v[k].id);

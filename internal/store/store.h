@@ -62,6 +62,7 @@ typedef struct store_job_spec {
     job_network network; /* effective: HOST or NONE */
     const char *user;    /* who the job runs as, for display */
     bool queued;         /* recorded QUEUED (waits for admission), else INITIALIZING */
+    bool stdin_pipe;     /* reads its stdin from WriteStdin */
 } store_job_spec;
 
 /* A consistent copy of a job for reporting. Strings point into the job (immutable fields) or
@@ -85,6 +86,8 @@ typedef struct store_job_info {
     char error[256];
     job_usage usage;
     int64_t output_bytes;
+    int64_t stdout_bytes, stderr_bytes; /* of output_bytes */
+    bool stdin_pipe;
     int64_t output_dropped;  /* bytes discarded: past max_output_bytes or not writable */
     int output_errno;        /* why output could not be written (ENOSPC...); 0 = only the cap */
     int64_t output_errno_at; /* the output's size when that write failed */
@@ -207,17 +210,38 @@ int store_job_on_final(store_job *job, store_final_fn fn, void *userdata);
 
 /* ---- Output log ---- */
 
-/* Appends bytes (single writer: the supervisor). Bytes past max_output_bytes, and bytes that
- * could not be written (the write failed, e.g. ENOSPC), are dropped and counted in
- * output_dropped. Wakes armed subscribers. Returns 0, or the write's negative errno (the bytes
- * then counted as dropped), which the caller may log; -EBADF once the output is closed. */
-int store_job_append(store_job *job, const void *buf, size_t len);
+/* Appends bytes the job wrote to `stream` (STDOUT or STDERR; single writer: the supervisor).
+ * The log keeps both streams in arrival order and the stream index (store/runs.h) says which
+ * bytes came from which. Bytes past max_output_bytes, and bytes that could not be written (the
+ * write failed, e.g. ENOSPC), are dropped and counted in output_dropped. Wakes armed
+ * subscribers. Returns 0, or the write's negative errno (the bytes then counted as dropped),
+ * which the caller may log; -EBADF once the output is closed. */
+int store_job_append(store_job *job, job_stream stream, const void *buf, size_t len);
 /* Marks the output complete (the job ended); wakes every subscriber. Closes the write fd. */
 void store_job_close_output(store_job *job);
 /* Opens the output file for reading (O_RDONLY|O_CLOEXEC); the caller closes it. */
 int store_job_open_output(store_job *job);
 /* Size written so far and whether the output is complete. */
 void store_job_output_state(store_job *job, int64_t *ret_size, bool *ret_closed);
+
+/* A reader's position in a job's output: over both streams (offsets in the merged log) or over
+ * one (offsets in that stream alone). */
+typedef struct store_cursor store_cursor;
+/* INVALID_ARGUMENT when the output is complete and `offset` lies beyond the selected bytes. */
+int store_cursor_open(store_job *job, job_stream select, int64_t offset, store_cursor **ret,
+                      jw_error *err);
+void store_cursor_free(store_cursor *c); /* NULL is a no-op */
+/* Bytes readable now at the cursor, in one run of one stream: at most `max`, 0 when none yet.
+ * `size` is the log's size from store_job_output_state(). Runs of a stream the cursor does not
+ * select are skipped. 0 or a negative errno (reading the index failed). */
+int store_cursor_avail(store_cursor *c, int64_t size, size_t max, size_t *ret_n,
+                       job_stream *ret_stream);
+/* Reads n bytes (at most what store_cursor_avail said) and moves past them. */
+int store_cursor_read(store_cursor *c, void *buf, size_t n);
+/* The offset of the next byte in the cursor's terms (merged, or in the selected stream). */
+int64_t store_cursor_offset(const store_cursor *c);
+/* The log offset of the next byte (for store_sub_arm). */
+int64_t store_cursor_log_pos(const store_cursor *c);
 
 typedef void (*store_wake_fn)(void *userdata);
 

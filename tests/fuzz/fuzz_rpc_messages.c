@@ -55,10 +55,16 @@ static void check_id(const char *id)
 static void chunk_roundtrip(const uint8_t *data, size_t size)
 {
     int64_t offset = 0;
+    int stream = 0;
     if (size >= 8) {
         memcpy(&offset, data, 8);
         data += 8;
         size -= 8;
+    }
+    if (size >= 1) {
+        stream = data[0] % 3; /* both, stdout, stderr */
+        data++;
+        size--;
     }
     uint8_t *buf = malloc(size + CODEC_CHUNK_OVERHEAD);
     if (!buf)
@@ -67,11 +73,12 @@ static void chunk_roundtrip(const uint8_t *data, size_t size)
     FUZZ_CHECK(h >= 2 && h <= CODEC_CHUNK_OVERHEAD / 2);
     if (size)
         memcpy(buf + h, data, size);
-    size_t t = codec_chunk_trailer(buf + h + size, offset);
+    size_t t = codec_chunk_trailer(buf + h + size, offset, stream);
     FUZZ_CHECK(h + t <= CODEC_CHUNK_OVERHEAD);
     Jobworker__V1__DataChunk *c = jobworker__v1__data_chunk__unpack(NULL, h + size + t, buf);
     FUZZ_CHECK(c != NULL);
     FUZZ_CHECK(c->offset == offset);
+    FUZZ_CHECK((int)c->stream == stream);
     FUZZ_CHECK(c->data.len == size);
     FUZZ_CHECK(size == 0 || memcmp(c->data.data, data, size) == 0);
     jobworker__v1__data_chunk__free_unpacked(c, NULL);

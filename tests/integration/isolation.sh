@@ -36,8 +36,10 @@ t_dev_stdout() {
     wait_status "$id" COMPLETED FAILED || return 1
     json=$(jc -o json get "$id")
     expect_eq "$(json_field "$json" status)" COMPLETED "($(json_field "$json" error))" || return 1
-    out=$(jc stream "$id") || return 1
-    expect_eq "$(echo "$out" | tr '\n' ' ')" "out err x x " || return 1
+    out=$(jc stream "$id" 2>/dev/null) || return 1
+    expect_eq "$(echo "$out" | tr '\n' ' ')" "out x " "(its stdout)" || return 1
+    out=$(jc stream "$id" 2>&1 >/dev/null) || return 1
+    expect_eq "$(echo "$out" | tr '\n' ' ')" "err x " "(its stderr)" || return 1
 }
 check "/dev/stdout and /dev/stderr work inside jobs" t_dev_stdout
 

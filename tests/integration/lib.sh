@@ -9,6 +9,9 @@ BIN="$BUILD/bin"
 source "$REPO/tests/job-visible.sh"
 TESTBIN=$(job_visible_dir "$BUILD/testbin") || { echo "integration: cannot copy $BUILD/testbin" >&2; exit 1; }
 PY=/usr/bin/python3
+# `jobctl run` forwards its stdin when that is a pipe or a file: the tier's own stdin (whatever
+# started it) is not the jobs' business. A test that feeds a job pipes into that jobctl.
+exec </dev/null
 
 # Sanitizer builds (ASan's quarantine and shadow memory) make the server's RSS meaningless: the
 # RSS bounds are then reported, not judged.

@@ -1,7 +1,7 @@
 """Interoperability check: a plain grpcio client with nothing but the .proto talks to the
 server. Usage: pyclient.py GENDIR CERTDIR PORT SCENARIO [ARGS]. Exits non-zero on any mismatch.
 Scenarios: interop, no-client-cert, cert:NAME, bad-requests, big-message, stop-race ROUNDS,
-churn CLIENTS SECONDS, stop-storm GRACE_SECONDS."""
+churn CLIENTS SECONDS, stop-storm GRACE_SECONDS, stdio."""
 import sys
 import time
 
@@ -536,5 +536,71 @@ elif scenario == "stop-storm":
     if failures:
         sys.exit("stop-storm FAILED:\n  " + "\n  ".join(failures))
     print("stop-storm ok")
+elif scenario == "stdio":
+    # An old client (this proto without the stream fields set) gets the merged output
+    # byte-identical and each chunk names its stream; a request may select one stream, with
+    # offsets in that stream. WriteStdin: admin only, only for a job created with stdin, one
+    # writer per job; the end of the client's stream is EOF for the job.
+    import threading
+    admin, viewer = channel("admin"), channel("viewer")
+    script = "printf o1; sleep 0.2; printf e1 >&2; sleep 0.2; printf o2; sleep 0.2; printf e22 >&2"
+    jid = unary(admin, "CreateJob", pb.CreateJobReq(command="sh", args=["-c", script]), pb.CreateJobRes).job.id
+    chunks = list(stream(admin, pb.GetJobsStreamReq(id=jid, follow=True)))
+    merged = b"".join(c.data for c in chunks)
+    assert merged == b"o1e1o2e22", merged
+    tagged = "".join(("o" if c.stream == pb.OUTPUT_STREAM_STDOUT else "e") * len(c.data) for c in chunks)
+    assert tagged == "ooeeooeee", tagged
+    offs = [c.offset for c in chunks]
+    assert offs == sorted(offs) and offs[0] == 0, offs
+    only_err = list(stream(admin, pb.GetJobsStreamReq(id=jid, stream=pb.OUTPUT_STREAM_STDERR, offset=1)))
+    assert b"".join(c.data for c in only_err) == b"1e22", only_err
+    assert [c.offset for c in only_err][0] == 1 and all(c.stream == pb.OUTPUT_STREAM_STDERR for c in only_err)
+    d = expect_code(lambda: list(stream(admin, pb.GetJobsStreamReq(id=jid, stream=7))),
+                    grpc.StatusCode.INVALID_ARGUMENT)
+    assert "stream 7 is not an output stream" in d, d
+    job = unary(admin, "GetJob", pb.GetJobReq(id=jid), pb.GetJobRes).job
+    assert (job.stdout_bytes, job.stderr_bytes, job.output_bytes) == (4, 5, 9), job
+
+    def write_stdin(ch, msgs):
+        call = ch.stream_unary(SVC + "WriteStdin", request_serializer=pb.StdinChunk.SerializeToString,
+                               response_deserializer=pb.WriteStdinRes.FromString)
+        return call(iter(msgs), timeout=10)
+
+    d = expect_code(lambda: write_stdin(admin, [pb.StdinChunk(id=jid, data=b"x")]),
+                    grpc.StatusCode.FAILED_PRECONDITION)
+    assert "created without stdin" in d, d
+    cat = unary(admin, "CreateJob", pb.CreateJobReq(command="cat", stdin=True), pb.CreateJobRes).job
+    assert cat.stdin
+    d = expect_code(lambda: write_stdin(viewer, [pb.StdinChunk(id=cat.id, data=b"x")]),
+                    grpc.StatusCode.PERMISSION_DENIED)
+    # A first writer that holds its stream open, a second that must be refused meanwhile.
+    gate = threading.Event()
+
+    def slow():
+        yield pb.StdinChunk(id=cat.id, data=b"hello ")
+        gate.wait(10)
+        yield pb.StdinChunk(data=b"world")
+
+    call = admin.stream_unary(SVC + "WriteStdin", request_serializer=pb.StdinChunk.SerializeToString,
+                              response_deserializer=pb.WriteStdinRes.FromString)
+    fut = call.future(slow(), timeout=20)
+    for _ in range(100):
+        out = b"".join(c.data for c in stream(admin, pb.GetJobsStreamReq(id=cat.id)))
+        if out == b"hello ":
+            break
+        time.sleep(0.05)
+    assert out == b"hello ", out
+    d = expect_code(lambda: write_stdin(admin, [pb.StdinChunk(id=cat.id, data=b"!")]),
+                    grpc.StatusCode.FAILED_PRECONDITION)
+    assert "already has a writer" in d, d
+    gate.set()
+    res = fut.result()
+    assert res.bytes_written == 11 and not res.job_ended, res
+    out = b"".join(c.data for c in stream(admin, pb.GetJobsStreamReq(id=cat.id, follow=True)))
+    assert out == b"hello world", out  # cat saw EOF and ended
+    job = unary(admin, "GetJob", pb.GetJobReq(id=cat.id), pb.GetJobRes).job
+    assert job.status == pb.JOB_STATUS_COMPLETED, job
+    print("merged stream byte-identical with stream tags; one stream by its own offsets; "
+          "WriteStdin admin-only, stdin jobs only, one writer, EOF at the end")
 else:
     sys.exit("unknown scenario " + scenario)

@@ -46,8 +46,11 @@ t_admin_rpcs() {
     expect_eq "$(json_field "$json" reason)" EXITED || return 1
     expect_eq "$(json_field "$json" owner)" alice || return 1
     expect_eq "$(json_field "$json" output_bytes)" 11 || return 1
-    out=$(jc stream "$id") || return 1
+    out=$(jc stream --merge "$id") || return 1
     expect_eq "$out" $'hello\noops' || return 1
+    expect_eq "$(jc stream "$id" 2>/dev/null)" hello "(stdout alone)" || return 1
+    expect_eq "$(jc stream "$id" 2>&1 >/dev/null)" oops "(stderr alone)" || return 1
+    expect_eq "$(json_field "$(jc -o json get "$id")" stderr_bytes)" 5 || return 1
     out=$(jc get "$id") || return 1
     expect_contains "$out" "FAILED" || return 1
     out=$(jc list) || return 1
@@ -296,5 +299,6 @@ source "$REPO/tests/integration/history.sh"
 source "$REPO/tests/integration/listing.sh"
 source "$REPO/tests/integration/queue.sh"
 source "$REPO/tests/integration/policy.sh"
+source "$REPO/tests/integration/stdio.sh"
 
 finish

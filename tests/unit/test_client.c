@@ -96,6 +96,9 @@ static Jobworker__V1__Job sample_job(void)
     usage.io_write_bytes = INT64_C(5000000000);
     job.usage = &usage;
     job.output_bytes = 12;
+    job.stdout_bytes = 9;
+    job.stderr_bytes = 3;
+    job.stdin = 1;
     job.output_dropped_bytes = 7;
     job.network = JOBWORKER__V1__NETWORK_MODE__NETWORK_MODE_NONE;
     job.user = "nobody (65534:65534)";
@@ -116,7 +119,9 @@ static void test_job_json(void **state)
              "\"owner\":\"alice\",\"error\":\"memory.max reached\","
              "\"start_time_unix_ns\":1714564800123456789,\"end_time_unix_ns\":1714564890623456789,"
              "\"timeout_seconds\":90,\"limits_enforced\":true,\"output_bytes\":12,"
+             "\"stdout_bytes\":9,\"stderr_bytes\":3,"
              "\"output_dropped_bytes\":7,\"create_time_unix_ns\":0,\"queue_position\":0,"
+             "\"stdin\":true,"
              "\"network\":\"NONE\",\"user\":\"nobody (65534:65534)\","
              "\"limits\":{\"cpu_percent\":150,\"memory_bytes\":67108864,\"io_bps\":0,"
              "\"memory_high_bytes\":50331648,\"pids_max\":100},"
@@ -137,7 +142,9 @@ static void test_job_json_defaults(void **state)
              "\"reason\":\"UNSPECIFIED\",\"exit_code\":0,\"signal\":0,\"pid\":0,\"owner\":\"\","
              "\"error\":\"\",\"start_time_unix_ns\":0,\"end_time_unix_ns\":0,"
              "\"timeout_seconds\":0,\"limits_enforced\":false,\"output_bytes\":0,"
+             "\"stdout_bytes\":0,\"stderr_bytes\":0,"
              "\"output_dropped_bytes\":0,\"create_time_unix_ns\":0,\"queue_position\":0,"
+             "\"stdin\":false,"
              "\"network\":\"UNSPECIFIED\",\"user\":\"\","
              "\"limits\":{\"cpu_percent\":0,\"memory_bytes\":0,\"io_bps\":0,"
              "\"memory_high_bytes\":0,\"pids_max\":0},"
@@ -260,6 +267,7 @@ static void test_job_human(void **state)
                              "owner:           alice\n"
                              "runs as:         nobody (65534:65534)\n"
                              "network:         NONE\n"
+                             "stdin:           a pipe fed by WriteStdin\n"
                              "started:         2024-05-01T12:00:00.123Z\n"
                              "ended:           2024-05-01T12:01:30.623Z\n"
                              "duration:        1m30s\n"
@@ -269,7 +277,8 @@ static void test_job_human(void **state)
                              "limits enforced: yes\n"
                              "usage:           cpu 1.234s, memory peak 64 MiB, io read 1.5 KiB, "
                              "io write 4.7 GiB\n"
-                             "output bytes:    12, 7 more dropped at the server's output cap\n"
+                             "output bytes:    12: stdout 9, stderr 3, 7 more dropped at the "
+                             "server's output cap\n"
                              "error:           memory.max reached\n");
     free(got);
 

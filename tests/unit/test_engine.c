@@ -351,13 +351,53 @@ static void test_output_50mib_exact(void **state)
     store_job_unref(job);
 }
 
-static void test_stdout_stderr_merged_in_order(void **state)
+/* One stream of the job's output through a cursor, with the stream each chunk said it was. */
+static char *read_stream(store_job *job, job_stream select, int64_t offset)
+{
+    int64_t size;
+    store_job_output_state(job, &size, NULL);
+    char *buf = calloc(1, (size_t)size + 1);
+    store_cursor *c = NULL;
+    jw_error err = JW_ERROR_INIT;
+    assert_int_equal(store_cursor_open(job, select, offset, &c, &err), 0);
+    size_t len = 0, n;
+    job_stream from;
+    while (store_cursor_avail(c, size, 3, &n, &from) == 0 && n > 0) {
+        if (select != JOB_STREAM_BOTH)
+            assert_int_equal(from, select);
+        assert_int_equal(store_cursor_read(c, buf + len, n), 0);
+        len += n;
+    }
+    store_cursor_free(c);
+    return buf;
+}
+
+/* Two pipes: each stream exact; between them, the order the server read them in (exact here,
+ * where the job pauses between writes of different streams). */
+static void test_stdout_stderr_apart_and_merged(void **state)
 {
     fixture *f = *state;
     store_job_info info;
-    store_job *job = run_sh(f, "echo one; echo two >&2; printf three; echo four >&2", &info);
+    store_job *job = run_sh(f,
+                            "echo one; sleep 0.2; echo two >&2; sleep 0.2; printf three; "
+                            "sleep 0.2; echo four >&2",
+                            &info);
     char *out = read_output(job);
     assert_string_equal(out, "one\ntwo\nthreefour\n");
+    free(out);
+    assert_int_equal(info.stdout_bytes, 9);
+    assert_int_equal(info.stderr_bytes, 9);
+    out = read_stream(job, JOB_STREAM_STDOUT, 0);
+    assert_string_equal(out, "one\nthree");
+    free(out);
+    out = read_stream(job, JOB_STREAM_STDERR, 0);
+    assert_string_equal(out, "two\nfour\n");
+    free(out);
+    out = read_stream(job, JOB_STREAM_STDERR, 4); /* offsets count that stream's bytes */
+    assert_string_equal(out, "four\n");
+    free(out);
+    out = read_stream(job, JOB_STREAM_BOTH, 6);
+    assert_string_equal(out, "o\nthreefour\n");
     free(out);
     store_job_unref(job);
 }
@@ -907,7 +947,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start_failed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_ignoring_sigterm, setup, teardown),
         cmocka_unit_test_setup_teardown(test_output_50mib_exact, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stdout_stderr_merged_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stdout_stderr_apart_and_merged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_job_init_hygiene, setup, teardown),
         cmocka_unit_test_setup_teardown(test_many_short_jobs_leave_nothing, setup, teardown),

@@ -86,6 +86,8 @@ static void make_record(jobdb_record *r, int i, const char *owner, job_status st
     r->reason = job_status_is_final(st) ? JOB_REASON_EXITED : JOB_REASON_UNSPECIFIED;
     r->end_ns = job_status_is_final(st) ? 5000 - (int64_t)i : 0; /* later jobs ended earlier */
     r->output_bytes = 100 * (int64_t)i;
+    r->stderr_bytes = (int64_t)i;
+    r->stdin_pipe = i % 3 == 0;
     r->error = "";
 }
 
@@ -120,6 +122,8 @@ static void test_records_pages_filters(void **state)
     assert_int_equal(got.timeout_seconds, 9);
     assert_int_equal(got.status, JOB_STATUS_COMPLETED);
     assert_int_equal(got.output_bytes, 300);
+    assert_int_equal(got.stderr_bytes, 3);
+    assert_true(got.stdin_pipe);
     assert_int_equal(got.seq, 3);
     jobdb_record_clear(&got);
     assert_int_equal(jobdb_get(db, "00000000-0000-4000-8000-999999999999", &got, &err), -ENOENT);
@@ -130,9 +134,13 @@ static void test_records_pages_filters(void **state)
     make_record(&up, 9, "alice", JOB_STATUS_FAILED);
     up.exit_code = 3;
     up.error = "boom";
+    up.stderr_bytes = 77;
+    up.stdin_pipe = false; /* immutable: an update keeps what the insert recorded */
     assert_int_equal(jobdb_update(db, &up, &err), 0);
     assert_int_equal(jobdb_get(db, up.id, &got, &err), 0);
     assert_int_equal(got.status, JOB_STATUS_FAILED);
+    assert_int_equal(got.stderr_bytes, 77);
+    assert_true(got.stdin_pipe);
     assert_int_equal(got.exit_code, 3);
     assert_string_equal(got.error, "boom");
     assert_string_equal(got.owner, "alice"); /* identity unchanged by an update */
@@ -211,9 +219,12 @@ static void test_migration_from_v1(void **state)
     jw_error err = JW_ERROR_INIT;
     assert_int_equal(jobdb_get(db, "0b6f3d2e-5f43-4c1e-9d59-6b7f0e1a2c3d", &got, &err), 0);
     assert_string_equal(got.args[0], "from v1");
+    /* v4: an old job's output counts as stdout, and it had no stdin. */
+    assert_int_equal(got.stderr_bytes, 0);
+    assert_false(got.stdin_pipe);
     jobdb_record_clear(&got);
     jobdb_close(db);
-    assert_string_equal(sqlite_tool(f->path, "PRAGMA user_version"), "3");
+    assert_string_equal(sqlite_tool(f->path, "PRAGMA user_version"), "4");
     assert_string_equal(
         sqlite_tool(f->path, "SELECT count(*) FROM sqlite_master WHERE name = \"jobs_owner\""),
         "1");
@@ -229,7 +240,7 @@ static void test_newer_schema_refused(void **state)
     jobdb_config cfg = {.path = f->path};
     assert_true(jobdb_open(&cfg, &db, NULL, &err) < 0);
     assert_int_equal(err.code, JW_FAILED_PRECONDITION);
-    assert_non_null(strstr(err.msg, "schema version 7, newer than this server's 3"));
+    assert_non_null(strstr(err.msg, "schema version 7, newer than this server's 4"));
     assert_string_equal(sqlite_tool(f->path, "PRAGMA user_version"), "7"); /* untouched */
 }
 

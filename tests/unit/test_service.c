@@ -149,17 +149,18 @@ static void test_roles_by_method(void **state)
     const char *id = store_job_id(job);
     const auth_identity *callers[] = {NULL, &nobody, &viewer, &admin};
     /* Expected codes per caller, for CreateJob, GetJob, StopJob, GetJobs, GetJobsStream,
-     * DeleteJob. */
-    const jw_code want[4][6] = {
+     * DeleteJob, WriteStdin. */
+    const jw_code want[4][7] = {
         {JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED,
-         JW_UNAUTHENTICATED, JW_UNAUTHENTICATED},
+         JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED},
         {JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED,
-         JW_PERMISSION_DENIED, JW_PERMISSION_DENIED},
-        {JW_PERMISSION_DENIED, JW_OK, JW_PERMISSION_DENIED, JW_OK, JW_OK, JW_PERMISSION_DENIED},
-        {JW_OK, JW_OK, JW_OK, JW_OK, JW_OK, JW_OK},
+         JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED},
+        {JW_PERMISSION_DENIED, JW_OK, JW_PERMISSION_DENIED, JW_OK, JW_OK, JW_PERMISSION_DENIED,
+         JW_PERMISSION_DENIED},
+        {JW_OK, JW_OK, JW_OK, JW_OK, JW_OK, JW_OK, JW_OK},
     };
     for (int c = 0; c < 4; c++) {
-        for (int m = 0; m <= AUTH_METHOD_DELETE_JOB; m++) {
+        for (int m = 0; m <= AUTH_METHOD_WRITE_STDIN; m++) {
             jw_error err = JW_ERROR_INIT;
             int r = service_authorize(callers[c], (auth_method)m, &err);
             assert_int_equal(r < 0 ? err.code : JW_OK, want[c][m]);
@@ -192,6 +193,11 @@ static void test_roles_by_method(void **state)
         for (size_t i = 0; r == 0 && i < n; i++)
             store_job_unref(jobs[i]);
         free(jobs);
+        if (want[c][AUTH_METHOD_WRITE_STDIN] != JW_OK) {
+            r = service_stdin_open(f->svc, callers[c], id, &got, &err);
+            assert_int_equal(err.code, want[c][AUTH_METHOD_WRITE_STDIN]);
+            assert_true(r < 0);
+        }
         if (want[c][AUTH_METHOD_DELETE_JOB] != JW_OK) {
             /* Refused before the job is looked at: the running job stays. */
             r = service_delete_job(f->svc, callers[c], id, &got, &err);
@@ -676,6 +682,70 @@ static void test_list_pages_and_rules(void **state)
     store_job_unref(run);
 }
 
+/* WriteStdin's rules: only a job created with stdin, one writer, not after the end; the pipe
+ * carries the bytes and its close is the job's end of file. */
+static void test_stdin_rules(void **state)
+{
+    fixture *f = *state;
+    jw_error err = JW_ERROR_INIT;
+    store_job *plain = create(f, "sleep 30");
+    store_job *got = NULL;
+    assert_true(service_stdin_open(f->svc, &admin, store_job_id(plain), &got, &err) < 0);
+    assert_int_equal(err.code, JW_FAILED_PRECONDITION);
+    assert_non_null(strstr(err.msg, "was created without stdin"));
+    assert_true(service_stdin_open(f->svc, &admin, "nope", &got, &err) < 0);
+    assert_int_equal(err.code, JW_INVALID_ARGUMENT);
+
+    const char *args[] = {"-c", "wc -c"};
+    job_request req = {
+        .command = "sh", .command_len = 2, .args = args, .nargs = 2, .stdin_pipe = true};
+    store_job *job = NULL;
+    assert_int_equal(service_create_job(f->svc, &admin, &req, &job, &err), 0);
+    assert_int_equal(service_stdin_open(f->svc, &admin, store_job_id(job), &got, &err), 0);
+    int fd = -1, r;
+    for (int i = 0; i < 500 && (r = service_stdin_take(f->svc, got, &fd, &err)) == 1; i++)
+        usleep(10 * 1000);
+    assert_int_equal(r, 0);
+    assert_true(fd >= 0);
+    int again = -1;
+    assert_true(service_stdin_take(f->svc, got, &again, &err) < 0);
+    assert_int_equal(err.code, JW_FAILED_PRECONDITION);
+    assert_non_null(strstr(err.msg, "already has a writer"));
+    assert_int_equal(write(fd, "12345", 5), 5);
+    close(fd); /* EOF: wc ends */
+    wait_final(job);
+    store_job_info info;
+    store_job_snapshot(job, &info);
+    assert_int_equal(info.status, JOB_STATUS_COMPLETED);
+    assert_true(info.stdin_pipe);
+    store_cursor *c = NULL;
+    assert_int_equal(store_cursor_open(job, JOB_STREAM_STDOUT, 0, &c, &err), 0);
+    char buf[16] = {0};
+    size_t n = 0;
+    job_stream from;
+    assert_int_equal(store_cursor_avail(c, info.output_bytes, sizeof(buf) - 1, &n, &from), 0);
+    assert_int_equal(store_cursor_read(c, buf, n), 0);
+    assert_string_equal(buf, "5\n");
+    store_cursor_free(c);
+    store_job_unref(got);
+    /* Ended: no writer any more. */
+    assert_true(service_stdin_open(f->svc, &admin, store_job_id(job), &got, &err) < 0);
+    assert_int_equal(err.code, JW_FAILED_PRECONDITION);
+    assert_non_null(strstr(err.msg, "has ended"));
+    store_job_unref(job);
+    store_job *stopped = NULL;
+    stop_seen seen = {0};
+    assert_int_equal(
+        service_stop_job(f->svc, &admin, store_job_id(plain), on_stopped, &seen, &stopped, &err),
+        1);
+    wait_final(plain);
+    for (int i = 0; i < 500 && atomic_load(&seen.calls) == 0; i++)
+        usleep(2000);
+    assert_int_equal(atomic_load(&seen.calls), 1);
+    store_job_unref(stopped);
+    store_job_unref(plain);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -688,6 +758,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_storm_does_not_block, setup_long_grace, teardown),
         cmocka_unit_test_setup_teardown(test_stream_bookkeeping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_pages_and_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stdin_rules, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -215,8 +216,8 @@ static void test_output_roundtrip(void **state)
     uint8_t all[256];
     for (int i = 0; i < 256; i++)
         all[i] = (uint8_t)i;
-    assert_int_equal(store_job_append(job, all, 256), 0);
-    assert_int_equal(store_job_append(job, all, 10), 0);
+    assert_int_equal(store_job_append(job, JOB_STREAM_STDOUT, all, 256), 0);
+    assert_int_equal(store_job_append(job, JOB_STREAM_STDOUT, all, 10), 0);
     int64_t size;
     bool closed;
     store_job_output_state(job, &size, &closed);
@@ -230,7 +231,7 @@ static void test_output_roundtrip(void **state)
     assert_memory_equal(got + 256, all, 10);
     close(fd);
     store_job_close_output(job);
-    assert_int_equal(store_job_append(job, all, 1), -EBADF);
+    assert_int_equal(store_job_append(job, JOB_STREAM_STDOUT, all, 1), -EBADF);
     store_job_unref(job);
 }
 
@@ -240,9 +241,9 @@ static void test_output_cap(void **state)
     store_job *job = new_job(f->st, "x");
     char buf[600];
     memset(buf, 'z', sizeof(buf));
-    assert_int_equal(store_job_append(job, buf, 600), 0);
-    assert_int_equal(store_job_append(job, buf, 600), 0);
-    assert_int_equal(store_job_append(job, buf, 600), 0);
+    assert_int_equal(store_job_append(job, JOB_STREAM_STDOUT, buf, 600), 0);
+    assert_int_equal(store_job_append(job, JOB_STREAM_STDOUT, buf, 600), 0);
+    assert_int_equal(store_job_append(job, JOB_STREAM_STDOUT, buf, 600), 0);
     store_job_info info;
     store_job_snapshot(job, &info);
     assert_int_equal(info.output_bytes, 1000);
@@ -266,9 +267,9 @@ static void test_subscriber_arm(void **state)
     assert_int_equal(store_sub_new(job, count_wake, NULL, &sub), 0);
     assert_int_equal(store_job_n_subs(job), 1);
     assert_int_equal(store_sub_arm(sub, 0), 0); /* nothing yet: armed */
-    store_job_append(job, "ab", 2);
+    store_job_append(job, JOB_STREAM_STDOUT, "ab", 2);
     assert_int_equal(wakes, 1);
-    store_job_append(job, "cd", 2);
+    store_job_append(job, JOB_STREAM_STDOUT, "cd", 2);
     assert_int_equal(wakes, 1);                 /* one wake per arm */
     assert_int_equal(store_sub_arm(sub, 2), 1); /* bytes beyond 2 exist: read now */
     assert_int_equal(store_sub_arm(sub, 4), 0);
@@ -368,7 +369,7 @@ static void test_concurrent_readers(void **state)
             n = (size_t)(TOTAL - off);
         for (size_t i = 0; i < n; i++)
             chunk[i] = byte_at(off + (int64_t)i);
-        assert_int_equal(store_job_append(job, chunk, n), 0);
+        assert_int_equal(store_job_append(job, JOB_STREAM_STDOUT, chunk, n), 0);
         off += (int64_t)n;
         step = step * 3 % 65521 + 1;
     }
@@ -420,14 +421,14 @@ static void test_append_write_failure_counts_as_dropped(void **state)
     memset(a, 'a', sizeof(a));
     memset(b, 'b', sizeof(b));
     memset(c, 'c', sizeof(c));
-    assert_int_equal(store_job_append(job, a, sizeof(a)), 0);
+    assert_int_equal(store_job_append(job, JOB_STREAM_STDOUT, a, sizeof(a)), 0);
 
     struct rlimit old;
     assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
     void (*old_xfsz)(int) = signal(SIGXFSZ, SIG_IGN);
     struct rlimit small = {.rlim_cur = 1000, .rlim_max = old.rlim_max};
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
-    int r = store_job_append(job, b, sizeof(b)); /* 400 bytes fit, then EFBIG */
+    int r = store_job_append(job, JOB_STREAM_STDOUT, b, sizeof(b)); /* 400 bytes fit, then EFBIG */
     assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
     signal(SIGXFSZ, old_xfsz);
     assert_int_equal(r, -EFBIG);
@@ -438,7 +439,7 @@ static void test_append_write_failure_counts_as_dropped(void **state)
     assert_int_equal(info.output_dropped, 600);
 
     /* The next append lands right after the stored bytes. */
-    assert_int_equal(store_job_append(job, c, sizeof(c)), 0);
+    assert_int_equal(store_job_append(job, JOB_STREAM_STDOUT, c, sizeof(c)), 0);
     store_job_snapshot(job, &info);
     assert_int_equal(info.output_bytes, 700);
     assert_int_equal(info.output_dropped, 600);
@@ -466,7 +467,7 @@ static void test_history_restart(void **state)
     snprintf(done_id, sizeof(done_id), "%s", store_job_id(done));
     snprintf(live_id, sizeof(live_id), "%s", store_job_id(live));
     assert_int_equal(store_job_set_running(done, 10, 100), 0);
-    assert_int_equal(store_job_append(done, "hello", 5), 0);
+    assert_int_equal(store_job_append(done, JOB_STREAM_STDOUT, "hello", 5), 0);
     assert_int_equal(store_job_finish(done, JOB_REASON_EXITED, 0, 0, NULL, NULL, 200), 0);
     assert_int_equal(store_count(f->st), 2); /* output still open */
     store_job_close_output(done);
@@ -488,7 +489,8 @@ static void test_history_restart(void **state)
     store_job_unref(again);
 
     assert_int_equal(store_job_set_running(live, 11, 100), 0);
-    assert_int_equal(store_job_append(live, "abc", 3), 0);
+    assert_int_equal(store_job_append(live, JOB_STREAM_STDOUT, "abc", 3), 0);
+    assert_int_equal(store_job_append(live, JOB_STREAM_STDERR, "de", 2), 0);
     /* The store goes away without the job ending: what a kill -9 leaves. */
     store_free(f->st);
     store_job_unref(live);
@@ -503,13 +505,14 @@ static void test_history_restart(void **state)
     store_job_snapshot(again, &info);
     assert_int_equal(info.status, JOB_STATUS_FAILED);
     assert_int_equal(info.reason, JOB_REASON_SERVER_LOST);
-    assert_int_equal(info.output_bytes, 3);
+    assert_int_equal(info.output_bytes, 5);
+    assert_int_equal(info.stderr_bytes, 2); /* from the stream index: the record had 0 */
     assert_non_null(strstr(info.error, "server went away"));
     int fd = store_job_open_output(again);
     assert_true(fd >= 0);
     char buf[8] = {0};
-    assert_int_equal(read(fd, buf, sizeof(buf)), 3);
-    assert_memory_equal(buf, "abc", 3);
+    assert_int_equal(read(fd, buf, sizeof(buf)), 5);
+    assert_memory_equal(buf, "abcde", 5);
     close(fd);
     store_job_unref(again);
     again = store_lookup(f->st, done_id);
@@ -523,7 +526,7 @@ static store_job *finished_job(store *st, const char *out, int64_t end_ns)
     store_job *job = new_job(st, "f");
     assert_int_equal(store_job_set_running(job, 1, end_ns - 1), 0);
     if (out)
-        assert_int_equal(store_job_append(job, out, strlen(out)), 0);
+        assert_int_equal(store_job_append(job, JOB_STREAM_STDOUT, out, strlen(out)), 0);
     assert_int_equal(store_job_finish(job, JOB_REASON_EXITED, 0, 0, NULL, NULL, end_ns), 0);
     store_job_close_output(job);
     return job;
@@ -682,7 +685,7 @@ static void test_streams_share_one_object(void **state)
  * listing caught the job in the middle of its creation. */
 typedef struct race_state {
     store *st;
-    volatile bool done;
+    atomic_bool done;
     int registered, immediate;
     int fired; /* guarded by lock */
     pthread_mutex_t lock;
@@ -751,6 +754,102 @@ static void test_listed_while_created(void **state)
     assert_int_equal(fired, rs.registered);
 }
 
+/* Reads what a cursor gives now, checking each piece's stream against `want_streams` (one
+ * character per byte: 'o' stdout, 'e' stderr). */
+static void cursor_read_all(store_job *job, job_stream select, int64_t offset, const char *want,
+                            const char *want_streams)
+{
+    int64_t size;
+    store_job_output_state(job, &size, NULL);
+    store_cursor *c = NULL;
+    jw_error err = JW_ERROR_INIT;
+    assert_int_equal(store_cursor_open(job, select, offset, &c, &err), 0);
+    char buf[64] = {0}, streams[64] = {0};
+    size_t len = 0, n;
+    job_stream from;
+    while (store_cursor_avail(c, size, 2, &n, &from) == 0 && n > 0) {
+        assert_int_equal(store_cursor_read(c, buf + len, n), 0);
+        memset(streams + len, from == JOB_STREAM_STDERR ? 'e' : 'o', n);
+        len += n;
+    }
+    assert_string_equal(buf, want);
+    assert_string_equal(streams, want_streams);
+    assert_int_equal(store_cursor_offset(c), offset + (int64_t)len);
+    store_cursor_free(c);
+}
+
+/* The stream index: each stream alone at its own offsets, the merged log with each piece's
+ * stream, runs found after the cursor opened, offsets past a stream's end refused, and the
+ * index removed with the job. A job that only writes stdout has no index. */
+static void test_output_streams(void **state)
+{
+    fixture *f = *state;
+    store_job *plain = new_job(f->st, "plain");
+    assert_int_equal(store_job_set_running(plain, 1, 1), 0);
+    assert_int_equal(store_job_append(plain, JOB_STREAM_STDOUT, "xyz", 3), 0);
+    char path[512];
+    snprintf(path, sizeof(path), "%s/output/%s.idx", f->dir, store_job_id(plain));
+    assert_int_equal(access(path, F_OK), -1);
+    cursor_read_all(plain, JOB_STREAM_STDERR, 0, "", "");
+    cursor_read_all(plain, JOB_STREAM_BOTH, 1, "yz", "oo");
+
+    store_job *job = new_job(f->st, "mixed");
+    assert_int_equal(store_job_set_running(job, 1, 1), 0);
+    assert_int_equal(store_job_append(job, JOB_STREAM_STDERR, "E1", 2), 0); /* a run at 0 */
+    assert_int_equal(store_job_append(job, JOB_STREAM_STDOUT, "ooo", 3), 0);
+    /* A live cursor on stderr learns of the next run when it comes. */
+    store_cursor *live = NULL;
+    jw_error err = JW_ERROR_INIT;
+    assert_int_equal(store_cursor_open(job, JOB_STREAM_STDERR, 2, &live, &err), 0);
+    size_t n = 0;
+    job_stream from;
+    assert_int_equal(store_cursor_avail(live, 5, 64, &n, &from), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_job_append(job, JOB_STREAM_STDERR, "EEE", 3), 0);
+    assert_int_equal(store_job_append(job, JOB_STREAM_STDOUT, "p", 1), 0);
+    assert_int_equal(store_cursor_avail(live, 9, 64, &n, &from), 0);
+    assert_int_equal(n, 3);
+    assert_int_equal(from, JOB_STREAM_STDERR);
+    store_cursor_free(live);
+    assert_int_equal(store_job_append(job, JOB_STREAM_STDERR, "Z", 1), 0);
+    assert_int_equal(store_job_finish(job, JOB_REASON_EXITED, 0, 0, NULL, NULL, 2), 0);
+    store_job_close_output(job);
+
+    store_job_info info;
+    store_job_snapshot(job, &info);
+    assert_int_equal(info.stdout_bytes, 4);
+    assert_int_equal(info.stderr_bytes, 6);
+    cursor_read_all(job, JOB_STREAM_BOTH, 0, "E1oooEEEpZ", "eeoooeeeoe");
+    cursor_read_all(job, JOB_STREAM_BOTH, 4, "oEEEpZ", "oeeeoe");
+    cursor_read_all(job, JOB_STREAM_STDOUT, 0, "ooop", "oooo");
+    cursor_read_all(job, JOB_STREAM_STDOUT, 3, "p", "o");
+    cursor_read_all(job, JOB_STREAM_STDOUT, 4, "", "");
+    cursor_read_all(job, JOB_STREAM_STDERR, 0, "E1EEEZ", "eeeeee");
+    cursor_read_all(job, JOB_STREAM_STDERR, 1, "1EEEZ", "eeeee");
+    cursor_read_all(job, JOB_STREAM_STDERR, 5, "Z", "e");
+    store_cursor *c = NULL;
+    assert_int_equal(store_cursor_open(job, JOB_STREAM_STDERR, 7, &c, &err), -EINVAL);
+    assert_int_equal(err.code, JW_INVALID_ARGUMENT);
+    assert_non_null(strstr(err.msg, "offset 7 is beyond the end of the job's stderr (6 bytes)"));
+
+    /* Read back from the history after it left the table: the same. */
+    char id[UUID_STR_LEN];
+    snprintf(id, sizeof(id), "%s", store_job_id(job));
+    store_job_unref(job);
+    store_job *again = store_lookup(f->st, id);
+    assert_non_null(again);
+    store_job_snapshot(again, &info);
+    assert_int_equal(info.stderr_bytes, 6);
+    cursor_read_all(again, JOB_STREAM_STDERR, 2, "EEEZ", "eeee");
+    store_job_unref(again);
+
+    snprintf(path, sizeof(path), "%s/output/%s.idx", f->dir, id);
+    assert_int_equal(access(path, F_OK), 0);
+    assert_int_equal(store_job_delete(f->st, id, NULL, &err), 0);
+    assert_int_equal(access(path, F_OK), -1);
+    store_job_unref(plain);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -768,6 +867,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_streams_share_one_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_listed_while_created, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_output_streams, setup, teardown),
         cmocka_unit_test_setup_teardown(test_append_write_failure_counts_as_dropped, setup,
                                         teardown),
     };

@@ -283,6 +283,6 @@ stop() {
         return 1
     }
 }
-# output ID: the job's whole output so far (jobctl stream, no follow).
-output() { jc stream "$1"; }
+# output ID: the job's whole output so far, stdout and stderr merged (jobctl stream --merge).
+output() { jc stream --merge "$1"; }
 FAILED=
