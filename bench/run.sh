@@ -19,7 +19,7 @@
 # latency run of case 3, GetJob calls per server and run of case 9), BENCH_DB_LAT_N (500) and
 # BENCH_DB_JOBS (800): CreateJob calls and creations per server and run of case 8,
 # BENCH_HISTORY (1000000, finished jobs bulk-loaded for case 9), BENCH_HISTORY_REF (1000, the
-# small history it is compared with), BENCH_ONLY (cases to run, default "1 2 3 4 7 8 9 10"; 3
+# small history it is compared with), BENCH_ONLY (cases to run, default "1 2 3 4 7 8 9 10 11"; 3
 # includes 5, 4 includes 6), BENCH_SERVER_FLAGS (extra server flags; "--max-output 1M" shows a
 # truncated stream FAIL).
 # docs/performance.md explains the cases and the results.
@@ -428,6 +428,77 @@ case10() {
         ">= 500/s" "$(verdict "$rate" ">=" 500)"
 }
 
+# 11. Standard input and the stream index: SIZE through `pattern | jobctl run cat | pattern
+#     --check` against the same through ssh; and SIZE of output split between stdout and stderr
+#     (pattern --split: 64 KiB blocks alternating, every block a run in the stream index) against
+#     the same SIZE all on stdout (no index), each stream checked byte for byte.
+case11() {
+    start_server
+    local r t st in_ours=() in_ssh=() split=() plain=() half
+    half=$((SIZE_B / 2))
+    for r in $(seq "$RUNS"); do
+        t=$EPOCHREALTIME
+        timeout -k 5 600 "$PATTERN" "$SIZE" 11 |
+            timeout -k 5 600 "$BIN/jobctl" --server "127.0.0.1:$PORT" --server-name localhost \
+                --cert "$CERTS/admin.crt" --key "$CERTS/admin.key" --ca "$CERTS/ca.crt" run cat |
+            timeout -k 5 600 "$PATTERN" --check "$SIZE" 11
+        st="${PIPESTATUS[*]}"
+        in_ours+=("$(mbps "$SIZE_B" "$(since "$t")")")
+        [ "$st" = "0 0 0" ] || fail "stdin: pattern | jobctl run cat | pattern --check exited $st"
+        drop_outputs
+
+        t=$EPOCHREALTIME
+        timeout -k 5 600 "$PATTERN" "$SIZE" 11 |
+            timeout -k 5 600 "${SSH[@]}" "$SSH_USER@127.0.0.1" cat |
+            timeout -k 5 600 "$PATTERN" --check "$SIZE" 11
+        st="${PIPESTATUS[*]}"
+        in_ssh+=("$(mbps "$SIZE_B" "$(since "$t")")")
+        [ "$st" = "0 0 0" ] || fail "stdin reference: pattern | ssh cat | pattern --check exited $st"
+
+        t=$EPOCHREALTIME
+        timeout -k 5 600 "$BIN/jobctl" --server "127.0.0.1:$PORT" --server-name localhost \
+            --cert "$CERTS/admin.crt" --key "$CERTS/admin.key" --ca "$CERTS/ca.crt" \
+            run -n "$PATTERN" --split "$half" 21 22 \
+            > >(timeout -k 5 600 "$PATTERN" --check "$half" 21 >"$T/split.out" 2>&1; echo $? >"$T/split.out.st") \
+            2> >(timeout -k 5 600 "$PATTERN" --check "$half" 22 >"$T/split.err" 2>&1; echo $? >"$T/split.err.st")
+        st=$?
+        # The two checkers end right after their input does (bounded: 60 s).
+        local w
+        for w in $(seq 1200); do
+            [ -s "$T/split.out.st" ] && [ -s "$T/split.err.st" ] && break
+            sleep 0.05
+        done
+        split+=("$(mbps "$SIZE_B" "$(since "$t")")")
+        if [ "$st" != 0 ] || [ "$(cat "$T/split.out.st" 2>/dev/null)" != 0 ] ||
+            [ "$(cat "$T/split.err.st" 2>/dev/null)" != 0 ]; then
+            fail "split output: run exited $st, stdout check: $(cat "$T/split.out"), stderr check: $(cat "$T/split.err")"
+        fi
+        rm -f "$T/split.out.st" "$T/split.err.st"
+        drop_outputs
+
+        t=$EPOCHREALTIME
+        timeout -k 5 600 "$BIN/jobctl" --server "127.0.0.1:$PORT" --server-name localhost \
+            --cert "$CERTS/admin.crt" --key "$CERTS/admin.key" --ca "$CERTS/ca.crt" \
+            run -n "$PATTERN" "$SIZE" | timeout -k 5 600 "$PATTERN" --check "$SIZE"
+        st="${PIPESTATUS[*]}"
+        plain+=("$(mbps "$SIZE_B" "$(since "$t")")")
+        [ "$st" = "0 0" ] || fail "stdout-only output exited $st"
+        drop_outputs
+        say "stdin/stderr, run $r/$RUNS: stdin ${in_ours[-1]} MB/s (ssh ${in_ssh[-1]} MB/s);" \
+            "output split stdout/stderr ${split[-1]} MB/s, all stdout ${plain[-1]} MB/s"
+    done
+    stop_server
+    local a b
+    a=$(median "${in_ours[@]}") b=$(median "${in_ssh[@]}")
+    row "11. stdin, $SIZE through run cat" "$(printf '%.0f MB/s' "$a")" \
+        "$(printf 'ssh %.0f MB/s' "$b")" "$(printf '%.2fx' "$(calc "$a / $b")")" ">= 1x ssh" \
+        "$(verdict "$(calc "$a / $b")" ">=" 1)"
+    a=$(median "${split[@]}") b=$(median "${plain[@]}")
+    row "    output split stdout/stderr, $SIZE" "$(printf '%.0f MB/s' "$a")" \
+        "$(printf 'all stdout %.0f MB/s' "$b")" "$(printf '%.2fx' "$(calc "$a / $b")")" ">= 0.95x" \
+        "$(verdict "$(calc "$a / $b")" ">=" 0.95)"
+}
+
 # median_of "N N N": the median of a blank-separated list.
 median_of() {
     local v
@@ -590,7 +661,7 @@ case9() {
 
 say "machine: $(machine); load average $LOAD_START"
 start_sshd
-for c in ${BENCH_ONLY:-1 2 3 4 7 8 9 10}; do
+for c in ${BENCH_ONLY:-1 2 3 4 7 8 9 10 11}; do
     CASE_T=$EPOCHREALTIME
     case $c in
     1) case1 ;;
@@ -604,6 +675,7 @@ for c in ${BENCH_ONLY:-1 2 3 4 7 8 9 10}; do
     8) case8 ;;
     9) case9 ;;
     10) case10 ;;
+    11) case11 ;;
     *) fail "BENCH_ONLY: unknown case $c" ;;
     esac
     say "case $c: $(printf '%.0f' "$(since "$CASE_T")") s"

@@ -1,7 +1,9 @@
 /* pattern SIZE [SEED]: writes SIZE bytes of a deterministic pseudo-random pattern (every byte
  * value occurs) to stdout, no trailing newline. `pattern --check SIZE [SEED] < FILE` verifies a
- * copy and exits 0 only when it is byte-exact. Tests and benchmarks use it to prove that output
- * arrived complete and unaltered. Sizes accept K, M and G suffixes. */
+ * copy and exits 0 only when it is byte-exact. `pattern --split SIZE SEED_OUT SEED_ERR` writes
+ * SIZE bytes of SEED_OUT's pattern to stdout and SIZE of SEED_ERR's to stderr, alternating in
+ * 64 KiB blocks (each stream checks with --check SIZE SEED). Tests and benchmarks use it to prove
+ * that output arrived complete and unaltered. Sizes accept K, M and G suffixes. */
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -34,8 +36,46 @@ static void fill(uint8_t *buf, size_t n, uint64_t *state)
     }
 }
 
+static int write_all(int fd, const uint8_t *buf, size_t n)
+{
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, buf + off, n - off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return 1;
+        }
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+static int split(int argc, char **argv)
+{
+    if (argc != 5) {
+        fprintf(stderr, "usage: pattern --split SIZE SEED_OUT SEED_ERR\n");
+        return 2;
+    }
+    uint64_t size = parse(argv[2]);
+    uint64_t st[2] = {parse(argv[3]) | 1, parse(argv[4]) | 1};
+    static uint8_t buf[1 << 16];
+    for (uint64_t done = 0; done < size;) {
+        size_t n = size - done < sizeof(buf) ? (size_t)(size - done) : sizeof(buf);
+        for (int s = 0; s < 2; s++) {
+            fill(buf, n, &st[s]);
+            if (write_all(1 + s, buf, n))
+                return 1;
+        }
+        done += n;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "--split") == 0)
+        return split(argc, argv);
     int check = argc > 1 && strcmp(argv[1], "--check") == 0;
     if (argc < 2 + check) {
         fprintf(stderr, "usage: pattern [--check] SIZE [SEED]\n");
@@ -66,17 +106,8 @@ int main(int argc, char **argv)
                 fprintf(stderr, "pattern: mismatch at byte %llu\n", (unsigned long long)(done + i));
                 return 1;
             }
-        } else {
-            size_t off = 0;
-            while (off < n) {
-                ssize_t w = write(1, buf + off, n - off);
-                if (w < 0) {
-                    if (errno == EINTR)
-                        continue;
-                    return 1;
-                }
-                off += (size_t)w;
-            }
+        } else if (write_all(1, buf, n)) {
+            return 1;
         }
         done += n;
     }
