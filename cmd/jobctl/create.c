@@ -3,6 +3,7 @@
 
 #include "client/format.h"
 #include "client/options.h"
+#include "util/cleanup.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,7 +30,67 @@ enum {
     OPT_JOB_TIMEOUT,
     OPT_STDIN,
     OPT_MERGE,
+    OPT_ENV_FILE,
 };
+
+/* The environment jobctl accepts before the server's own checks (JOB_ENV_MAX is 256). */
+#define ENV_MAX      1024
+#define ENV_LINE_MAX (64 * 1024)
+
+static int add_env(jobctl_create_opts *opts, const char *cmd, const char *entry, size_t len)
+{
+    if (opts->nenv >= ENV_MAX)
+        return jobctl_usage_error(cmd, "more than %d environment variables", ENV_MAX);
+    if (!memchr(entry, '=', len))
+        return jobctl_usage_error(cmd, "environment entry '%.*s' is not NAME=VALUE", (int)len,
+                                  entry);
+    if (!opts->env && !(opts->env = calloc(ENV_MAX, sizeof(char *))))
+        return jobctl_usage_error(cmd, "out of memory");
+    if (!(opts->env[opts->nenv] = strndup(entry, len)))
+        return jobctl_usage_error(cmd, "out of memory");
+    opts->nenv++;
+    return JOBCTL_CONTINUE;
+}
+
+/* NAME=VALUE lines; the value is the rest of the line as it is (no quotes, no expansion). */
+static int read_env_file(jobctl_create_opts *opts, const char *cmd, const char *path)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return jobctl_usage_error(cmd, "--env-file: cannot open '%s': %s", path, strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    int r = JOBCTL_CONTINUE;
+    for (int lineno = 1; r == JOBCTL_CONTINUE && (n = getline(&line, &cap, f)) >= 0; lineno++) {
+        if (n > ENV_LINE_MAX) {
+            r = jobctl_usage_error(cmd, "--env-file '%s' line %d is longer than %d bytes", path,
+                                   lineno, ENV_LINE_MAX);
+            break;
+        }
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+            line[--n] = '\0';
+        if (n == 0 || line[0] == '#')
+            continue;
+        if (!strchr(line, '=')) {
+            r = jobctl_usage_error(cmd, "--env-file '%s' line %d is not NAME=VALUE", path, lineno);
+            break;
+        }
+        r = add_env(opts, cmd, line, (size_t)n);
+    }
+    free(line);
+    fclose(f);
+    return r;
+}
+
+void jobctl_create_opts_free(jobctl_create_opts *opts)
+{
+    for (size_t i = 0; i < opts->nenv; i++)
+        free(opts->env[i]);
+    free(opts->env);
+    opts->env = NULL;
+    opts->nenv = 0;
+}
 
 int jobctl_parse_create(jobctl_ctx *ctx, const char *cmd, const char *usage, int argc, char **argv,
                         Jobworker__V1__CreateJobReq *req, Jobworker__V1__ResourceLimits *limits,
@@ -46,6 +107,8 @@ int jobctl_parse_create(jobctl_ctx *ctx, const char *cmd, const char *usage, int
         {"stdin", required_argument, NULL, OPT_STDIN},
         {"merge", no_argument, NULL, OPT_MERGE},
         {"no-stdin", no_argument, NULL, 'n'},
+        {"env", required_argument, NULL, 'e'},
+        {"env-file", required_argument, NULL, OPT_ENV_FILE},
         JOBCTL_GLOBAL_OPTIONS_NO_TIMEOUT,
         {NULL, 0, NULL, 0},
     };
@@ -54,11 +117,19 @@ int jobctl_parse_create(jobctl_ctx *ctx, const char *cmd, const char *usage, int
 
     opterr = 0;
     /* "+": the first non-option is the job's command; nothing after it is ours. */
-    while ((opt = getopt_long(argc, argv, "+:hno:", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+:he:no:", options, NULL)) != -1) {
         switch (opt) {
         case '?':
         case ':': return jobctl_getopt_error(cmd, opt, argv);
         case OPT_STDIN: opts->stdin_file = optarg; break;
+        case 'e':
+        case OPT_ENV_FILE: {
+            int e = opt == 'e' ? add_env(opts, cmd, optarg, strlen(optarg))
+                               : read_env_file(opts, cmd, optarg);
+            if (e != JOBCTL_CONTINUE)
+                return e;
+            break;
+        }
         case OPT_MERGE:
         case 'n':
             if (!is_run)
@@ -97,6 +168,8 @@ int jobctl_parse_create(jobctl_ctx *ctx, const char *cmd, const char *usage, int
     if (opts->stdin_file && opts->no_stdin)
         return jobctl_usage_error(cmd, "--stdin and -n exclude each other");
     req->stdin = opts->stdin_file != NULL;
+    req->env = opts->env;
+    req->n_env = opts->nenv;
 
     req->command = argv[optind];
     req->args = argv + optind + 1;
@@ -113,7 +186,7 @@ int cmd_create(jobctl_ctx *ctx, int argc, char **argv)
 {
     Jobworker__V1__CreateJobReq req = JOBWORKER__V1__CREATE_JOB_REQ__INIT;
     Jobworker__V1__ResourceLimits limits = JOBWORKER__V1__RESOURCE_LIMITS__INIT;
-    jobctl_create_opts opts = {0};
+    _cleanup_(jobctl_create_opts_free) jobctl_create_opts opts = {0};
     int r = jobctl_parse_create(ctx, "create", cmd_create_usage, argc, argv, &req, &limits, &opts);
     if (r != JOBCTL_CONTINUE)
         return r;

@@ -157,7 +157,11 @@ typedef struct jobctl_create_opts {
     const char *stdin_file; /* --stdin FILE ("-" = ours): the job reads it as its stdin */
     bool merge;             /* run --merge */
     bool no_stdin;          /* run -n: never forward our stdin */
+    char **env;             /* -e and --env-file entries, in order; req->env points here */
+    size_t nenv;
 } jobctl_create_opts;
+/* Frees what jobctl_parse_create allocated in opts. */
+void jobctl_create_opts_free(jobctl_create_opts *opts);
 int jobctl_parse_create(jobctl_ctx *ctx, const char *cmd, const char *usage, int argc, char **argv,
                         Jobworker__V1__CreateJobReq *req, Jobworker__V1__ResourceLimits *limits,
                         jobctl_create_opts *opts);
@@ -173,6 +177,8 @@ int jobctl_send_stdin(const jobctl_ctx *ctx, const char *id, int fd);
     "  --max-pids=N           maximum number of processes\n"                                       \
     "  --timeout=DUR          stop the job after DUR, e.g. 30s, 2m, 1h, or plain seconds\n"        \
     "  --stdin=FILE           the job reads FILE as its stdin (- = this stdin)\n"                  \
+    "  -e, --env=NAME=VALUE   an environment variable for the job (repeatable)\n"                  \
+    "  --env-file=FILE        NAME=VALUE lines (blank lines and lines starting with # skipped)\n"  \
     "A limit of 0 or a missing option means the server's default.\n"
 
 #endif

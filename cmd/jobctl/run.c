@@ -103,7 +103,7 @@ int cmd_run(jobctl_ctx *ctx, int argc, char **argv)
 {
     Jobworker__V1__CreateJobReq req = JOBWORKER__V1__CREATE_JOB_REQ__INIT;
     Jobworker__V1__ResourceLimits limits = JOBWORKER__V1__RESOURCE_LIMITS__INIT;
-    jobctl_create_opts opts = {0};
+    _cleanup_(jobctl_create_opts_free) jobctl_create_opts opts = {0};
     int r = jobctl_parse_create(ctx, "run", cmd_run_usage, argc, argv, &req, &limits, &opts);
     if (r != JOBCTL_CONTINUE)
         return r;

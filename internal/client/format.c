@@ -151,6 +151,13 @@ int jw_fmt_job_json(FILE *out, const Jobworker__V1__Job *job)
         const char *a = job->args[i] ? job->args[i] : "";
         jw_fmt_json_string(out, a, strlen(a));
     }
+    fputs("],\"env\":[", out);
+    for (size_t i = 0; i < job->n_env; i++) {
+        if (i)
+            putc(',', out);
+        const char *a = job->env[i] ? job->env[i] : "";
+        jw_fmt_json_string(out, a, strlen(a));
+    }
     fputs("],", out);
     json_enum(out, "status", jw_fmt_status_name(job->status), job->status);
     putc(',', out);
@@ -407,6 +414,12 @@ int jw_fmt_job_human(FILE *out, const Jobworker__V1__Job *job, int64_t now_ns)
     KEY(out, "command");
     jw_fmt_command_line(out, job->command, job->args, job->n_args);
     putc('\n', out);
+
+    for (size_t i = 0; i < job->n_env; i++) {
+        fprintf(out, "%-17s", i == 0 ? "environment:" : "");
+        jw_fmt_sanitized(out, job->env[i] ? job->env[i] : "");
+        putc('\n', out);
+    }
 
     KEY(out, "status");
     put_enum(out, jw_fmt_status_name(job->status), job->status);

@@ -53,7 +53,9 @@ static const char *const migrations[JOBDB_SCHEMA_VERSION] = {
     /* 4: stdout and stderr kept apart (output_bytes - stderr_bytes came from stdout), and
      * whether the job reads its stdin from WriteStdin. Older rows: all stdout, no stdin. */
     "ALTER TABLE jobs ADD COLUMN stderr_bytes INTEGER NOT NULL DEFAULT 0;"
-    "ALTER TABLE jobs ADD COLUMN stdin INTEGER NOT NULL DEFAULT 0;",
+    "ALTER TABLE jobs ADD COLUMN stdin INTEGER NOT NULL DEFAULT 0;"
+    /* and its extra environment, "NAME=VALUE" entries each followed by a NUL, as args */
+    "ALTER TABLE jobs ADD COLUMN env BLOB NOT NULL DEFAULT x'';",
 };
 
 #define COLS                                                                                       \
@@ -61,7 +63,7 @@ static const char *const migrations[JOBDB_SCHEMA_VERSION] = {
     "memory_high_bytes, pids_max, limits_enforced, timeout_seconds, create_ns, status, reason, "   \
     "pid, start_ns, end_ns, exit_code, signal, error, cpu_usec, memory_peak_bytes, "               \
     "io_read_bytes, io_write_bytes, output_bytes, output_dropped, output_errno, output_errno_at, " \
-    "stderr_bytes, stdin"
+    "stderr_bytes, stdin, env"
 #define COL_CREATE_NS 15 /* its index in COLS */
 #define STATE_SET                                                                                  \
     "status = ?2, reason = ?3, pid = ?4, start_ns = ?5, end_ns = ?6, exit_code = ?7, signal = "    \
@@ -86,7 +88,7 @@ enum {
 static const char *const stmt_sql[ST_MAX] = {
     [ST_INSERT] = "INSERT INTO jobs (" COLS ") VALUES (NULL, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
                   "?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, "
-                  "?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34)",
+                  "?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33, ?34, ?35)",
     [ST_UPDATE] = "UPDATE jobs SET " STATE_SET " WHERE id = ?1",
     [ST_GET] = "SELECT " COLS " FROM jobs WHERE id = ?1",
     [ST_DELETE] = "DELETE FROM jobs WHERE id = ?1",
@@ -377,6 +379,9 @@ void jobdb_record_clear(jobdb_record *r)
     for (size_t i = 0; i < r->nargs && r->args; i++)
         free(r->args[i]);
     free(r->args);
+    for (size_t i = 0; i < r->nenv && r->env; i++)
+        free(r->env[i]);
+    free(r->env);
     free(r->owner);
     free(r->user);
     free(r->error);
@@ -472,17 +477,58 @@ static void bind_state(sqlite3_stmt *st, int first, const jobdb_record *r)
     sqlite3_bind_int64(st, k, r->stderr_bytes);
 }
 
+/* Strings joined, each followed by a NUL (none holds one): the args and env columns. */
+static char *strv_pack(char *const *v, size_t n, size_t *ret_len)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(v[i]) + 1;
+    char *blob = malloc(len ? len : 1);
+    if (!blob)
+        return NULL;
+    char *p = blob;
+    for (size_t i = 0; i < n; i++)
+        p = stpcpy(p, v[i]) + 1;
+    *ret_len = len;
+    return blob;
+}
+
+/* The strings of a packed column: at most `max` of them. false when out of memory. */
+static bool strv_unpack(const char *blob, size_t blen, size_t max, char ***ret, size_t *ret_n)
+{
+    char **v = calloc(max ? max : 1, sizeof(char *));
+    *ret = v;
+    *ret_n = 0;
+    if (!v)
+        return false;
+    size_t off = 0;
+    for (size_t k = 0; k < max && off < blen; k++) {
+        size_t l = strnlen(blob + off, blen - off);
+        v[k] = strndup(blob + off, l);
+        if (!v[k])
+            return false;
+        (*ret_n)++;
+        off += l + 1;
+    }
+    return true;
+}
+
+/* How many strings a packed column holds. */
+static size_t strv_count(const char *blob, size_t blen)
+{
+    size_t n = 0;
+    for (size_t off = 0; off < blen; off += strnlen(blob + off, blen - off) + 1)
+        n++;
+    return n;
+}
+
 int jobdb_insert(jobdb *db, jobdb_record *r, int64_t *ret_seq, jw_error *err)
 {
-    size_t alen = 0;
-    for (size_t i = 0; i < r->nargs; i++)
-        alen += strlen(r->args[i]) + 1;
-    _cleanup_free_ char *args = malloc(alen ? alen : 1);
-    if (!args)
+    size_t alen = 0, elen = 0;
+    _cleanup_free_ char *args = strv_pack(r->args, r->nargs, &alen);
+    _cleanup_free_ char *env = strv_pack(r->env, r->nenv, &elen);
+    if (!args || !env)
         return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");
-    char *p = args;
-    for (size_t i = 0; i < r->nargs; i++)
-        p = stpcpy(p, r->args[i]) + 1;
 
     conn *c = writer_take(db);
     /* In seq order creation times never decrease (a clock stepped back reads as the newest time
@@ -507,6 +553,7 @@ int jobdb_insert(jobdb *db, jobdb_record *r, int64_t *ret_seq, jw_error *err)
     sqlite3_bind_int64(st, 16, r->create_ns);
     bind_state(st, 17, r);
     sqlite3_bind_int(st, 34, r->stdin_pipe);
+    sqlite3_bind_blob(st, 35, env, (int)elen, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     int ret = 0;
     if (rc != SQLITE_DONE) {
@@ -559,18 +606,7 @@ static int row_read(sqlite3_stmt *st, jobdb_record *r)
     const char *blob = sqlite3_column_blob(st, i);
     size_t blen = (size_t)sqlite3_column_bytes(st, i++);
     size_t nargs = (size_t)sqlite3_column_int64(st, i++);
-    r->args = calloc(nargs ? nargs : 1, sizeof(char *));
-    bool oom = !r->command || !r->args;
-    size_t off = 0;
-    for (size_t k = 0; !oom && k < nargs && off < blen; k++) {
-        size_t l = strnlen(blob + off, blen - off);
-        r->args[k] = strndup(blob + off, l);
-        if (!r->args[k])
-            oom = true;
-        else
-            r->nargs++;
-        off += l + 1;
-    }
+    bool oom = !r->command || !strv_unpack(blob, blen, nargs, &r->args, &r->nargs);
     r->owner = col_strdup(st, i++);
     r->user = col_strdup(st, i++);
     r->network = (job_network)sqlite3_column_int(st, i++);
@@ -600,6 +636,10 @@ static int row_read(sqlite3_stmt *st, jobdb_record *r)
     r->output_errno_at = sqlite3_column_int64(st, i++);
     r->stderr_bytes = sqlite3_column_int64(st, i++);
     r->stdin_pipe = sqlite3_column_int(st, i++) != 0;
+    blob = sqlite3_column_blob(st, i);
+    blen = (size_t)sqlite3_column_bytes(st, i++);
+    if (!strv_unpack(blob, blen, strv_count(blob, blen), &r->env, &r->nenv))
+        oom = true;
     if (oom || !r->owner || !r->user || !r->error) {
         jobdb_record_clear(r);
         return -ENOMEM;

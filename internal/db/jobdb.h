@@ -64,6 +64,8 @@ typedef struct jobdb_record {
     int64_t output_errno_at;
     int64_t stderr_bytes; /* of output_bytes; the rest came from stdout */
     bool stdin_pipe;      /* created with stdin (immutable) */
+    char **env;           /* its extra environment (immutable) */
+    size_t nenv;
 } jobdb_record;
 
 void jobdb_record_clear(jobdb_record *r);

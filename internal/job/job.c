@@ -148,6 +148,66 @@ static bool limits_any(const job_limits *l)
     return l->cpu_percent || l->memory_bytes || l->io_bps || l->memory_high_bytes || l->pids_max;
 }
 
+/* Names the server sets itself and a request may not: HOME is the job's working directory and
+ * JOBWORKER_JOB_ID its identity; PATH and LANG are only defaults. */
+static const char *const env_reserved[] = {"HOME", "JOBWORKER_JOB_ID"};
+
+/* One "NAME=VALUE" entry of the request's env (already checked as a string). */
+static int check_env_entry(size_t i, const char *e, const job_request *req, jw_error *err)
+{
+    const char *eq = strchr(e, '=');
+    size_t nlen = eq ? (size_t)(eq - e) : strlen(e);
+    if (!eq)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "env[%zu] '%.64s' is not NAME=VALUE (no '=')", i, e);
+    if (nlen == 0)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL, "env[%zu] has an empty name", i);
+    if (nlen > JOB_ENV_NAME_MAX)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "env[%zu]: the name is %zu bytes, the limit is %d", i, nlen,
+                            JOB_ENV_NAME_MAX);
+    for (size_t k = 0; k < nlen; k++) {
+        char c = e[k];
+        bool ok = c == '_' || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                  (k > 0 && c >= '0' && c <= '9');
+        if (!ok)
+            return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                                "env[%zu]: name '%.*s' is not a variable name (letters, digits "
+                                "and '_', not starting with a digit)",
+                                i, (int)nlen, e);
+    }
+    for (size_t k = 0; k < sizeof(env_reserved) / sizeof(env_reserved[0]); k++)
+        if (strlen(env_reserved[k]) == nlen && memcmp(env_reserved[k], e, nlen) == 0)
+            return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                                "env[%zu]: %s is set by the server and cannot be changed", i,
+                                env_reserved[k]);
+    for (size_t k = 0; k < i; k++)
+        if (strncmp(req->env[k], e, nlen + 1) == 0)
+            return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                                "env[%zu]: %.*s is already set by env[%zu]", i, (int)nlen, e, k);
+    return 0;
+}
+
+/* The env entries; adds their bytes (with NULs) to *total. */
+static int check_env(const job_request *req, size_t *total, jw_error *err)
+{
+    if (req->nenv > JOB_ENV_MAX)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "env has %zu entries, the limit is %d", req->nenv, JOB_ENV_MAX);
+    for (size_t i = 0; i < req->nenv; i++) {
+        size_t len = req->env_len ? req->env_len[i] : strlen(req->env[i]);
+        char field[32];
+        snprintf(field, sizeof(field), "env[%zu]", i);
+        int r = check_string(field, req->env[i], len, JOB_ENV_ENTRY_MAX, err);
+        if (r == 0)
+            r = check_env_entry(i, req->env[i], req, err);
+        if (r < 0)
+            return r;
+        *total += len + 1;
+    }
+    return 0;
+}
+
 int job_request_validate(const job_request *req, const job_host *host, jw_error *err)
 {
     int r;
@@ -180,6 +240,14 @@ int job_request_validate(const job_request *req, const job_host *host, jw_error 
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
                             "command and args are %zu bytes together (each counted with its "
                             "terminating NUL), the limit is %zu",
+                            total, total_max);
+    r = check_env(req, &total, err);
+    if (r < 0)
+        return r;
+    if (total > total_max)
+        return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
+                            "command, args and env are %zu bytes together (each counted with "
+                            "its terminating NUL), the limit is %zu",
                             total, total_max);
     if (req->timeout_seconds < 0 || req->timeout_seconds > JOB_TIMEOUT_MAX_SECONDS)
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,

@@ -27,6 +27,11 @@
  * common 8 MiB stack limit that is 2 MiB: 1 MiB for the request leaves about 1 MiB for what the
  * server adds (job-init's options, the environment, the pointers: JOB_EXEC_RESERVE at most). */
 #define JOB_ARGV_TOTAL_MAX (1024 * 1024)
+/* The extra environment of a request: entries, bytes of one "NAME=VALUE", bytes of a name. The
+ * entries count toward the exec total with argv (the kernel's limit covers both). */
+#define JOB_ENV_MAX       256
+#define JOB_ENV_ENTRY_MAX (32 * 1024)
+#define JOB_ENV_NAME_MAX  256
 /* What the server adds to a job's exec on top of command and args, generously: job-init's path
  * and options (--cgroup, --cgroup-rel, --workdir with paths up to PATH_MAX each, --uid, --gid,
  * --hostname, --net-none, --), the environment (PATH, LANG, HOME, JOBWORKER_JOB_ID) and
@@ -109,8 +114,11 @@ typedef struct job_request {
     size_t nargs;
     job_limits limits;
     int64_t timeout_seconds;
-    int network;     /* job_network; any other value is rejected */
-    bool stdin_pipe; /* the job reads its stdin from WriteStdin */
+    int network;            /* job_network; any other value is rejected */
+    bool stdin_pipe;        /* the job reads its stdin from WriteStdin */
+    const char *const *env; /* "NAME=VALUE" entries on top of the base environment */
+    const size_t *env_len;  /* may be NULL: then strlen() is used */
+    size_t nenv;
 } job_request;
 
 /* Checks every rule of a request and fills err (INVALID_ARGUMENT or FAILED_PRECONDITION) with a

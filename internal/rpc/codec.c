@@ -112,6 +112,8 @@ void codec_job_request_from_pb(const Jobworker__V1__CreateJobReq *req, job_reque
         .timeout_seconds = req->timeout_seconds,
         .network = (int)req->network,
         .stdin_pipe = req->stdin,
+        .env = (const char *const *)req->env,
+        .nenv = req->n_env,
     };
     if (req->limits) {
         ret->limits.cpu_percent = req->limits->cpu_percent;
@@ -122,7 +124,7 @@ void codec_job_request_from_pb(const Jobworker__V1__CreateJobReq *req, job_reque
     }
 }
 
-void codec_job_view(const store_job_info *info, bool show_host_pid, Jobworker__V1__Job *job,
+void codec_job_view(const store_job_info *info, bool admin_view, Jobworker__V1__Job *job,
                     Jobworker__V1__ResourceLimits *limits, Jobworker__V1__ResourceUsage *usage)
 {
     jobworker__v1__job__init(job);
@@ -139,7 +141,11 @@ void codec_job_view(const store_job_info *info, bool show_host_pid, Jobworker__V
     limits->pids_max = info->limits.pids_max;
     job->limits = limits;
     job->status = (Jobworker__V1__JobStatus)info->status;
-    job->pid = show_host_pid ? info->pid : 0;
+    job->pid = admin_view ? info->pid : 0;
+    if (admin_view) {
+        job->n_env = info->nenv;
+        job->env = (char **)info->env;
+    }
     job->start_time_unix_ns = info->start_time_ns;
     job->end_time_unix_ns = info->end_time_ns;
     job->exit_code = info->exit_code;

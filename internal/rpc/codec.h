@@ -29,12 +29,13 @@ void codec_job_request_from_pb(const Jobworker__V1__CreateJobReq *req, job_reque
 /* Fills a Job message from a snapshot. Pointers borrow from info and from *limits / *usage,
  * which the caller provides and keeps alive while the message is used.
  *
- * `show_host_pid`: Job.pid is job-init's pid in the host's PID namespace. It is useful to an
+ * `admin_view`: Job.pid is job-init's pid in the host's PID namespace. It is useful to an
  * operator on the host (kill, perf, /proc/PID, nsenter) and is shown to admins, who may run
  * commands anyway; a viewer is read-only and learns nothing it can use from it but host pids,
  * so viewers get 0 (what Docker and Podman do: the host pid only in an admin's inspect). The
- * pid inside the job's namespace would say nothing: job-init is always 1, the command 2. */
-void codec_job_view(const store_job_info *info, bool show_host_pid, Jobworker__V1__Job *job,
+ * pid inside the job's namespace would say nothing: job-init is always 1, the command 2. The job's
+ * extra environment (values may be secrets) is shown to admins only too. */
+void codec_job_view(const store_job_info *info, bool admin_view, Jobworker__V1__Job *job,
                     Jobworker__V1__ResourceLimits *limits, Jobworker__V1__ResourceUsage *usage);
 
 /* For listings: keeps the leading args whose bytes together stay within max_bytes (whole args

@@ -333,6 +333,7 @@ static int handle_list(rpc_server *srv, rpc_incoming *in, jw_error *err)
         if (x->info.status == JOB_STATUS_QUEUED)
             x->jm.queue_position = service_queue_position(srv->cfg.svc, jobs[k]);
         codec_job_cut_args(&x->jm, LIST_ARGS_MAX);
+        x->jm.n_env = 0; /* listings leave the environment out: GetJob has it */
         size_t sz = protobuf_c_message_get_packed_size(&x->jm.base) + 8; /* tag and length */
         if (bytes + sz > LIST_RESPONSE_MAX && kept > 0) {
             snprintf(next, sizeof(next), "v1.%lld", (long long)e[kept - 1].info.seq);

@@ -367,6 +367,8 @@ int service_create_job(service *svc, const auth_identity *caller, const job_requ
                                                        : svc->cfg.default_network,
         .user = svc->cfg.job_user_display,
         .stdin_pipe = req->stdin_pipe,
+        .env = req->env,
+        .nenv = req->nenv,
     };
     jobqueue_quota quota;
     quota_of(svc, caller->cn, caller->role, &quota);

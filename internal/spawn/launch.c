@@ -36,24 +36,44 @@ int launch_pidfd_signal(int pidfd, int sig)
 }
 
 /* The job's whole environment: nothing of the server's leaks into jobs. */
-static char **build_env(const char *id, const char *home)
+/* Whether the request's env sets NAME (given with its '='). */
+static bool env_sets(const launch_options *o, const char *name_eq)
 {
-    char **env = calloc(5, sizeof(char *));
+    size_t n = strlen(name_eq);
+    for (size_t i = 0; i < o->nenv; i++)
+        if (strncmp(o->env[i], name_eq, n) == 0)
+            return true;
+    return false;
+}
+
+/* The base environment (PATH and LANG unless the request sets them, HOME, JOBWORKER_JOB_ID),
+ * then the request's entries. */
+static char **build_env(const launch_options *o, const char *home)
+{
+    size_t cap = 4 + o->nenv + 1, n = 0;
+    char **env = calloc(cap, sizeof(char *));
     if (!env)
         return NULL;
-    env[0] = strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
-    env[1] = strdup("LANG=C.UTF-8");
-    if (asprintf(&env[2], "HOME=%s", home) < 0)
-        env[2] = NULL;
-    if (asprintf(&env[3], "JOBWORKER_JOB_ID=%s", id) < 0)
-        env[3] = NULL;
-    for (int i = 0; i < 4; i++) {
-        if (!env[i]) {
-            for (int k = 0; k < 4; k++)
-                free(env[k]);
-            free(env);
-            return NULL;
-        }
+    bool oom = false;
+    if (!env_sets(o, "PATH="))
+        oom |= !(env[n++] = strdup("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:"
+                                   "/bin"));
+    if (!env_sets(o, "LANG="))
+        oom |= !(env[n++] = strdup("LANG=C.UTF-8"));
+    char *home_var = NULL, *id_var = NULL;
+    if (asprintf(&home_var, "HOME=%s", home) < 0)
+        home_var = NULL;
+    if (asprintf(&id_var, "JOBWORKER_JOB_ID=%s", o->id) < 0)
+        id_var = NULL;
+    oom |= !(env[n++] = home_var);
+    oom |= !(env[n++] = id_var);
+    for (size_t i = 0; !oom && i < o->nenv; i++)
+        oom |= !(env[n++] = strdup(o->env[i]));
+    if (oom) {
+        for (size_t k = 0; k < cap; k++)
+            free(env[k]);
+        free(env);
+        return NULL;
     }
     return env;
 }
@@ -238,7 +258,7 @@ int launch_job_init(const launch_options *o, launch_result *ret, jw_error *err)
         return jw_error_errno_code(err, JW_RESOURCE_EXHAUSTED, errno, "duplicate job fds");
 
     _cleanup_free_ const char **argv = calloc(o->nargs + ARGV_EXTRA, sizeof(char *));
-    char **env = build_env(o->id, o->workdir ? o->workdir : "/");
+    char **env = build_env(o, o->workdir ? o->workdir : "/");
     if (!argv || !env) {
         free_env(env);
         return jw_error_set(err, JW_INTERNAL, -ENOMEM, "out of memory");

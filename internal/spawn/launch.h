@@ -34,6 +34,8 @@ typedef struct launch_options {
     int64_t tmp_size;            /* bytes of each private /tmp, /var/tmp, /dev/shm; 0 = none */
     int64_t nofile_soft;         /* job-init's soft RLIMIT_NOFILE when lower than ours; 0 = ours */
     bool stdin_pipe;             /* stdin is a pipe the caller writes (else /dev/null) */
+    const char *const *env;      /* extra "NAME=VALUE" entries (validated: no HOME, no id) */
+    size_t nenv;
 } launch_options;
 
 /* What a launch produced. The fds are close-on-exec and non-blocking and belong to the caller. */

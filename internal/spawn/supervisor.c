@@ -848,7 +848,9 @@ int supervisor_start_job(supervisor *sv, store_job *job, jw_error *err)
                          .workdir = e->has_workdir ? workdir : NULL,
                          .tmp_size = sv->cfg.tmp_size,
                          .nofile_soft = sv->cfg.job_nofile_soft,
-                         .stdin_pipe = info.stdin_pipe};
+                         .stdin_pipe = info.stdin_pipe,
+                         .env = info.env,
+                         .nenv = info.nenv};
     launch_result lr;
     r = launch_job_init(&lo, &lr, err);
     if (r < 0)

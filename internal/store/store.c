@@ -46,6 +46,8 @@ struct store_job {
     char *command;
     char **args;
     size_t nargs;
+    char **env;
+    size_t nenv;
     char *owner;
     job_limits limits;
     int64_t seq;       /* creation order in the history */
@@ -234,6 +236,9 @@ static void job_free(store_job *job)
     for (size_t i = 0; i < job->nargs; i++)
         free(job->args[i]);
     free(job->args);
+    for (size_t i = 0; i < job->nenv; i++)
+        free(job->env[i]);
+    free(job->env);
     free(job->owner);
     free(job->user);
     free(job->error);
@@ -390,6 +395,8 @@ static void record_of(const store_job *job, const store_job_info *in, jobdb_reco
     r->command = job->command;
     r->args = job->args;
     r->nargs = job->nargs;
+    r->env = job->env;
+    r->nenv = job->nenv;
     r->owner = job->owner;
     r->user = (char *)in->user;
     r->network = job->network;
@@ -425,6 +432,9 @@ static store_job *job_from_record(store *s, jobdb_record *r)
     job->args = TAKE_PTR(r->args);
     job->nargs = r->nargs;
     r->nargs = 0;
+    job->env = TAKE_PTR(r->env);
+    job->nenv = r->nenv;
+    r->nenv = 0;
     job->owner = TAKE_PTR(r->owner);
     job->user = TAKE_PTR(r->user);
     job->network = r->network;
@@ -517,13 +527,21 @@ int store_job_new(store *s, const store_job_spec *spec, store_job **ret, jw_erro
     job->owner = strdup(owner ? owner : "");
     job->user = strdup(spec->user ? spec->user : "");
     job->args = calloc(nargs ? nargs : 1, sizeof(char *));
-    bool oom = !job->command || !job->owner || !job->args || !job->user;
+    job->env = calloc(spec->nenv ? spec->nenv : 1, sizeof(char *));
+    bool oom = !job->command || !job->owner || !job->args || !job->user || !job->env;
     for (size_t i = 0; !oom && i < nargs; i++) {
         job->args[i] = strdup(args[i]);
         if (!job->args[i])
             oom = true;
         else
             job->nargs++;
+    }
+    for (size_t i = 0; !oom && i < spec->nenv; i++) {
+        job->env[i] = strdup(spec->env[i]);
+        if (!job->env[i])
+            oom = true;
+        else
+            job->nenv++;
     }
     int r = oom ? -ENOMEM : uuid4_new(job->id);
     if (r < 0) {
@@ -1104,6 +1122,8 @@ void store_job_snapshot(store_job *job, store_job_info *ret)
     ret->command = job->command;
     ret->args = (const char *const *)job->args;
     ret->nargs = job->nargs;
+    ret->env = (const char *const *)job->env;
+    ret->nenv = job->nenv;
     ret->owner = job->owner;
     ret->limits = job->limits;
     ret->limits_enforced = job->limits_enforced;

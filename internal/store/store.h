@@ -58,11 +58,13 @@ typedef struct store_job_spec {
     job_limits limits; /* effective */
     bool limits_enforced;
     int32_t timeout_seconds;
-    const char *owner;   /* CN of the creator */
-    job_network network; /* effective: HOST or NONE */
-    const char *user;    /* who the job runs as, for display */
-    bool queued;         /* recorded QUEUED (waits for admission), else INITIALIZING */
-    bool stdin_pipe;     /* reads its stdin from WriteStdin */
+    const char *owner;      /* CN of the creator */
+    job_network network;    /* effective: HOST or NONE */
+    const char *user;       /* who the job runs as, for display */
+    bool queued;            /* recorded QUEUED (waits for admission), else INITIALIZING */
+    bool stdin_pipe;        /* reads its stdin from WriteStdin */
+    const char *const *env; /* extra "NAME=VALUE" entries */
+    size_t nenv;
 } store_job_spec;
 
 /* A consistent copy of a job for reporting. Strings point into the job (immutable fields) or
@@ -72,6 +74,8 @@ typedef struct store_job_info {
     const char *command;
     const char *const *args;
     size_t nargs;
+    const char *const *env;
+    size_t nenv;
     const char *owner;
     job_limits limits; /* effective */
     bool limits_enforced;

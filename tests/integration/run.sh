@@ -300,5 +300,6 @@ source "$REPO/tests/integration/listing.sh"
 source "$REPO/tests/integration/queue.sh"
 source "$REPO/tests/integration/policy.sh"
 source "$REPO/tests/integration/stdio.sh"
+source "$REPO/tests/integration/env.sh"
 
 finish

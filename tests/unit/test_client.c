@@ -102,6 +102,9 @@ static Jobworker__V1__Job sample_job(void)
     job.output_dropped_bytes = 7;
     job.network = JOBWORKER__V1__NETWORK_MODE__NETWORK_MODE_NONE;
     job.user = "nobody (65534:65534)";
+    static char *env[] = {"A=1", "B=x y"};
+    job.env = env;
+    job.n_env = 2;
     job.limits_enforced = 1;
     job.timeout_seconds = 90;
     return job;
@@ -113,20 +116,21 @@ static void test_job_json(void **state)
     Jobworker__V1__Job job = sample_job();
     char *got = CAPTURE(jw_fmt_job_json(out, &job));
     assert_string_equal(
-        got, "{\"id\":\"6c45c51f-1dc9-4a4f-8669-0e24a5411be5\",\"command\":\"sh\","
-             "\"args\":[\"-c\",\"echo 'hi'\\u000a\"],\"status\":\"FAILED\","
-             "\"reason\":\"OOM_KILLED\",\"exit_code\":0,\"signal\":9,\"pid\":4242,"
-             "\"owner\":\"alice\",\"error\":\"memory.max reached\","
-             "\"start_time_unix_ns\":1714564800123456789,\"end_time_unix_ns\":1714564890623456789,"
-             "\"timeout_seconds\":90,\"limits_enforced\":true,\"output_bytes\":12,"
-             "\"stdout_bytes\":9,\"stderr_bytes\":3,"
-             "\"output_dropped_bytes\":7,\"create_time_unix_ns\":0,\"queue_position\":0,"
-             "\"stdin\":true,"
-             "\"network\":\"NONE\",\"user\":\"nobody (65534:65534)\","
-             "\"limits\":{\"cpu_percent\":150,\"memory_bytes\":67108864,\"io_bps\":0,"
-             "\"memory_high_bytes\":50331648,\"pids_max\":100},"
-             "\"usage\":{\"cpu_usec\":1234567,\"memory_peak_bytes\":67108864,"
-             "\"io_read_bytes\":1536,\"io_write_bytes\":5000000000}}");
+        got,
+        "{\"id\":\"6c45c51f-1dc9-4a4f-8669-0e24a5411be5\",\"command\":\"sh\","
+        "\"args\":[\"-c\",\"echo 'hi'\\u000a\"],\"env\":[\"A=1\",\"B=x y\"],\"status\":\"FAILED\","
+        "\"reason\":\"OOM_KILLED\",\"exit_code\":0,\"signal\":9,\"pid\":4242,"
+        "\"owner\":\"alice\",\"error\":\"memory.max reached\","
+        "\"start_time_unix_ns\":1714564800123456789,\"end_time_unix_ns\":1714564890623456789,"
+        "\"timeout_seconds\":90,\"limits_enforced\":true,\"output_bytes\":12,"
+        "\"stdout_bytes\":9,\"stderr_bytes\":3,"
+        "\"output_dropped_bytes\":7,\"create_time_unix_ns\":0,\"queue_position\":0,"
+        "\"stdin\":true,"
+        "\"network\":\"NONE\",\"user\":\"nobody (65534:65534)\","
+        "\"limits\":{\"cpu_percent\":150,\"memory_bytes\":67108864,\"io_bps\":0,"
+        "\"memory_high_bytes\":50331648,\"pids_max\":100},"
+        "\"usage\":{\"cpu_usec\":1234567,\"memory_peak_bytes\":67108864,"
+        "\"io_read_bytes\":1536,\"io_write_bytes\":5000000000}}");
     free(got);
 }
 
@@ -138,7 +142,7 @@ static void test_job_json_defaults(void **state)
     job.status = 42; /* from a newer server */
     char *got = CAPTURE(jw_fmt_job_json(out, &job));
     assert_string_equal(
-        got, "{\"id\":\"\",\"command\":\"\",\"args\":[],\"status\":\"42\","
+        got, "{\"id\":\"\",\"command\":\"\",\"args\":[],\"env\":[],\"status\":\"42\","
              "\"reason\":\"UNSPECIFIED\",\"exit_code\":0,\"signal\":0,\"pid\":0,\"owner\":\"\","
              "\"error\":\"\",\"start_time_unix_ns\":0,\"end_time_unix_ns\":0,"
              "\"timeout_seconds\":0,\"limits_enforced\":false,\"output_bytes\":0,"
@@ -259,6 +263,8 @@ static void test_job_human(void **state)
     char *got = CAPTURE(jw_fmt_job_human(out, &job, 0));
     assert_string_equal(got, "id:              6c45c51f-1dc9-4a4f-8669-0e24a5411be5\n"
                              "command:         sh -c $'echo \\'hi\\'\\n'\n"
+                             "environment:     A=1\n"
+                             "                 B=x y\n"
                              "status:          FAILED\n"
                              "reason:          OOM_KILLED\n"
                              "exit code:       -\n"

@@ -272,14 +272,63 @@ static void test_utf8_request(void **state)
 
 /* The Job message as callers get it (rpc/codec): the host pid of job-init for admins, 0 for
  * viewers (docs/api.md, "Job.pid"); everything else the same. */
+/* The extra environment: NAME=VALUE with a variable name, no NUL, caps on entries and bytes,
+ * HOME and JOBWORKER_JOB_ID the server's, no name twice; PATH and LANG may be changed. */
+static void test_env_rules(void **state)
+{
+    (void)state;
+    const char *ok[] = {"A=1", "_x9=", "PATH=/opt/bin", "LANG=de_DE.UTF-8", "EMPTY="};
+    job_request req = {.command = "true", .command_len = 4, .env = ok, .nenv = 5};
+    jw_error err = JW_ERROR_INIT;
+    assert_int_equal(job_request_validate(&req, &host, &err), 0);
+    struct {
+        const char *entry, *has;
+    } bad[] = {
+        {"NOEQUALS", "env[1] 'NOEQUALS' is not NAME=VALUE (no '=')"},
+        {"=x", "env[1] has an empty name"},
+        {"1A=x", "env[1]: name '1A' is not a variable name"},
+        {"A-B=x", "env[1]: name 'A-B' is not a variable name"},
+        {"HOME=/root", "env[1]: HOME is set by the server and cannot be changed"},
+        {"JOBWORKER_JOB_ID=x", "env[1]: JOBWORKER_JOB_ID is set by the server"},
+        {"A=2", "env[1]: A is already set by env[0]"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *two[] = {"A=1", bad[i].entry};
+        job_request r = {.command = "true", .command_len = 4, .env = two, .nenv = 2};
+        expect_invalid(&r, bad[i].has);
+    }
+    const char *nul[] = {"A=x"};
+    size_t nul_len[] = {4}; /* "A=x\0" on the wire */
+    job_request nr = {
+        .command = "true", .command_len = 4, .env = nul, .env_len = nul_len, .nenv = 1};
+    expect_invalid(&nr, "env[0] contains a NUL byte");
+    char *big = malloc(JOB_ENV_ENTRY_MAX + 2);
+    memset(big, 'v', JOB_ENV_ENTRY_MAX + 1);
+    big[0] = 'B';
+    big[1] = '=';
+    big[JOB_ENV_ENTRY_MAX + 1] = '\0';
+    const char *bigv[] = {big};
+    job_request br = {.command = "true", .command_len = 4, .env = bigv, .nenv = 1};
+    expect_invalid(&br, "env[0] is 32769 bytes, the limit is 32768");
+    free(big);
+    const char *many[JOB_ENV_MAX + 1];
+    for (size_t i = 0; i <= JOB_ENV_MAX; i++)
+        many[i] = "X=1";
+    job_request mr = {.command = "true", .command_len = 4, .env = many, .nenv = JOB_ENV_MAX + 1};
+    expect_invalid(&mr, "env has 257 entries, the limit is 256");
+}
+
 static void test_codec_job_view(void **state)
 {
     (void)state;
     const char *args[] = {"1"};
+    const char *env[] = {"TOKEN=secret"};
     store_job_info info = {.id = "00000000-0000-4000-8000-000000000001",
                            .command = "sleep",
                            .args = args,
                            .nargs = 1,
+                           .env = env,
+                           .nenv = 1,
                            .owner = "alice",
                            .user = "nobody (65534:65534)",
                            .status = JOB_STATUS_RUNNING,
@@ -292,6 +341,9 @@ static void test_codec_job_view(void **state)
     codec_job_view(&info, false, &viewer, &lv, &uv);
     assert_int_equal(admin.pid, 4242);
     assert_int_equal(viewer.pid, 0);
+    assert_int_equal(admin.n_env, 1); /* the environment: admins only */
+    assert_string_equal(admin.env[0], "TOKEN=secret");
+    assert_int_equal(viewer.n_env, 0);
     assert_string_equal(viewer.id, info.id);
     assert_int_equal(viewer.status, JOB_STATUS_RUNNING);
     assert_int_equal(viewer.start_time_unix_ns, 7);
@@ -386,7 +438,7 @@ int main(void)
         cmocka_unit_test(test_utf8),           cmocka_unit_test(test_utf8_request),
         cmocka_unit_test(test_codec_job_view), cmocka_unit_test(test_no_cgroups),
         cmocka_unit_test(test_resolve),        cmocka_unit_test(test_state_machine),
-        cmocka_unit_test(test_host_probe),
+        cmocka_unit_test(test_host_probe),     cmocka_unit_test(test_env_rules),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
