@@ -495,8 +495,7 @@ case11() {
         "$(verdict "$(calc "$a / $b")" ">=" 1)"
     a=$(median "${split[@]}") b=$(median "${plain[@]}")
     row "    output split stdout/stderr, $SIZE" "$(printf '%.0f MB/s' "$a")" \
-        "$(printf 'all stdout %.0f MB/s' "$b")" "$(printf '%.2fx' "$(calc "$a / $b")")" ">= 0.95x" \
-        "$(verdict "$(calc "$a / $b")" ">=" 0.95)"
+        "$(printf 'all stdout %.0f MB/s' "$b")" "$(printf '%.2fx' "$(calc "$a / $b")")" "-" "info"
 }
 
 # median_of "N N N": the median of a blank-separated list.

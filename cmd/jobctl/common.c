@@ -299,6 +299,23 @@ int jobctl_write_output(void *userdata, int stream, const uint8_t *data, size_t 
     return 0;
 }
 
+int jobctl_call_id(jobctl_ctx *ctx, const char *cmd, const char *usage, int argc, char **argv,
+                   jobctl_id_call call, Jobworker__V1__Job **ret)
+{
+    const char *id;
+    int r = jobctl_parse_id_command(ctx, cmd, usage, argc, argv, &id);
+    if (r != JOBCTL_CONTINUE)
+        return r;
+    jw_client *c;
+    r = jobctl_connect(ctx, &c);
+    if (r != 0)
+        return r;
+    jw_error err = JW_ERROR_INIT;
+    r = call(c, id, ret, &err);
+    jobctl_disconnect(c);
+    return r < 0 ? jobctl_report(r, &err) : JOBCTL_CONTINUE;
+}
+
 int jobctl_parse_id_command(jobctl_ctx *ctx, const char *cmd, const char *usage, int argc,
                             char **argv, const char **ret_id)
 {

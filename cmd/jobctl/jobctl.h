@@ -147,6 +147,13 @@ typedef struct jobctl_out {
  * our stderr, exactly (write(2), no stdio buffering), or as jobctl_out says. */
 int jobctl_write_output(void *userdata, int stream, const uint8_t *data, size_t len, jw_error *err);
 
+/* get, stop, delete: parses "[options] ID", connects, makes the call and disconnects. Returns
+ * JOBCTL_CONTINUE with the job in *ret, or the exit code (the error already printed). */
+typedef int (*jobctl_id_call)(jw_client *c, const char *id, Jobworker__V1__Job **ret_job,
+                              jw_error *err);
+int jobctl_call_id(jobctl_ctx *ctx, const char *cmd, const char *usage, int argc, char **argv,
+                   jobctl_id_call call, Jobworker__V1__Job **ret);
+
 /* Prints a job as the subcommands show it: JSON on one line, or the human "key: value" block. */
 int jobctl_print_job(const jobctl_ctx *ctx, const Jobworker__V1__Job *job);
 

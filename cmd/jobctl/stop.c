@@ -14,21 +14,10 @@ const char cmd_stop_usage[] =
 
 int cmd_stop(jobctl_ctx *ctx, int argc, char **argv)
 {
-    const char *id;
-    int r = jobctl_parse_id_command(ctx, "stop", cmd_stop_usage, argc, argv, &id);
+    _cleanup_job_ Jobworker__V1__Job *job = NULL;
+    int r = jobctl_call_id(ctx, "stop", cmd_stop_usage, argc, argv, jw_client_stop_job, &job);
     if (r != JOBCTL_CONTINUE)
         return r;
-
-    jw_client *c;
-    r = jobctl_connect(ctx, &c);
-    if (r != 0)
-        return r;
-    jw_error err = JW_ERROR_INIT;
-    _cleanup_job_ Jobworker__V1__Job *job = NULL;
-    r = jw_client_stop_job(c, id, &job, &err);
-    jobctl_disconnect(c);
-    if (r < 0)
-        return jobctl_report(r, &err);
 
     if (ctx->output == JOBCTL_OUTPUT_JSON)
         return jobctl_print_job(ctx, job);

@@ -647,13 +647,30 @@ static int row_read(sqlite3_stmt *st, jobdb_record *r)
     return 0;
 }
 
+/* A reader connection and one of its prepared statements; reader_end() resets the statement and
+ * gives the connection back. */
+static int reader_begin(jobdb *db, int which, conn **ret_c, sqlite3_stmt **ret_st, jw_error *err)
+{
+    int r = reader_take(db, ret_c, err);
+    if (r == 0)
+        *ret_st = (*ret_c)->st[which];
+    return r;
+}
+
+static void reader_end(jobdb *db, conn *c, sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    reader_give(db, c);
+}
+
 int jobdb_get(jobdb *db, const char *id, jobdb_record *ret, jw_error *err)
 {
-    conn *c;
-    int r = reader_take(db, &c, err);
+    conn *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int r = reader_begin(db, ST_GET, &c, &st, err);
     if (r < 0)
         return r;
-    sqlite3_stmt *st = c->st[ST_GET];
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW)
@@ -662,9 +679,7 @@ int jobdb_get(jobdb *db, const char *id, jobdb_record *ret, jw_error *err)
         r = jw_error_set(err, JW_NOT_FOUND, -ENOENT, "job %s not found", id);
     else
         r = db_fail(db, c->h, rc, err, "read a job");
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    reader_give(db, c);
+    reader_end(db, c, st);
     return r;
 }
 
@@ -771,11 +786,11 @@ int jobdb_list(jobdb *db, const jobdb_query *q, jobdb_record **ret, size_t *ret_
 
 int jobdb_final_totals(jobdb *db, int64_t *ret_jobs, int64_t *ret_output_bytes, jw_error *err)
 {
-    conn *c;
-    int r = reader_take(db, &c, err);
+    conn *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int r = reader_begin(db, ST_TOTALS, &c, &st, err);
     if (r < 0)
         return r;
-    sqlite3_stmt *st = c->st[ST_TOTALS];
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
         *ret_jobs = sqlite3_column_int64(st, 0);
@@ -783,18 +798,17 @@ int jobdb_final_totals(jobdb *db, int64_t *ret_jobs, int64_t *ret_output_bytes, 
     } else {
         r = db_fail(db, c->h, rc, err, "count finished jobs");
     }
-    sqlite3_reset(st);
-    reader_give(db, c);
+    reader_end(db, c, st);
     return r;
 }
 
 int jobdb_oldest_final(jobdb *db, jobdb_victim *ret, size_t max, size_t *ret_n, jw_error *err)
 {
-    conn *c;
-    int r = reader_take(db, &c, err);
+    conn *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int r = reader_begin(db, ST_OLDEST, &c, &st, err);
     if (r < 0)
         return r;
-    sqlite3_stmt *st = c->st[ST_OLDEST];
     sqlite3_bind_int64(st, 1, (int64_t)max);
     size_t n = 0;
     int rc = SQLITE_DONE;
@@ -807,9 +821,7 @@ int jobdb_oldest_final(jobdb *db, jobdb_victim *ret, size_t max, size_t *ret_n, 
     }
     if (n < max && rc != SQLITE_DONE)
         r = db_fail(db, c->h, rc, err, "find the oldest finished jobs");
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    reader_give(db, c);
+    reader_end(db, c, st);
     *ret_n = n;
     return r;
 }

@@ -37,14 +37,6 @@ struct service_stream {
 
 /* ---- admission: what a started job reserved is released at its end ---- */
 
-static void job_resources(store_job *job, int64_t *ret_memory, int64_t *ret_cpu)
-{
-    store_job_info info;
-    store_job_snapshot(job, &info);
-    *ret_memory = info.limits.memory_bytes;
-    *ret_cpu = info.limits.cpu_percent;
-}
-
 static void poke(service *svc)
 {
     pthread_mutex_lock(&svc->lock);
@@ -56,11 +48,9 @@ static void poke(service *svc)
 static void job_ended(store_job *job, void *userdata)
 {
     service *svc = userdata;
-    int64_t memory, cpu;
-    job_resources(job, &memory, &cpu);
     store_job_info info;
     store_job_snapshot(job, &info);
-    jobqueue_release(svc->queue, info.owner, memory, cpu);
+    jobqueue_release(svc->queue, info.owner, info.limits.memory_bytes, info.limits.cpu_percent);
     poke(svc);
 }
 
