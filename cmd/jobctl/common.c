@@ -302,11 +302,11 @@ int jobctl_write_output(void *userdata, int stream, const uint8_t *data, size_t 
 int jobctl_call_id(jobctl_ctx *ctx, const char *cmd, const char *usage, int argc, char **argv,
                    jobctl_id_call call, Jobworker__V1__Job **ret)
 {
-    const char *id;
+    const char *id = NULL;
     int r = jobctl_parse_id_command(ctx, cmd, usage, argc, argv, &id);
     if (r != JOBCTL_CONTINUE)
         return r;
-    jw_client *c;
+    jw_client *c = NULL;
     r = jobctl_connect(ctx, &c);
     if (r != 0)
         return r;
