@@ -89,7 +89,7 @@ typedef struct jobctl_command {
 } jobctl_command;
 
 extern const char cmd_create_usage[], cmd_get_usage[], cmd_stop_usage[], cmd_list_usage[],
-    cmd_stream_usage[], cmd_run_usage[], cmd_delete_usage[];
+    cmd_stream_usage[], cmd_run_usage[], cmd_delete_usage[], cmd_info_usage[];
 int cmd_create(jobctl_ctx *ctx, int argc, char **argv);
 int cmd_get(jobctl_ctx *ctx, int argc, char **argv);
 int cmd_stop(jobctl_ctx *ctx, int argc, char **argv);
@@ -97,6 +97,7 @@ int cmd_list(jobctl_ctx *ctx, int argc, char **argv);
 int cmd_stream(jobctl_ctx *ctx, int argc, char **argv);
 int cmd_run(jobctl_ctx *ctx, int argc, char **argv);
 int cmd_delete(jobctl_ctx *ctx, int argc, char **argv);
+int cmd_info(jobctl_ctx *ctx, int argc, char **argv);
 
 /* Fills ctx from the environment and the built-in defaults. */
 void jobctl_ctx_init(jobctl_ctx *ctx);

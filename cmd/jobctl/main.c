@@ -3,6 +3,8 @@
  */
 #include "jobctl.h"
 
+#include "util/defaults.h"
+
 #include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,7 @@ static const jobctl_command commands[] = {
     {"stream", cmd_stream, "write a job's output to stdout", cmd_stream_usage},
     {"run", cmd_run, "create a job, follow its output and exit with its status", cmd_run_usage},
     {"delete", cmd_delete, "delete a finished job and its output", cmd_delete_usage},
+    {"info", cmd_info, "show the server: version, limits, capacity, load, jobs", cmd_info_usage},
 };
 
 static const jobctl_command *find_command(const char *name)
@@ -51,7 +54,9 @@ static const char main_usage_head[] =
     "Subcommands:\n";
 static const char main_usage_tail[] =
     "  help [SUBCOMMAND]    show help for a subcommand\n"
-    "\n" JOBCTL_GLOBAL_OPTIONS_HELP "\n"
+    "\n" JOBCTL_GLOBAL_OPTIONS_HELP
+    "  -V, --version        print jobctl's version (before the subcommand)\n"
+    "\n"
     "Exit status: 0 on success, 1 when a request failed (the error is printed as\n"
     "'jobctl: STATUS: message'), 2 on a usage error, 130 when interrupted by SIGINT or\n"
     "SIGTERM (the job keeps running on the server); `run` exits with the job's status.\n";
@@ -92,15 +97,20 @@ int main(int argc, char **argv)
     jobctl_ctx ctx;
     jobctl_ctx_init(&ctx);
 
-    static const struct option options[] = {JOBCTL_GLOBAL_OPTIONS, {NULL, 0, NULL, 0}};
+    static const struct option options[] = {
+        {"version", no_argument, NULL, 'V'}, JOBCTL_GLOBAL_OPTIONS, {NULL, 0, NULL, 0}};
     opterr = 0;
     int opt;
     /* "+": stop at the subcommand name; its options are its own to parse. */
-    while ((opt = getopt_long(argc, argv, "+:ho:", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+:hVo:", options, NULL)) != -1) {
         if (opt == '?' || opt == ':')
             return jobctl_getopt_error(NULL, opt, argv);
         if (opt == 'h')
             return print_main_usage(stdout);
+        if (opt == 'V') {
+            printf("jobctl %s\n", JW_VERSION);
+            return jobctl_flush_stdout();
+        }
         int r = jobctl_global_option(&ctx, NULL, "", opt, optarg);
         if (r != JOBCTL_CONTINUE)
             return r;

@@ -90,7 +90,8 @@ static void usage(FILE *f)
         "                           --; a flag given here wins), quotas, ceilings, allow-list\n"
         "                           (default " JW_DEFAULT_CONFIG ", if it exists)\n"
         "  --check-config           check the policy file and the flags, then exit (0 = good)\n"
-        "  -h, --help               this text\n",
+        "  -h, --help               this text\n"
+        "  -V, --version            the version\n",
         JW_DEFAULT_RETAIN_JOBS, JW_DEFAULT_RUNNING_PER_CPU, JW_DEFAULT_CPU_PCT_PER_CPU,
         JW_DEFAULT_MAX_QUEUED, JW_DEFAULT_CPU_PERCENT, JW_DEFAULT_STOP_GRACE_MS,
         JW_DEFAULT_MAX_JOBS, JW_DEFAULT_MAX_STREAMS, JW_DEFAULT_MAX_STREAMS_PER_JOB,
@@ -203,11 +204,12 @@ static int parse_options(int argc, char **argv, options *o)
         {"allow-root-jobs", no_argument, NULL, OPT_ALLOW_ROOT},
         {"default-network", required_argument, NULL, OPT_DEF_NET},
         {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
         {0},
     };
     int64_t v;
     int c, r = 0;
-    while (r == 0 && (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while (r == 0 && (c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
         switch (c) {
         case OPT_LISTEN: o->listen = optarg; break;
         case OPT_CERT: o->cert = optarg; break;
@@ -351,6 +353,13 @@ static int parse_options(int argc, char **argv, options *o)
             }
             break;
         case 'h': usage(stdout); exit(0);
+        case 'V':
+            if (parsing_file) {
+                r = -EINVAL;
+                break;
+            }
+            printf("jobworker-server %s\n", JW_VERSION);
+            exit(0);
         default:
             if (!parsing_file)
                 usage(stderr);

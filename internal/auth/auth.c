@@ -169,7 +169,8 @@ static int method_writes(auth_method method)
     case AUTH_METHOD_WRITE_STDIN: return 1;
     case AUTH_METHOD_GET_JOB:
     case AUTH_METHOD_GET_JOBS:
-    case AUTH_METHOD_GET_JOBS_STREAM: return 0;
+    case AUTH_METHOD_GET_JOBS_STREAM:
+    case AUTH_METHOD_GET_SERVER_INFO: return 0;
     }
     return -1;
 }
@@ -207,6 +208,7 @@ const char *auth_method_name(auth_method m)
     case AUTH_METHOD_GET_JOBS_STREAM: return "GetJobsStream";
     case AUTH_METHOD_DELETE_JOB: return "DeleteJob";
     case AUTH_METHOD_WRITE_STDIN: return "WriteStdin";
+    case AUTH_METHOD_GET_SERVER_INFO: return "GetServerInfo";
     }
     return "invalid";
 }

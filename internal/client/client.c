@@ -480,6 +480,18 @@ int jw_client_stop_job(jw_client *c, const char *id, Jobworker__V1__Job **ret_jo
                     "StopJob", ret_job, err);
 }
 
+int jw_client_server_info(jw_client *c, Jobworker__V1__ServerInfo **ret, jw_error *err)
+{
+    Jobworker__V1__GetServerInfoReq req = JOBWORKER__V1__GET_SERVER_INFO_REQ__INIT;
+    ProtobufCMessage *res = NULL;
+    int r = unary_call(c, "GetServerInfo", &req.base, &jobworker__v1__server_info__descriptor, &res,
+                       err);
+    if (r < 0)
+        return r;
+    *ret = (Jobworker__V1__ServerInfo *)res;
+    return 0;
+}
+
 int jw_client_delete_job(jw_client *c, const char *id, Jobworker__V1__Job **ret_job, jw_error *err)
 {
     Jobworker__V1__DeleteJobReq req = JOBWORKER__V1__DELETE_JOB_REQ__INIT;

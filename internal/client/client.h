@@ -89,6 +89,8 @@ int jw_client_get_job(jw_client *c, const char *id, Jobworker__V1__Job **ret_job
 int jw_client_stop_job(jw_client *c, const char *id, Jobworker__V1__Job **ret_job, jw_error *err);
 /* DeleteJob: *ret_job is the job as it was before the server removed it. */
 int jw_client_delete_job(jw_client *c, const char *id, Jobworker__V1__Job **ret_job, jw_error *err);
+/* GetServerInfo; free *ret with jobworker__v1__server_info__free_unpacked(*ret, NULL). */
+int jw_client_server_info(jw_client *c, Jobworker__V1__ServerInfo **ret, jw_error *err);
 
 /* The largest GetJobsReq.page_size the server accepts (docs/api.md). */
 #define JW_CLIENT_PAGE_SIZE_MAX 10000

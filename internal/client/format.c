@@ -721,3 +721,162 @@ int jw_fmt_jobs_table(FILE *out, const Jobworker__V1__Jobs *jobs)
         free(cells[i]);
     return r;
 }
+
+/* ---- GetServerInfo ---- */
+
+int jw_fmt_server_info_json(FILE *out, const Jobworker__V1__ServerInfo *si)
+{
+    static const Jobworker__V1__ResourceLimits no_limits = JOBWORKER__V1__RESOURCE_LIMITS__INIT;
+    const Jobworker__V1__ResourceLimits *l = si->default_limits ? si->default_limits : &no_limits;
+    putc('{', out);
+    json_str(out, "version", si->version);
+    putc(',', out);
+    json_str(out, "build", si->build);
+    putc(',', out);
+    json_str(out, "hostname", si->hostname);
+    fprintf(out,
+            ",\"start_time_unix_ns\":%" PRId64 ",\"uptime_seconds\":%" PRId64
+            ",\"limits_enforced\":%s,",
+            si->start_time_unix_ns, si->uptime_seconds, si->limits_enforced ? "true" : "false");
+    json_str(out, "cgroup", si->cgroup);
+    fprintf(out,
+            ",\"default_limits\":{\"cpu_percent\":%" PRId32 ",\"memory_bytes\":%" PRId64
+            ",\"io_bps\":%" PRId64 ",\"memory_high_bytes\":%" PRId64 ",\"pids_max\":%" PRId32 "},",
+            l->cpu_percent, l->memory_bytes, l->io_bps, l->memory_high_bytes, l->pids_max);
+    json_enum(out, "default_network", jw_fmt_network_name(si->default_network),
+              si->default_network);
+    fprintf(out,
+            ",\"cpus\":%" PRId32 ",\"memory_bytes\":%" PRId64 ",\"max_running\":%" PRId64
+            ",\"capacity_memory_bytes\":%" PRId64 ",\"capacity_cpu_percent\":%" PRId64
+            ",\"max_queued\":%" PRId64 ",\"max_jobs\":%" PRId64 ",\"max_output_bytes\":%" PRId64
+            ",\"max_streams\":%" PRId64 ",\"max_streams_per_job\":%" PRId64
+            ",\"max_streams_per_client\":%" PRId64
+            ",\"load1\":%.2f,\"load5\":%.2f,\"load15\":%.2f,\"memory_available_bytes\":%" PRId64
+            ",\"cpu_pressure\":%.2f,\"memory_pressure\":%.2f,\"io_pressure\":%.2f,\"jobs\":[",
+            si->cpus, si->memory_bytes, si->max_running, si->capacity_memory_bytes,
+            si->capacity_cpu_percent, si->max_queued, si->max_jobs, si->max_output_bytes,
+            si->max_streams, si->max_streams_per_job, si->max_streams_per_client, si->load1,
+            si->load5, si->load15, si->memory_available_bytes, si->cpu_pressure,
+            si->memory_pressure, si->io_pressure);
+    for (size_t i = 0; i < si->n_jobs; i++) {
+        fputs(i ? ",{" : "{", out);
+        json_enum(out, "status", jw_fmt_status_name(si->jobs[i]->status), si->jobs[i]->status);
+        fprintf(out, ",\"count\":%" PRId64 "}", si->jobs[i]->count);
+    }
+    fprintf(out,
+            "],\"running\":%" PRId64 ",\"queued\":%" PRId64 ",\"reserved_memory_bytes\":%" PRId64
+            ",\"reserved_cpu_percent\":%" PRId64 ",\"streams_open\":%" PRId64 "}",
+            si->running, si->queued, si->reserved_memory_bytes, si->reserved_cpu_percent,
+            si->streams_open);
+    return check(out);
+}
+
+/* "N (SIZE)" or "no limit" for a byte cap. */
+static void put_cap_bytes(FILE *out, int64_t v)
+{
+    char b[32];
+    if (v <= 0) {
+        fputs("no limit", out);
+        return;
+    }
+    jw_fmt_size(b, sizeof(b), v);
+    fputs(b, out);
+}
+
+static void put_cap(FILE *out, int64_t v)
+{
+    if (v <= 0)
+        fputs("no limit", out);
+    else
+        fprintf(out, "%" PRId64, v);
+}
+
+int jw_fmt_server_info_human(FILE *out, const Jobworker__V1__ServerInfo *si)
+{
+    char b[64];
+    KEY(out, "version");
+    jw_fmt_sanitized(out, si->version);
+    fputs(" (", out);
+    jw_fmt_sanitized(out, si->build);
+    fputs(")\n", out);
+    KEY(out, "host");
+    jw_fmt_sanitized(out, si->hostname);
+    fprintf(out, ", %" PRId32 " CPUs, ", si->cpus);
+    jw_fmt_size(b, sizeof(b), si->memory_bytes);
+    fprintf(out, "%s RAM\n", b);
+    KEY(out, "uptime");
+    jw_fmt_duration_ns(b, sizeof(b), si->uptime_seconds * INT64_C(1000000000));
+    fprintf(out, "%s\n", b);
+    KEY(out, "limits");
+    if (si->limits_enforced) {
+        fputs("enforced (cgroup v2: ", out);
+        jw_fmt_sanitized(out, si->cgroup);
+        fputs(")\n", out);
+    } else {
+        fputs("NOT enforced (--no-cgroups)\n", out);
+    }
+    if (si->default_limits) {
+        const Jobworker__V1__ResourceLimits *l = si->default_limits;
+        KEY(out, "default limits");
+        fprintf(out, "cpu %" PRId32 "%%, memory ", l->cpu_percent);
+        put_cap_bytes(out, l->memory_bytes);
+        fprintf(out, ", pids ");
+        put_cap(out, l->pids_max);
+        fputs(", io ", out);
+        put_cap_bytes(out, l->io_bps);
+        fputs(l->io_bps > 0 ? "/s\n" : "\n", out);
+    }
+    KEY(out, "network");
+    put_enum(out, jw_fmt_network_name(si->default_network), si->default_network);
+    putc('\n', out);
+    KEY(out, "capacity");
+    fputs("running ", out);
+    put_cap(out, si->max_running);
+    fputs(", memory ", out);
+    put_cap_bytes(out, si->capacity_memory_bytes);
+    fputs(", cpu ", out);
+    if (si->capacity_cpu_percent > 0)
+        fprintf(out, "%" PRId64 "%%", si->capacity_cpu_percent);
+    else
+        fputs("no limit", out);
+    fputs(", queued ", out);
+    put_cap(out, si->max_queued);
+    putc('\n', out);
+    KEY(out, "in use");
+    fprintf(out, "%" PRId64 " running, %" PRId64 " queued, memory ", si->running, si->queued);
+    jw_fmt_size(b, sizeof(b), si->reserved_memory_bytes);
+    fprintf(out, "%s, cpu %" PRId64 "%%, %" PRId64 " streams open\n", b, si->reserved_cpu_percent,
+            si->streams_open);
+    KEY(out, "caps");
+    fputs("jobs ", out);
+    put_cap(out, si->max_jobs);
+    fputs(", output ", out);
+    put_cap_bytes(out, si->max_output_bytes);
+    fprintf(out, " per job, streams %" PRId64 " (%" PRId64 " per job, %" PRId64 " per client)\n",
+            si->max_streams, si->max_streams_per_job, si->max_streams_per_client);
+    KEY(out, "load");
+    fprintf(out, "%.2f %.2f %.2f, memory available ", si->load1, si->load5, si->load15);
+    jw_fmt_size(b, sizeof(b), si->memory_available_bytes);
+    fputs(b, out);
+    if (si->cpu_pressure >= 0)
+        fprintf(out, ", pressure cpu %.2f%% memory %.2f%% io %.2f%%", si->cpu_pressure,
+                si->memory_pressure, si->io_pressure);
+    else
+        fputs(", no pressure information (/proc/pressure)", out);
+    putc('\n', out);
+    KEY(out, "jobs");
+    for (size_t i = 0; i < si->n_jobs; i++) {
+        const char *name = jw_fmt_status_name(si->jobs[i]->status);
+        if (i)
+            fputs(", ", out);
+        fprintf(out, "%" PRId64 " ", si->jobs[i]->count);
+        if (name) {
+            for (const char *p = name; *p; p++)
+                putc(*p >= 'A' && *p <= 'Z' ? *p - 'A' + 'a' : *p, out);
+        } else {
+            fprintf(out, "%d", si->jobs[i]->status);
+        }
+    }
+    putc('\n', out);
+    return check(out);
+}

@@ -44,6 +44,9 @@ int jw_fmt_jobs_json(FILE *out, const Jobworker__V1__Jobs *jobs);
 
 /* Human text. `now_ns` (Unix ns) dates the duration of a job that is still running. */
 int jw_fmt_job_human(FILE *out, const Jobworker__V1__Job *job, int64_t now_ns);
+/* GetServerInfo: one JSON line, or the human "key: value" block (jobctl info). */
+int jw_fmt_server_info_json(FILE *out, const Jobworker__V1__ServerInfo *si);
+int jw_fmt_server_info_human(FILE *out, const Jobworker__V1__ServerInfo *si);
 /* Table with the header ID STATUS REASON/EXIT OWNER STARTED COMMAND; the command is cut to
  * JW_FMT_COMMAND_WIDTH characters ("..." marks the cut). */
 #define JW_FMT_COMMAND_WIDTH 48

@@ -423,6 +423,11 @@ static int start_serving(server_state *d)
         .capacity = admission_capacity(o, d->host.cgroups),
         .policy = o->policy,
         .policy_name = o->policy_path,
+        .cgroup_path = d->cgm ? cgroup_manager_parent_path(d->cgm) : NULL,
+        .max_jobs = o->max_jobs,
+        .max_output_bytes = o->max_output,
+        .max_streams = o->max_streams,
+        .max_streams_per_client = o->max_streams_per_client,
     };
     ((daemon_config *)o)->policy = NULL; /* the service owns it now, even if it fails */
     if (service_new(&sec, &d->svc, &err) < 0) {

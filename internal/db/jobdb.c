@@ -79,6 +79,7 @@ enum {
     ST_DELETE,
     ST_TOTALS,
     ST_OLDEST,
+    ST_BY_STATUS,
     ST_BEGIN,
     ST_COMMIT,
     ST_ROLLBACK,
@@ -99,6 +100,8 @@ static const char *const stmt_sql[ST_MAX] = {
     [ST_OLDEST] =
         "SELECT id, end_ns, output_bytes FROM jobs WHERE status BETWEEN 3 AND 5 ORDER BY end_ns "
         "LIMIT ?1",
+    /* The jobs_status index holds (status, seq): counting a status reads its range only. */
+    [ST_BY_STATUS] = "SELECT status, count(*) FROM jobs GROUP BY status",
     [ST_BEGIN] = "BEGIN IMMEDIATE",
     [ST_COMMIT] = "COMMIT",
     [ST_ROLLBACK] = "ROLLBACK",
@@ -798,6 +801,32 @@ int jobdb_final_totals(jobdb *db, int64_t *ret_jobs, int64_t *ret_output_bytes, 
     } else {
         r = db_fail(db, c->h, rc, err, "count finished jobs");
     }
+    reader_end(db, c, st);
+    return r;
+}
+
+const char *jobdb_library_version(void)
+{
+    return sqlite3_libversion();
+}
+
+int jobdb_count_by_status(jobdb *db, int64_t ret[JOB_STATUS_MAX + 1], jw_error *err)
+{
+    conn *c = NULL;
+    sqlite3_stmt *st = NULL;
+    int r = reader_begin(db, ST_BY_STATUS, &c, &st, err);
+    if (r < 0)
+        return r;
+    for (int i = 0; i <= JOB_STATUS_MAX; i++)
+        ret[i] = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int status = sqlite3_column_int(st, 0);
+        if (status >= 0 && status <= JOB_STATUS_MAX)
+            ret[status] = sqlite3_column_int64(st, 1);
+    }
+    if (rc != SQLITE_DONE)
+        r = db_fail(db, c->h, rc, err, "count jobs by status");
     reader_end(db, c, st);
     return r;
 }

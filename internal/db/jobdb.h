@@ -105,6 +105,10 @@ int jobdb_list(jobdb *db, const jobdb_query *q, jobdb_record **ret, size_t *ret_
 
 /* Finished jobs (a final status) counted and their output bytes summed. */
 int jobdb_final_totals(jobdb *db, int64_t *ret_jobs, int64_t *ret_output_bytes, jw_error *err);
+/* SQLite's version ("3.40.1"). */
+const char *jobdb_library_version(void);
+/* Recorded jobs per status (ret[status]); reads the status index, O(jobs). */
+int jobdb_count_by_status(jobdb *db, int64_t ret[JOB_STATUS_MAX + 1], jw_error *err);
 
 /* The finished jobs that ended first, oldest first: what retention removes. */
 typedef struct jobdb_victim {

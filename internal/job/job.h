@@ -52,6 +52,7 @@ typedef enum {
     JOB_STATUS_STOPPED = 5,
     JOB_STATUS_QUEUED = 6,
 } job_status;
+#define JOB_STATUS_MAX JOB_STATUS_QUEUED
 
 typedef enum {
     JOB_REASON_UNSPECIFIED = 0,

@@ -18,7 +18,7 @@ struct rpc_server {
     int port;
     pthread_t *workers;
     int n_workers;
-    void *methods[7];       /* one per auth_method */
+    void *methods[8];       /* one per auth_method */
     struct rpc_slot *slots; /* one outstanding request per method + one for unknown methods */
     int n_slots;
     stream_registry *streams;

@@ -30,8 +30,9 @@ static const char *const method_paths[] = {
     [AUTH_METHOD_GET_JOBS_STREAM] = "/jobworker.v1.JobService/GetJobsStream",
     [AUTH_METHOD_DELETE_JOB] = "/jobworker.v1.JobService/DeleteJob",
     [AUTH_METHOD_WRITE_STDIN] = "/jobworker.v1.JobService/WriteStdin",
+    [AUTH_METHOD_GET_SERVER_INFO] = "/jobworker.v1.JobService/GetServerInfo",
 };
-#define N_METHODS    7 /* ARRAY_SIZE(method_paths); rpc-internal.h sizes methods[] */
+#define N_METHODS    8 /* ARRAY_SIZE(method_paths); rpc-internal.h sizes methods[] */
 #define SLOT_UNKNOWN N_METHODS
 
 typedef struct rpc_slot {
@@ -206,6 +207,67 @@ static int handle_get(rpc_server *srv, rpc_incoming *in, char *job_id, jw_error 
     snprintf(job_id, UUID_STR_LEN, "%.36s", id);
     reply_job(srv, in->call, &jobworker__v1__get_job_res__descriptor, in->caller, job);
     store_job_unref(job);
+    return 0;
+}
+
+static int handle_info(rpc_server *srv, rpc_incoming *in, jw_error *err)
+{
+    service_info si;
+    int r = service_server_info(srv->cfg.svc, in->caller, &si, err);
+    if (r < 0)
+        return r;
+    Jobworker__V1__ServerInfo m = JOBWORKER__V1__SERVER_INFO__INIT;
+    Jobworker__V1__ResourceLimits lim = JOBWORKER__V1__RESOURCE_LIMITS__INIT;
+    char build[256];
+    snprintf(build, sizeof(build), "%s, gRPC core %s", si.build, grpc_version_string());
+    m.version = si.version;
+    m.build = build;
+    m.hostname = si.hostname;
+    m.start_time_unix_ns = si.start_time_ns;
+    m.uptime_seconds = si.uptime_s;
+    m.limits_enforced = si.host.cgroups;
+    m.cgroup = si.cgroup;
+    lim.cpu_percent = si.defaults.cpu_percent;
+    lim.memory_bytes = si.defaults.memory_bytes;
+    lim.io_bps = si.defaults.io_bps;
+    lim.memory_high_bytes = si.defaults.memory_high_bytes;
+    lim.pids_max = si.defaults.pids_max;
+    m.default_limits = &lim;
+    m.default_network = (Jobworker__V1__NetworkMode)si.default_network;
+    m.cpus = si.host.ncpus;
+    m.memory_bytes = si.host.memory_bytes;
+    m.max_running = si.capacity.max_running;
+    m.capacity_memory_bytes = si.capacity.memory_bytes;
+    m.capacity_cpu_percent = si.capacity.cpu_percent;
+    m.max_queued = si.capacity.max_queued;
+    m.max_jobs = si.max_jobs;
+    m.max_output_bytes = si.max_output_bytes;
+    m.max_streams = si.max_streams;
+    m.max_streams_per_job = si.max_streams_per_job;
+    m.max_streams_per_client = si.max_streams_per_client;
+    m.load1 = si.load[0];
+    m.load5 = si.load[1];
+    m.load15 = si.load[2];
+    m.memory_available_bytes = si.memory_available;
+    m.cpu_pressure = si.pressure[0];
+    m.memory_pressure = si.pressure[1];
+    m.io_pressure = si.pressure[2];
+    Jobworker__V1__JobCount counts[JOB_STATUS_MAX];
+    Jobworker__V1__JobCount *cp[JOB_STATUS_MAX];
+    for (int st = 1; st <= JOB_STATUS_MAX; st++) {
+        jobworker__v1__job_count__init(&counts[st - 1]);
+        counts[st - 1].status = (Jobworker__V1__JobStatus)st;
+        counts[st - 1].count = si.jobs[st];
+        cp[st - 1] = &counts[st - 1];
+    }
+    m.n_jobs = JOB_STATUS_MAX;
+    m.jobs = cp;
+    m.running = si.queue.running;
+    m.queued = si.queue.queued;
+    m.reserved_memory_bytes = si.queue.memory_bytes;
+    m.reserved_cpu_percent = si.queue.cpu_percent;
+    m.streams_open = stream_registry_count(srv->streams);
+    unary_finish(in->call, JW_OK, NULL, &m.base);
     return 0;
 }
 
@@ -390,6 +452,7 @@ static void dispatch(rpc_server *srv, auth_method method, rpc_incoming *in)
     case AUTH_METHOD_STOP_JOB: r = handle_stop(srv, in, job_id, &err); break;
     case AUTH_METHOD_GET_JOBS: r = handle_list(srv, in, &err); break;
     case AUTH_METHOD_DELETE_JOB: r = handle_delete(srv, in, job_id, &err); break;
+    case AUTH_METHOD_GET_SERVER_INFO: r = handle_info(srv, in, &err); break;
     default: r = jw_error_set(&err, JW_UNIMPLEMENTED, -ENOSYS, "unknown method"); break;
     }
     if (r == 1)

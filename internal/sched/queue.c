@@ -179,6 +179,13 @@ void jobqueue_set_capacity(jobqueue *q, const jobqueue_capacity *cap)
     pthread_mutex_unlock(&q->lock);
 }
 
+void jobqueue_get_capacity(jobqueue *q, jobqueue_capacity *ret)
+{
+    pthread_mutex_lock(&q->lock);
+    *ret = q->cap;
+    pthread_mutex_unlock(&q->lock);
+}
+
 /* Called with the lock held: RESOURCE_EXHAUSTED when the job could never run. */
 static int check_never_fits(const jobqueue *q, const char *name, const jobqueue_quota *quota,
                             int64_t memory, int64_t cpu, jw_error *err)

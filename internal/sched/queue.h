@@ -38,6 +38,7 @@ typedef struct jobqueue_quota {
 int jobqueue_new(const jobqueue_capacity *cap, jobqueue **ret);
 void jobqueue_free(jobqueue *q); /* NULL is a no-op */
 void jobqueue_set_capacity(jobqueue *q, const jobqueue_capacity *cap);
+void jobqueue_get_capacity(jobqueue *q, jobqueue_capacity *ret);
 
 /* Decides for a new job needing `memory` bytes and `cpu` percent. RESOURCE_EXHAUSTED, naming
  * the limit, when it could never run (its own needs above the capacity or its owner's quota) or

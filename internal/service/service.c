@@ -1,5 +1,7 @@
 #include "service/service.h"
 
+#include "service/info.h"
+
 #include "spawn/jobinit-proto.h"
 #include "util/defaults.h"
 #include "util/log.h"
@@ -24,6 +26,7 @@ struct service {
     pthread_cond_t cond;
     bool poked, stop;
     pthread_rwlock_t policy_lock; /* guards cfg.policy (swapped on SIGHUP) */
+    int64_t start_ns;             /* realtime, for GetServerInfo's uptime */
 };
 
 struct service_stream {
@@ -223,6 +226,7 @@ int service_new(const service_config *cfg, service **ret, jw_error *err)
         return jw_error_errno(err, ENOMEM, "create service");
     }
     svc->cfg = *cfg;
+    svc->start_ns = now_realtime_ns();
     if (svc->cfg.max_streams_per_job <= 0)
         svc->cfg.max_streams_per_job = DEFAULT_MAX_STREAMS_PER_JOB;
     pthread_mutex_init(&svc->lock, NULL);
@@ -529,6 +533,40 @@ int service_delete_job(service *svc, const auth_identity *caller, const char *id
         return jw_error_set(err, JW_INVALID_ARGUMENT, -EINVAL,
                             "id '%.64s' is not a job id (a UUID)", id);
     return store_job_delete(svc->cfg.st, id, ret, err);
+}
+
+/* ---- GetServerInfo ---- */
+
+int service_server_info(service *svc, const auth_identity *caller, service_info *ret, jw_error *err)
+{
+    int r = service_authorize(caller, AUTH_METHOD_GET_SERVER_INFO, err);
+    if (r < 0)
+        return r;
+    memset(ret, 0, sizeof(*ret));
+    r = store_count_by_status(svc->cfg.st, ret->jobs, err);
+    if (r < 0)
+        return r;
+    snprintf(ret->version, sizeof(ret->version), "%s", JW_VERSION);
+    snprintf(ret->build, sizeof(ret->build), "%s %s, SQLite %s", JW_COMPILER, __VERSION__,
+             store_db_library_version());
+    if (gethostname(ret->hostname, sizeof(ret->hostname) - 1) < 0)
+        ret->hostname[0] = '\0';
+    snprintf(ret->cgroup, sizeof(ret->cgroup), "%s",
+             svc->cfg.cgroup_path ? svc->cfg.cgroup_path : "");
+    ret->start_time_ns = svc->start_ns;
+    ret->uptime_s = (now_realtime_ns() - svc->start_ns) / 1000000000;
+    ret->host = svc->cfg.host;
+    ret->defaults = svc->cfg.defaults;
+    ret->default_network = svc->cfg.default_network;
+    jobqueue_get_capacity(svc->queue, &ret->capacity);
+    jobqueue_get_stats(svc->queue, &ret->queue);
+    ret->max_jobs = svc->cfg.max_jobs;
+    ret->max_output_bytes = svc->cfg.max_output_bytes;
+    ret->max_streams = svc->cfg.max_streams;
+    ret->max_streams_per_job = svc->cfg.max_streams_per_job;
+    ret->max_streams_per_client = svc->cfg.max_streams_per_client;
+    service_read_load(ret->load, &ret->memory_available, ret->pressure);
+    return 0;
 }
 
 /* ---- Standard input ---- */

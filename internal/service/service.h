@@ -44,6 +44,9 @@ typedef struct service_config {
      * frees it. NULL = none. */
     policy *policy;
     const char *policy_name; /* the file, named in refusals ("server.conf") */
+    /* For GetServerInfo only: what the daemon was started with. */
+    const char *cgroup_path; /* the jobs' parent cgroup; NULL without cgroups */
+    int64_t max_jobs, max_output_bytes, max_streams, max_streams_per_client;
 } service_config;
 
 /* Threads that start queued jobs (a start takes a few ms of job-init's work: several at once
@@ -174,5 +177,30 @@ int service_stdin_open(service *svc, const auth_identity *caller, const char *id
  * while the job has not started yet (queued or starting: try again later), or an error:
  * FAILED_PRECONDITION when the job has ended or another writer has its stdin. */
 int service_stdin_take(service *svc, store_job *job, int *ret_fd, jw_error *err);
+
+/* ---- GetServerInfo ---- */
+
+typedef struct service_info {
+    char version[32];
+    char build[192];
+    char hostname[256];
+    char cgroup[256];
+    int64_t start_time_ns, uptime_s;
+    job_host host;
+    job_limits defaults;
+    job_network default_network;
+    jobqueue_capacity capacity;
+    jobqueue_stats queue;
+    int64_t max_jobs, max_output_bytes, max_streams, max_streams_per_job, max_streams_per_client;
+    double load[3];
+    int64_t memory_available;
+    double pressure[3]; /* cpu, memory, io: "some" avg10 in percent; -1 = not offered */
+    int64_t jobs[JOB_STATUS_MAX + 1];
+} service_info;
+
+/* The server as GetServerInfo describes it (admin and viewer). The host's load is read from
+ * /proc at the call; the finished jobs are counted in the history (O(jobs) in its index). */
+int service_server_info(service *svc, const auth_identity *caller, service_info *ret,
+                        jw_error *err);
 
 #endif

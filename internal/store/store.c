@@ -922,12 +922,39 @@ int store_list(store *s, const store_query *q, store_job ***ret, size_t *ret_n,
     return 0;
 }
 
+const char *store_db_library_version(void)
+{
+    return jobdb_library_version();
+}
+
 size_t store_count(store *s)
 {
     pthread_mutex_lock(&s->lock);
     size_t n = s->n;
     pthread_mutex_unlock(&s->lock);
     return n;
+}
+
+int store_count_by_status(store *s, int64_t ret[JOB_STATUS_MAX + 1], jw_error *err)
+{
+    int r = jobdb_count_by_status(s->db, ret, err);
+    if (r < 0)
+        return r;
+    int64_t live[JOB_STATUS_MAX + 1] = {0};
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->n; i++) {
+        store_job *job = s->order[i];
+        pthread_mutex_lock(&job->lock);
+        job_status st = job->status;
+        pthread_mutex_unlock(&job->lock);
+        if (st >= 0 && st <= JOB_STATUS_MAX)
+            live[st]++;
+    }
+    pthread_mutex_unlock(&s->lock);
+    for (int st = 0; st <= JOB_STATUS_MAX; st++)
+        if (!job_status_is_final((job_status)st))
+            ret[st] = live[st];
+    return 0;
 }
 
 int store_job_delete(store *s, const char *id, store_job **ret, jw_error *err)

@@ -146,8 +146,13 @@ typedef struct store_query {
  * before_seq of the next page, 0 when this page is the last. */
 int store_list(store *s, const store_query *q, store_job ***ret, size_t *ret_n,
                int64_t *ret_next_seq, jw_error *err);
+/* The version of the database library behind the history ("3.40.1"). */
+const char *store_db_library_version(void);
 /* Unfinished jobs held in memory. */
 size_t store_count(store *s);
+/* Jobs per status (ret[status]): unfinished ones from the table, finished ones from the history
+ * (a job whose final record is not written yet counts under its last recorded status). */
+int store_count_by_status(store *s, int64_t ret[JOB_STATUS_MAX + 1], jw_error *err);
 
 /* Removes a finished job's record and output at once. NOT_FOUND when unknown,
  * FAILED_PRECONDITION while it runs. Streams already reading it end normally. *ret (may be

@@ -3,6 +3,14 @@
 #ifndef JW_UTIL_DEFAULTS_H
 #define JW_UTIL_DEFAULTS_H
 
+/* The version this tree builds (GetServerInfo, --version). */
+#define JW_VERSION "0.6.0"
+#if defined(__clang__)
+#define JW_COMPILER "clang"
+#else
+#define JW_COMPILER "gcc"
+#endif
+
 #define JW_DEFAULT_LISTEN                 "0.0.0.0:50051"
 #define JW_DEFAULT_CERT                   "certs/server.crt"
 #define JW_DEFAULT_KEY                    "certs/server.key"

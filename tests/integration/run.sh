@@ -301,5 +301,6 @@ source "$REPO/tests/integration/queue.sh"
 source "$REPO/tests/integration/policy.sh"
 source "$REPO/tests/integration/stdio.sh"
 source "$REPO/tests/integration/env.sh"
+source "$REPO/tests/integration/info.sh"
 
 finish

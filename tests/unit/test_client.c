@@ -658,16 +658,70 @@ static void test_code_names(void **state)
     assert_string_equal(jw_client_code_name((jw_code)99), "UNKNOWN");
 }
 
+/* jobctl info's two forms of one ServerInfo. */
+static void test_server_info(void **state)
+{
+    (void)state;
+    Jobworker__V1__ServerInfo si = JOBWORKER__V1__SERVER_INFO__INIT;
+    Jobworker__V1__ResourceLimits lim = JOBWORKER__V1__RESOURCE_LIMITS__INIT;
+    lim.cpu_percent = 100;
+    lim.memory_bytes = 512 << 20;
+    si.version = "0.6.0";
+    si.build = "gcc 12.2.0, SQLite 3.40.1, gRPC core 29.0.0";
+    si.hostname = "h\x01st";
+    si.uptime_seconds = 90;
+    si.limits_enforced = 1;
+    si.cgroup = "/sys/fs/cgroup/jobworker";
+    si.default_limits = &lim;
+    si.default_network = JOBWORKER__V1__NETWORK_MODE__NETWORK_MODE_NONE;
+    si.cpus = 2;
+    si.memory_bytes = INT64_C(2) << 30;
+    si.max_running = 8;
+    si.max_queued = 10000;
+    si.load1 = 0.5;
+    si.memory_available_bytes = INT64_C(1) << 30;
+    si.cpu_pressure = -1;
+    Jobworker__V1__JobCount running = JOBWORKER__V1__JOB_COUNT__INIT, done = running;
+    running.status = JOBWORKER__V1__JOB_STATUS__JOB_STATUS_RUNNING;
+    running.count = 3;
+    done.status = JOBWORKER__V1__JOB_STATUS__JOB_STATUS_COMPLETED;
+    done.count = 40;
+    Jobworker__V1__JobCount *jobs[] = {&running, &done};
+    si.jobs = jobs;
+    si.n_jobs = 2;
+    si.running = 3;
+    si.streams_open = 1;
+    char *got = CAPTURE(jw_fmt_server_info_human(out, &si));
+    assert_non_null(
+        strstr(got, "version:         0.6.0 (gcc 12.2.0, SQLite 3.40.1, gRPC core 29.0.0)\n"));
+    assert_non_null(strstr(got, "host:            h\\x01st, 2 CPUs, 2 GiB RAM\n"));
+    assert_non_null(
+        strstr(got, "limits:          enforced (cgroup v2: /sys/fs/cgroup/jobworker)\n"));
+    assert_non_null(
+        strstr(got, "capacity:        running 8, memory no limit, cpu no limit, queued 10000\n"));
+    assert_non_null(strstr(got, "no pressure information"));
+    assert_non_null(strstr(got, "jobs:            3 running, 40 completed\n"));
+    free(got);
+    got = CAPTURE(jw_fmt_server_info_json(out, &si));
+    assert_non_null(strstr(got, "\"hostname\":\"h\\u0001st\""));
+    assert_non_null(strstr(got, "\"default_network\":\"NONE\""));
+    assert_non_null(strstr(got, "\"jobs\":[{\"status\":\"RUNNING\",\"count\":3},"
+                                "{\"status\":\"COMPLETED\",\"count\":40}]"));
+    assert_non_null(strstr(got, "\"cpu_pressure\":-1.00"));
+    free(got);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_json_string),       cmocka_unit_test(test_job_json),
         cmocka_unit_test(test_job_json_defaults), cmocka_unit_test(test_enum_names),
         cmocka_unit_test(test_shell_word),        cmocka_unit_test(test_small_renderers),
-        cmocka_unit_test(test_job_human),         cmocka_unit_test(test_jobs_table),
-        cmocka_unit_test(test_options),           cmocka_unit_test(test_read_pem),
-        cmocka_unit_test(test_code_names),        cmocka_unit_test(test_client_files),
-        cmocka_unit_test(test_list_options),      cmocka_unit_test(test_jobs_append),
+        cmocka_unit_test(test_server_info),       cmocka_unit_test(test_job_human),
+        cmocka_unit_test(test_jobs_table),        cmocka_unit_test(test_options),
+        cmocka_unit_test(test_read_pem),          cmocka_unit_test(test_code_names),
+        cmocka_unit_test(test_client_files),      cmocka_unit_test(test_list_options),
+        cmocka_unit_test(test_jobs_append),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -2,6 +2,7 @@
  * job state x StopJob, and stream bookkeeping, over a real store, supervisor and job-init
  * (no cgroups on this host: limits are the vm tier's). */
 #include "service/service.h"
+#include "util/defaults.h"
 #include "util/misc.h"
 
 #include <errno.h>
@@ -149,18 +150,18 @@ static void test_roles_by_method(void **state)
     const char *id = store_job_id(job);
     const auth_identity *callers[] = {NULL, &nobody, &viewer, &admin};
     /* Expected codes per caller, for CreateJob, GetJob, StopJob, GetJobs, GetJobsStream,
-     * DeleteJob, WriteStdin. */
-    const jw_code want[4][7] = {
+     * DeleteJob, WriteStdin, GetServerInfo. */
+    const jw_code want[4][8] = {
         {JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED,
-         JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED},
+         JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED, JW_UNAUTHENTICATED},
         {JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED,
-         JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED},
+         JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED, JW_PERMISSION_DENIED},
         {JW_PERMISSION_DENIED, JW_OK, JW_PERMISSION_DENIED, JW_OK, JW_OK, JW_PERMISSION_DENIED,
-         JW_PERMISSION_DENIED},
-        {JW_OK, JW_OK, JW_OK, JW_OK, JW_OK, JW_OK, JW_OK},
+         JW_PERMISSION_DENIED, JW_OK},
+        {JW_OK, JW_OK, JW_OK, JW_OK, JW_OK, JW_OK, JW_OK, JW_OK},
     };
     for (int c = 0; c < 4; c++) {
-        for (int m = 0; m <= AUTH_METHOD_WRITE_STDIN; m++) {
+        for (int m = 0; m <= AUTH_METHOD_GET_SERVER_INFO; m++) {
             jw_error err = JW_ERROR_INIT;
             int r = service_authorize(callers[c], (auth_method)m, &err);
             assert_int_equal(r < 0 ? err.code : JW_OK, want[c][m]);
@@ -193,6 +194,14 @@ static void test_roles_by_method(void **state)
         for (size_t i = 0; r == 0 && i < n; i++)
             store_job_unref(jobs[i]);
         free(jobs);
+        service_info si;
+        r = service_server_info(f->svc, callers[c], &si, &err);
+        assert_int_equal(r < 0 ? err.code : JW_OK, want[c][AUTH_METHOD_GET_SERVER_INFO]);
+        if (r == 0) {
+            assert_string_equal(si.version, JW_VERSION);
+            assert_true(si.jobs[JOB_STATUS_RUNNING] >= 1); /* the sleep */
+            assert_true(si.uptime_s >= 0 && si.start_time_ns > 0);
+        }
         if (want[c][AUTH_METHOD_WRITE_STDIN] != JW_OK) {
             r = service_stdin_open(f->svc, callers[c], id, &got, &err);
             assert_int_equal(err.code, want[c][AUTH_METHOD_WRITE_STDIN]);
