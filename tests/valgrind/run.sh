@@ -47,8 +47,12 @@ t_lifecycle() {
     wait_status "$id" FAILED || return 1
     json=$(jc -o json get "$id")
     expect_eq "$(json_field "$json" exit_code)" 3 || return 1
-    out=$(jc stream "$id") || return 1
+    out=$(jc stream --merge "$id") || return 1
     expect_eq "$out" $'hello\noops' || return 1
+    expect_eq "$(jc stream "$id" 2>/dev/null)" hello "(stdout alone)" || return 1
+    # Standard input through WriteStdin, and a job's environment.
+    out=$(printf 'fed' | jc run -e GREETING=hi sh -c 'cat; echo " $GREETING"') || return 1
+    expect_eq "$out" "fed hi" || return 1
     expect_contains "$(jc list)" "$id" || return 1
     out=$(jc run /no/such/binary 2>&1)
     expect_eq "$?" 127 || return 1
@@ -61,7 +65,7 @@ t_lifecycle() {
     wait_status "$id" FAILED || return 1
     expect_eq "$(json_field "$(jc -o json get "$id")" reason)" TIMED_OUT
 }
-check "create, get, list, stream, run, start failure, stop, timeout" t_lifecycle
+check "create, get, list, stream (apart and merged), run with stdin and env, start failure, stop, timeout" t_lifecycle
 
 t_streams() {
     local id pids=() i
