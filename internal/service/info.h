@@ -2,6 +2,7 @@
 #ifndef JW_SERVICE_INFO_H
 #define JW_SERVICE_INFO_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Load averages (1, 5, 15 min), MemAvailable in bytes and the "some avg10" pressure of cpu,

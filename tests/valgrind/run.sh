@@ -51,6 +51,7 @@ t_lifecycle() {
     expect_eq "$out" $'hello\noops' || return 1
     expect_eq "$(jc stream "$id" 2>/dev/null)" hello "(stdout alone)" || return 1
     # Standard input through WriteStdin, and a job's environment.
+    # shellcheck disable=SC2016 # expanded by the job's shell
     out=$(printf 'fed' | jc run -e GREETING=hi sh -c 'cat; echo " $GREETING"') || return 1
     expect_eq "$out" "fed hi" || return 1
     expect_contains "$(jc list)" "$id" || return 1
