@@ -125,6 +125,19 @@ static void json_str(FILE *out, const char *key, const char *value)
     jw_fmt_json_string(out, value, strlen(value));
 }
 
+/* ,"key":[...] of strings, then a comma: the args and env of a job. */
+static void json_strv(FILE *out, const char *key, char *const *v, size_t n)
+{
+    fprintf(out, ",\"%s\":[", key);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            putc(',', out);
+        const char *a = v[i] ? v[i] : "";
+        jw_fmt_json_string(out, a, strlen(a));
+    }
+    fputs("]", out);
+}
+
 static void json_enum(FILE *out, const char *key, const char *name, int value)
 {
     if (name)
@@ -144,21 +157,9 @@ int jw_fmt_job_json(FILE *out, const Jobworker__V1__Job *job)
     json_str(out, "id", job->id);
     putc(',', out);
     json_str(out, "command", job->command);
-    fputs(",\"args\":[", out);
-    for (size_t i = 0; i < job->n_args; i++) {
-        if (i)
-            putc(',', out);
-        const char *a = job->args[i] ? job->args[i] : "";
-        jw_fmt_json_string(out, a, strlen(a));
-    }
-    fputs("],\"env\":[", out);
-    for (size_t i = 0; i < job->n_env; i++) {
-        if (i)
-            putc(',', out);
-        const char *a = job->env[i] ? job->env[i] : "";
-        jw_fmt_json_string(out, a, strlen(a));
-    }
-    fputs("],", out);
+    json_strv(out, "args", job->args, job->n_args);
+    json_strv(out, "env", job->env, job->n_env);
+    putc(',', out);
     json_enum(out, "status", jw_fmt_status_name(job->status), job->status);
     putc(',', out);
     json_enum(out, "reason", jw_fmt_reason_name(job->reason), job->reason);

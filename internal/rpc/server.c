@@ -492,15 +492,6 @@ static int slot_request(rpc_slot *slot)
     return e == GRPC_CALL_OK ? 0 : -EIO;
 }
 
-static void drain_destroy_cq(grpc_completion_queue *cq)
-{
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN)
-        ;
-    grpc_completion_queue_destroy(cq);
-}
-
 static void handle_new_call(rpc_slot *slot, bool ok)
 {
     rpc_server *srv = slot->srv;
@@ -513,7 +504,7 @@ static void handle_new_call(rpc_slot *slot, bool ok)
     if (!ok) {
         /* The server is shutting down and failed this request. */
         if (bound_cq)
-            drain_destroy_cq(bound_cq);
+            rpc_drain_destroy_cq(bound_cq);
         if (slot->method == SLOT_UNKNOWN)
             grpc_call_details_destroy(&details);
         return;
@@ -731,7 +722,7 @@ fail:
         grpc_server_destroy(srv->server);
     }
     if (srv->cq)
-        drain_destroy_cq(srv->cq);
+        rpc_drain_destroy_cq(srv->cq);
     grpc_shutdown();
     rpc_creds_free(srv);
     stream_registry_free(srv->streams);
@@ -794,7 +785,7 @@ void rpc_server_free(rpc_server *srv)
     grpc_completion_queue_destroy(srv->cq);
     for (int i = 0; i < srv->n_slots; i++)
         if (srv->slots[i].bound_cq)
-            drain_destroy_cq(srv->slots[i].bound_cq);
+            rpc_drain_destroy_cq(srv->slots[i].bound_cq);
     log_debug("rpc: queues drained; grpc_shutdown");
     grpc_shutdown();
     rpc_creds_free(srv);

@@ -31,15 +31,6 @@ typedef struct stdin_writer {
     char tag_init, tag_close, tag_recv, tag_status;
 } stdin_writer;
 
-static void drain_destroy_cq(grpc_completion_queue *cq)
-{
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN)
-        ;
-    grpc_completion_queue_destroy(cq);
-}
-
 static gpr_timespec after_ms(int ms)
 {
     return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
@@ -234,7 +225,7 @@ static void *writer_main(void *arg)
     protobuf_c_message_free_unpacked(w->first, NULL);
     store_job_unref(w->job);
     grpc_call_unref(w->call);
-    drain_destroy_cq(w->cq);
+    rpc_drain_destroy_cq(w->cq);
     stream_registry_leave(w->reg);
     free(w);
     return NULL;
@@ -286,18 +277,12 @@ static int start_writer(stream_registry *reg, grpc_call *call, grpc_completion_q
                         .fd = -1,
                         .first = first};
     snprintf(w->job_id, sizeof(w->job_id), "%s", job_id);
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    pthread_t t;
-    int e = pthread_create(&t, &attr, writer_main, w);
-    pthread_attr_destroy(&attr);
-    if (e == 0)
+    r = rpc_start_detached(writer_main, w, err);
+    if (r == 0)
         return 0;
     free(w);
     stream_registry_leave(reg);
-    return jw_error_errno(err, e, "start WriteStdin thread");
+    return r;
 }
 
 void stdin_writer_take(stream_registry *reg, grpc_call *call, grpc_completion_queue *cq,

@@ -110,13 +110,25 @@ bool stream_registry_wait_empty(stream_registry *reg, int timeout_ms)
     return empty;
 }
 
-static void drain_destroy_cq(grpc_completion_queue *cq)
+void rpc_drain_destroy_cq(grpc_completion_queue *cq)
 {
     grpc_completion_queue_shutdown(cq);
     while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
            GRPC_QUEUE_SHUTDOWN)
         ;
     grpc_completion_queue_destroy(cq);
+}
+
+int rpc_start_detached(void *(*fn)(void *), void *arg, jw_error *err)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_t t;
+    int e = pthread_create(&t, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return e == 0 ? 0 : jw_error_errno(err, e, "start a call thread");
 }
 
 /* Answers a refused call on its own queue, from the worker that took it: no thread. The batch
@@ -152,7 +164,7 @@ static void refuse_call(stream_registry *reg, auth_method method, grpc_call *cal
     }
     grpc_call_unref(call);
     grpc_slice_unref(details);
-    drain_destroy_cq(cq);
+    rpc_drain_destroy_cq(cq);
     audit_write(reg->cfg.audit, caller, method, job_id, code, msg);
 }
 
@@ -304,7 +316,7 @@ static void stream_free(rpc_stream *s)
     if (s->status_sent)
         grpc_slice_unref(s->details);
     grpc_call_unref(s->call);
-    drain_destroy_cq(s->cq);
+    rpc_drain_destroy_cq(s->cq);
     pthread_mutex_destroy(&s->call_lock);
 
     pthread_mutex_lock(&reg->lock);
@@ -478,19 +490,10 @@ static void discard_unstarted(rpc_stream *s)
 
 static int start_thread(rpc_stream *s, jw_error *err)
 {
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, 256 * 1024);
-    pthread_t t;
-    int e = pthread_create(&t, &attr, stream_thread, s);
-    pthread_attr_destroy(&attr);
-    if (e != 0) {
-        jw_error_errno(err, e, "start stream thread");
+    int r = rpc_start_detached(stream_thread, s, err);
+    if (r < 0)
         log_error("%s", err->msg);
-        return -e;
-    }
-    return 0;
+    return r;
 }
 
 void stream_registry_take(stream_registry *reg, grpc_call *call, grpc_completion_queue *cq,

@@ -43,6 +43,11 @@ void stream_registry_shutdown(stream_registry *reg);
 bool stream_registry_wait_empty(stream_registry *reg, int timeout_ms);
 int stream_registry_count(stream_registry *reg);
 
+/* A call's own completion queue, shut down, drained and destroyed (every rpc file uses it). */
+void rpc_drain_destroy_cq(grpc_completion_queue *cq);
+/* A detached thread with a 256 KiB stack for one call (streams, stdin writers). */
+int rpc_start_detached(void *(*fn)(void *), void *arg, jw_error *err);
+
 /* For the WriteStdin writers (rpc/stdin.c), which share the registry's --max-streams slots and
  * its shutdown but have no output to follow. */
 int stream_registry_enter(stream_registry *reg, jw_error *err); /* takes a slot */

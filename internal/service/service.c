@@ -422,23 +422,25 @@ static int find_job(service *svc, const char *id, store_job **ret, jw_error *err
     return 0;
 }
 
+/* The caller may call `method`, and the job exists: *ret is a new reference. */
+static int authorized_job(service *svc, const auth_identity *caller, auth_method method,
+                          const char *id, store_job **ret, jw_error *err)
+{
+    int r = service_authorize(caller, method, err);
+    return r < 0 ? r : find_job(svc, id, ret, err);
+}
+
 int service_get_job(service *svc, const auth_identity *caller, const char *id, store_job **ret,
                     jw_error *err)
 {
-    int r = service_authorize(caller, AUTH_METHOD_GET_JOB, err);
-    if (r < 0)
-        return r;
-    return find_job(svc, id, ret, err);
+    return authorized_job(svc, caller, AUTH_METHOD_GET_JOB, id, ret, err);
 }
 
 int service_stop_job(service *svc, const auth_identity *caller, const char *id, store_final_fn done,
                      void *userdata, store_job **ret, jw_error *err)
 {
-    int r = service_authorize(caller, AUTH_METHOD_STOP_JOB, err);
-    if (r < 0)
-        return r;
     store_job *job = NULL;
-    r = find_job(svc, id, &job, err);
+    int r = authorized_job(svc, caller, AUTH_METHOD_STOP_JOB, id, &job, err);
     if (r < 0)
         return r;
     store_job_info info;
@@ -574,11 +576,8 @@ int service_server_info(service *svc, const auth_identity *caller, service_info 
 int service_stdin_open(service *svc, const auth_identity *caller, const char *id, store_job **ret,
                        jw_error *err)
 {
-    int r = service_authorize(caller, AUTH_METHOD_WRITE_STDIN, err);
-    if (r < 0)
-        return r;
     store_job *job = NULL;
-    r = find_job(svc, id, &job, err);
+    int r = authorized_job(svc, caller, AUTH_METHOD_WRITE_STDIN, id, &job, err);
     if (r < 0)
         return r;
     store_job_info info;

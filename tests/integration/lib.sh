@@ -192,6 +192,15 @@ json_field() {
     $PY -c 'import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print(v if not isinstance(v,bool) else str(v).lower())' "$1" "$2"
 }
 
+# start_proxy LOG CUT_BYTES: the cutting proxy (proxy.py) in front of the server on a free port,
+# which it sets in PROXY_PORT (PROXY_PID its pid), once it listens (bounded: 2.5 s).
+start_proxy() {
+    PROXY_PORT=$(free_port)
+    $PY "$REPO/tests/integration/proxy.py" "$PROXY_PORT" "$PORT" "$2" >"$1" 2>&1 &
+    PROXY_PID=$!
+    for _ in $(seq 50); do grep -q listening "$1" && break; sleep 0.05; done
+}
+
 # wait_status ID STATUS...: polls until the job has one of the statuses (10 s).
 wait_status() {
     local id=$1

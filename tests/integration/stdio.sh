@@ -64,18 +64,16 @@ check "python client: merged stream byte-identical with stream tags, one stream 
 
 t_resume_both_streams() {
     local id pport ppid
-    pport=$(free_port)
-    $PY "$REPO/tests/integration/proxy.py" "$pport" "$PORT" 3000000 >"$T/proxy2.log" 2>&1 &
-    ppid=$!
-    for _ in $(seq 50); do grep -q listening "$T/proxy2.log" && break; sleep 0.05; done
+    start_proxy "$T/proxy2.log" 3000000
+    pport=$PROXY_PORT ppid=$PROXY_PID
     id=$(jc create sh -c "$TESTBIN/pattern 2M 31; $TESTBIN/pattern 2M 33 >&2; sleep 1; $TESTBIN/pattern 2M 32; $TESTBIN/pattern 2M 34 >&2") || return 1
     "$BIN/jobctl" --server "127.0.0.1:$pport" --server-name localhost --cert "$CERTS/admin.crt" \
         --key "$CERTS/admin.key" --ca "$CERTS/ca.crt" stream --follow "$id" >"$T/r2.out" 2>"$T/r2.err" || {
         cat "$T/r2.err" >&2
-        kill $ppid 2>/dev/null
+        kill "$ppid" 2>/dev/null
         return 1
     }
-    kill $ppid 2>/dev/null
+    kill "$ppid" 2>/dev/null
     grep -q "cut after" "$T/proxy2.log" || { echo "the proxy never cut the stream" >&2; return 1; }
     { "$TESTBIN/pattern" 2M 31; "$TESTBIN/pattern" 2M 32; } | cmp - "$T/r2.out" || return 1
     { "$TESTBIN/pattern" 2M 33; "$TESTBIN/pattern" 2M 34; } | cmp - "$T/r2.err"

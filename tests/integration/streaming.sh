@@ -70,17 +70,15 @@ check "a followed line arrives within 50 ms" t_follow_latency
 
 t_resume_after_cut() {
     local id pport ppid
-    pport=$(free_port)
-    $PY "$REPO/tests/integration/proxy.py" "$pport" "$PORT" 3000000 >"$T/proxy.log" 2>&1 &
-    ppid=$!
-    for _ in $(seq 50); do grep -q listening "$T/proxy.log" && break; sleep 0.05; done
+    start_proxy "$T/proxy.log" 3000000
+    pport=$PROXY_PORT ppid=$PROXY_PID
     id=$(jc create sh -c "$TESTBIN/pattern 4M 31; sleep 1; $TESTBIN/pattern 4M 32") || return 1
     "$BIN/jobctl" --server "127.0.0.1:$pport" --server-name localhost --cert "$CERTS/admin.crt" \
         --key "$CERTS/admin.key" --ca "$CERTS/ca.crt" stream --follow "$id" >"$T/resumed.out" 2>"$T/resumed.err" || {
         cat "$T/resumed.err" >&2
         return 1
     }
-    kill $ppid 2>/dev/null
+    kill "$ppid" 2>/dev/null
     grep -q "cut after" "$T/proxy.log" || { echo "the proxy never cut the stream" >&2; return 1; }
     { "$TESTBIN/pattern" 4M 31; "$TESTBIN/pattern" 4M 32; } | cmp - "$T/resumed.out"
 }
